@@ -1,0 +1,27 @@
+"""`/v1/admin/…`: what operators see of a running process."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import get
+
+from api.dependencies import require_role
+from api.runtime import Runtime
+from streams.access import Principal
+
+
+@get("/v1/admin/stats", summary="Live counters of this process", tags=["admin"])
+async def stats(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+    require_role(principal, "admin")
+    hub = runtime.hub.stats
+    return {
+        "engine": runtime.engine.name,
+        "connections": hub.connections,
+        "connections_total": hub.connections_total,
+        "slow_consumer_closes": hub.slow_consumer_closes,
+        "events_in": hub.events_in,
+        "resets": hub.resets,
+        "tasks": len(asyncio.all_tasks()),
+    }

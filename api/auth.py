@@ -1,0 +1,144 @@
+"""Authentication: JWTs from the platform, and short-lived stream tickets minted here.
+
+Credentials, in order: `Authorization: Bearer <JWT>`, the HttpOnly cookie `sinal_token`, and, on
+GET stream endpoints only, `?ticket=` (because `EventSource` cannot send headers). Tickets are
+signed with their own key and audience, so a ticket is never accepted as a JWT, nor a JWT as a
+ticket. No token or ticket is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jwt
+
+from api.settings import Settings
+from streams.access import Principal
+from streams.channels import is_valid_identifier
+from streams.errors import Unauthorized
+
+COOKIE = "sinal_token"
+TICKET_AUDIENCE = "sinal:stream"
+TICKET_ALGORITHM = "HS256"
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.algorithm = settings.jwt_algorithm
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.ticket_ttl_s = settings.ticket_ttl_s
+        if settings.jwt_public_key_file is not None:
+            self._verify_key: str = settings.jwt_public_key_file.read_text()
+        elif settings.jwt_secret is not None:
+            self._verify_key = settings.jwt_secret
+        else:
+            raise ValueError("no JWT secret or public key configured")
+        ticket_secret = settings.ticket_secret or settings.jwt_secret or ""
+        # A key of its own for tickets: derived, so one configured secret is enough.
+        self._ticket_key = hashlib.sha256(b"sinal-ticket\x00" + ticket_secret.encode()).hexdigest()
+
+    # -- verifying ---------------------------------------------------------------------------
+
+    def authenticate(
+        self,
+        headers: Mapping[str, str],
+        cookies: Mapping[str, str],
+        ticket: str | None = None,
+    ) -> Principal:
+        """The caller, from the first credential present; `ticket` only where streams allow it."""
+        authorization = headers.get("authorization")
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("Authorization header must be 'Bearer <token>'")
+            return self.verify_token(token.strip())
+        if cookies.get(COOKIE):
+            return self.verify_token(cookies[COOKIE])
+        if ticket:
+            return self.verify_ticket(ticket)
+        raise Unauthorized("credentials are missing: send a Bearer token")
+
+    def verify_token(self, token: str) -> Principal:
+        options: Any = {"require": ["sub", "exp"], "verify_aud": bool(self.audience)}
+        try:
+            claims = jwt.decode(
+                token,
+                self._verify_key,
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options=options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token has expired") from None
+        except jwt.PyJWTError as error:
+            raise Unauthorized(f"token is invalid: {error}") from None
+        return principal_from_claims(claims)
+
+    def verify_ticket(self, ticket: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                ticket,
+                self._ticket_key,
+                algorithms=[TICKET_ALGORITHM],
+                audience=TICKET_AUDIENCE,
+                options={"require": ["sub", "exp", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("ticket has expired: request a new one") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("ticket is invalid") from None
+        return principal_from_claims(claims)
+
+    # -- minting -------------------------------------------------------------------------------
+
+    def issue_ticket(self, principal: Principal) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": principal.sub,
+            "roles": sorted(principal.roles),
+            "teams": sorted(principal.teams),
+            "aud": TICKET_AUDIENCE,
+            "iat": now,
+            "exp": now + self.ticket_ttl_s,
+        }
+        return jwt.encode(claims, self._ticket_key, algorithm=TICKET_ALGORITHM)
+
+
+def mint_token(
+    secret: str,
+    sub: str,
+    roles: Iterable[str] = (),
+    teams: Iterable[str] = (),
+    ttl_s: int = 3600,
+    **extra: Any,
+) -> str:
+    """An HS256 JWT, as the platform would issue one (`sinal token`, tests, benchmarks)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "roles": list(roles),
+        "teams": list(teams),
+        "iat": now,
+        "exp": now + ttl_s,
+    }
+    claims.update(extra)
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not is_valid_identifier(sub):
+        raise Unauthorized("token subject must be 1-128 characters of A-Z a-z 0-9 _ @ . -")
+    return Principal(sub, _strings(claims, "roles"), _strings(claims, "teams"))
+
+
+def _strings(claims: Mapping[str, Any], name: str) -> frozenset[str]:
+    value = claims.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise Unauthorized(f"token claim '{name}' must be a list of strings")
+    return frozenset(value)

@@ -1,0 +1,87 @@
+"""The `sinal` command: `serve`, `token`, `config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from api.settings import Settings, SettingsError
+
+log = logging.getLogger("sinal")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sinal", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="address to listen on (default: SINAL_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: SINAL_PORT or 8000)")
+
+    token = commands.add_parser("token", help="print a JWT for trying things out")
+    token.add_argument("--sub", required=True, help="user id")
+    token.add_argument("--role", action="append", default=[], help="admin or service; repeatable")
+    token.add_argument("--team", action="append", default=[], help="team id; repeatable")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+
+    commands.add_parser("config", help="show the settings in effect (secrets hidden)")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "serve":
+            return _serve(settings, args.host, args.port)
+        if args.command == "token":
+            return _token(settings, args.sub, args.role, args.team, args.ttl)
+        return _config(settings)
+    except SettingsError as error:
+        print(f"sinal: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from api.app import create_app
+    from api.server import serve
+
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    settings, created = settings.with_dev_secret()
+    if created:
+        log.warning(
+            "no SINAL_JWT_SECRET set: created a development secret in %s "
+            "(`sinal token` uses it; set SINAL_JWT_SECRET in production)",
+            settings.dev_secret_file,
+        )
+    elif settings.jwt_secret and not __import__("os").environ.get("SINAL_JWT_SECRET"):
+        log.info("using the development JWT secret in %s", settings.dev_secret_file)
+    engine = f"redis ({settings.redis_url})" if settings.redis_url else "memory (embedded)"
+    log.info("engine: %s", engine)
+    serve(create_app(settings), host or settings.host, port or settings.port, settings.log_level)
+    return 0
+
+
+def _token(settings: Settings, sub: str, roles: list[str], teams: list[str], ttl: int) -> int:
+    from api.auth import mint_token
+    from streams.channels import is_valid_identifier
+
+    if settings.jwt_algorithm != "HS256":
+        print("sinal: `sinal token` signs HS256 tokens only", file=sys.stderr)
+        return 2
+    if not is_valid_identifier(sub):
+        print("sinal: --sub must be 1-128 characters of A-Z a-z 0-9 _ @ . -", file=sys.stderr)
+        return 2
+    settings, _ = settings.with_dev_secret()
+    assert settings.jwt_secret is not None  # with_dev_secret guarantees one for HS256
+    print(mint_token(settings.jwt_secret, sub, roles, teams, ttl))
+    return 0
+
+
+def _config(settings: Settings) -> int:
+    for variable, value, default in settings.describe():
+        print(f"{variable:28} {value:32} (default: {default})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

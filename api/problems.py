@@ -1,0 +1,85 @@
+"""The one place where errors become RFC 9457 `application/problem+json` responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from streams.errors import SinalError
+
+log = logging.getLogger("sinal.api")
+
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem(status: int, detail: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    body.update({key: value for key, value in extra.items() if value is not None})
+    return body
+
+
+def problem_of(error: SinalError) -> dict[str, Any]:
+    return problem(error.status, error.detail, field=error.field)
+
+
+def encode_problem(body: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(body)
+
+
+def _response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        content=body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def handle_sinal_error(_: Request[Any, Any, Any], error: SinalError) -> Response[Any]:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return _response(problem_of(error), headers)
+
+
+def handle_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    if isinstance(error, ValidationException):
+        errors = error.extra if isinstance(error.extra, list) else []
+        field = next((item.get("key") for item in errors if isinstance(item, dict)), None)
+        detail = "; ".join(
+            f"{item.get('key') or 'body'}: {item.get('message')}"
+            for item in errors
+            if isinstance(item, dict)
+        )
+        return _response(problem(400, detail or error.detail, field=field))
+    return _response(problem(error.status_code, error.detail), dict(error.headers or {}))
+
+
+def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _response(problem(500, "an unexpected error occurred; it has been logged"))
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    SinalError: handle_sinal_error,
+    HTTPException: handle_http_error,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,56 @@
+"""`POST /v1/publish`: services put an event on a channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, post
+
+from api.body import decode_body
+from api.dependencies import require_role
+from api.runtime import Runtime
+from streams.access import Principal
+from streams.channels import require_channel
+from streams.cursor import encode_cursor
+from streams.errors import BadRequest, PayloadTooLarge
+from streams.event import EVENT_TYPE, MAX_EVENT_TYPE
+
+RESERVED_TYPES = frozenset({"ready", "reset", "message"})
+
+
+class PublishRequest(msgspec.Struct, forbid_unknown_fields=True):
+    channel: str
+    type: str
+    data: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+
+
+class PublishResponse(msgspec.Struct):
+    cursor: str
+    ts: str
+
+
+@post("/v1/publish", summary="Publish an event (service role)", tags=["streams"])
+async def publish(
+    request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
+) -> PublishResponse:
+    require_role(principal, "service")
+    body = decode_body(await request.body(), PublishRequest)
+    channel = require_channel(body.channel)
+    check_event_type(body.type)
+    if len(body.data) > runtime.settings.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"data is {len(body.data)} bytes; the limit is {runtime.settings.max_payload_bytes}",
+            field="data",
+        )
+    event = await runtime.engine.publish(channel, body.type, bytes(body.data))
+    return PublishResponse(cursor=encode_cursor([event.segment]), ts=event.ts)
+
+
+def check_event_type(type: str) -> None:
+    if len(type) > MAX_EVENT_TYPE or not EVENT_TYPE.match(type) or type in RESERVED_TYPES:
+        raise BadRequest(
+            "type must be lowercase words separated by dots (e.g. 'notification.created'), "
+            f"at most {MAX_EVENT_TYPE} characters, and not one of {sorted(RESERVED_TYPES)}",
+            field="type",
+        )

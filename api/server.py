@@ -1,0 +1,58 @@
+"""Running the app under uvicorn, with a graceful drain of open streams.
+
+Uvicorn waits for open connections to finish before it runs the app's shutdown, and an SSE
+stream never finishes by itself. So on a stop signal the hub is drained first: every stream gets
+a short `retry:` hint and ends, and `EventSource` clients reconnect (elsewhere) with their cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+
+import uvicorn
+from litestar import Litestar
+
+from api.runtime import Runtime
+
+_SECRET_QUERY = re.compile(r"((?:^|[?&])(?:ticket|token|access_token)=)[^&\s]*")
+
+
+class RedactSecrets(logging.Filter):
+    """Access logs show paths with their query: tickets must not reach the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connection while streams drain
+        self.runtime.hub.drain()
+        await super().shutdown(sockets)
+
+
+def serve(app: Litestar, host: str, port: int, log_level: str) -> None:
+    logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=10,
+        # Streams are long-lived; headers still must arrive promptly.
+        timeout_keep_alive=30,
+    )
+    runtime: Runtime = app.state.sinal
+    DrainingServer(config, runtime).run()

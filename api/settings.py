@@ -1,0 +1,183 @@
+"""Settings: read once from `SINAL_*` variables into one validated object.
+
+Nothing reads the environment at import time; `Settings.from_env()` is called by the CLI (or a
+test) and the result is passed to `create_app(settings)`. A bad value stops start-up with a
+message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A `SINAL_*` variable holds a value Sinal cannot use."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects NaN
+        raise ValueError("must be a number ≥ 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
+def _database_url(text: str) -> str:
+    scheme = urlsplit(text).scheme
+    if scheme == "sqlite" and text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    if scheme in ("postgresql", "postgres") and urlsplit(text).hostname:
+        return text
+    raise ValueError("expected sqlite:///path/file.db or postgresql://user@host:port/db")
+
+
+def _redis_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("expected redis://host:port/db")
+    return text
+
+
+def _algorithm(text: str) -> str:
+    if text not in ("HS256", "RS256", "ES256"):
+        raise ValueError("expected HS256, RS256 or ES256")
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected debug, info, warning or error")
+    return level
+
+
+def _path(text: str) -> Path:
+    return Path(text)
+
+
+def _env(
+    name: str, parse: Callable[[str], Any] = str, default: Any = None, *, secret: bool = False
+) -> Any:
+    """Field metadata: which variable fills a setting and how its text is parsed."""
+    return field(default=default, metadata={"env": name, "parse": parse, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _env("SINAL_HOST", str, "127.0.0.1")
+    port: int = _env("SINAL_PORT", _port, 8000)
+    database_url: str = _env("SINAL_DATABASE_URL", _database_url, "sqlite:///./sinal.db")
+    redis_url: str | None = _env("SINAL_REDIS_URL", _redis_url, None)
+    jwt_secret: str | None = _env("SINAL_JWT_SECRET", str, None, secret=True)
+    jwt_algorithm: str = _env("SINAL_JWT_ALGORITHM", _algorithm, "HS256")
+    jwt_public_key_file: Path | None = _env("SINAL_JWT_PUBLIC_KEY_FILE", _path, None)
+    jwt_issuer: str | None = _env("SINAL_JWT_ISSUER", str, None)
+    jwt_audience: str | None = _env("SINAL_JWT_AUDIENCE", str, None)
+    ticket_secret: str | None = _env("SINAL_TICKET_SECRET", str, None, secret=True)
+    ticket_ttl_s: int = _env("SINAL_TICKET_TTL", _positive_int, 60)
+    dev_secret_file: Path = _env("SINAL_DEV_SECRET_FILE", _path, Path(".sinal-dev-secret"))
+    heartbeat_s: float = _env("SINAL_HEARTBEAT_INTERVAL", _positive_float, 15.0)
+    retry_ms: int = _env("SINAL_RETRY_MS", _positive_int, 2000)
+    buffer_size: int = _env("SINAL_BUFFER_SIZE", _positive_int, 1024)
+    max_channels: int = _env("SINAL_MAX_CHANNELS", _positive_int, 16)
+    max_payload_bytes: int = _env("SINAL_MAX_PAYLOAD_BYTES", _positive_int, 65536)
+    stream_max_len: int = _env("SINAL_STREAM_MAX_LEN", _positive_int, 10_000)
+    stream_max_age_s: float = _env("SINAL_STREAM_MAX_AGE", _non_negative_float, 86400.0)
+    log_level: str = _env("SINAL_LOG_LEVEL", _log_level, "INFO")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            name = spec.metadata["env"]
+            text = environ.get(name)
+            if text is None or text == "":
+                continue
+            try:
+                values[spec.name] = spec.metadata["parse"](text.strip())
+            except ValueError as error:
+                shown = "(hidden)" if spec.metadata["secret"] else repr(text)
+                raise SettingsError(name, f"{error} (got {shown})") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.jwt_algorithm == "HS256" and self.jwt_public_key_file is not None:
+            raise SettingsError(
+                "SINAL_JWT_PUBLIC_KEY_FILE", "needs SINAL_JWT_ALGORITHM=RS256 or ES256"
+            )
+        if self.jwt_algorithm != "HS256":
+            if self.jwt_public_key_file is None:
+                raise SettingsError(
+                    "SINAL_JWT_PUBLIC_KEY_FILE", f"required with {self.jwt_algorithm}"
+                )
+            if not self.jwt_public_key_file.is_file():
+                raise SettingsError(
+                    "SINAL_JWT_PUBLIC_KEY_FILE", f"no such file: {self.jwt_public_key_file}"
+                )
+            if self.ticket_secret is None:
+                raise SettingsError(
+                    "SINAL_TICKET_SECRET",
+                    f"required with {self.jwt_algorithm} (signs tickets)",
+                )
+        if self.jwt_secret is not None and len(self.jwt_secret) < 16:
+            raise SettingsError("SINAL_JWT_SECRET", "must be at least 16 characters")
+
+    def with_dev_secret(self) -> tuple[Settings, bool]:
+        """Fill in a development JWT secret kept in `dev_secret_file`, creating it if needed.
+
+        Returns the settings and whether the file was created just now.
+        """
+        if self.jwt_secret is not None or self.jwt_algorithm != "HS256":
+            return self, False
+        created = False
+        path = self.dev_secret_file
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32) + "\n")
+            path.chmod(0o600)
+            created = True
+        secret = path.read_text().strip()
+        if len(secret) < 16:
+            raise SettingsError("SINAL_DEV_SECRET_FILE", f"{path} holds no usable secret")
+        return replace(self, jwt_secret=secret), created
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, value, default) rows for docs and `sinal config`; secrets are hidden."""
+        rows = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            shown = "(set)" if spec.metadata["secret"] and value else str(value)
+            rows.append((spec.metadata["env"], shown, str(spec.default)))
+        return rows

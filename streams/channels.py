@@ -1,0 +1,58 @@
+"""Channel names: what exists, and how a subscriber's request is normalized.
+
+| channel                | subscribers                                   |
+| ---------------------- | --------------------------------------------- |
+| `notifications:<user>` | that user (plain `notifications` means "mine") |
+| `broadcast`            | every authenticated user, always included      |
+| `execution:<id>`       | decided by the access policy                   |
+"""
+
+from __future__ import annotations
+
+import re
+
+from streams.errors import BadRequest
+
+IDENTIFIER = r"[A-Za-z0-9_@.\-]{1,128}"
+_CHANNEL = re.compile(rf"^(broadcast|notifications:{IDENTIFIER}|execution:{IDENTIFIER})$")
+_IDENTIFIER = re.compile(rf"^{IDENTIFIER}$")
+
+BROADCAST = "broadcast"
+
+
+def is_valid_channel(name: str) -> bool:
+    return _CHANNEL.match(name) is not None
+
+
+def is_valid_identifier(name: str) -> bool:
+    return _IDENTIFIER.match(name) is not None
+
+
+def notifications_of(user: str) -> str:
+    return f"notifications:{user}"
+
+
+def require_channel(name: str, field: str = "channel") -> str:
+    if not is_valid_channel(name):
+        raise BadRequest(
+            f"unknown channel {name[:140]!r}: expected 'broadcast', 'notifications:<user>' "
+            "or 'execution:<id>'",
+            field=field,
+        )
+    return name
+
+
+def subscription_channels(user: str, requested: list[str], limit: int) -> list[str]:
+    """The channels one stream carries: the user's notifications, `broadcast`, then the rest.
+
+    Plain `notifications` is the user's own; duplicates collapse; order is stable.
+    """
+    if len(requested) > limit:
+        raise BadRequest(f"at most {limit} channels per stream", field="channel")
+    own = notifications_of(user)
+    channels = [own, BROADCAST]
+    for name in requested:
+        name = own if name == "notifications" else require_channel(name)
+        if name not in channels:
+            channels.append(name)
+    return channels

@@ -1,0 +1,97 @@
+"""The engine contract: a per-channel event log that also carries live events to one hub.
+
+Two engines implement it, `memory` (the embedded default) and `redis` (Redis Streams), and one
+conformance suite (`tests/streams/test_engines.py`) runs against both.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from streams.cursor import Position
+from streams.event import Event
+
+ResetReason = Literal["trimmed", "epoch", "invalid"]
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much history each channel's stream keeps: whichever bound bites first."""
+
+    max_len: int = 10_000
+    max_age_s: float = 24 * 3600.0
+
+
+class PositionLost(Exception):
+    """A position cannot be honoured; `head` is where the channel continues from now."""
+
+    def __init__(self, reason: ResetReason, head: Position) -> None:
+        super().__init__(reason)
+        self.reason: ResetReason = reason
+        self.head = head
+
+
+class Sink(Protocol):
+    """Where an engine delivers live events: the process's hub."""
+
+    def dispatch(self, events: list[Event]) -> None: ...
+
+    def reset(self, channel: str, reason: ResetReason, head: Position) -> None: ...
+
+
+class Engine(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def connect(self, sink: Sink) -> None:
+        """Start delivering live events of watched channels to `sink`."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
+        """Append to the channel's log; the returned event carries its position."""
+
+    @abc.abstractmethod
+    async def head(self, channel: str) -> Position:
+        """The channel's current position: live events after it are still to come."""
+
+    @abc.abstractmethod
+    async def read_after(self, channel: str, position: Position, limit: int) -> list[Event]:
+        """Up to `limit` events after `position`, oldest first.
+
+        Raises PositionLost when events after `position` are no longer held (trimmed), the
+        stream's epoch changed (its data was lost), or the position was never issued (invalid).
+        """
+
+    @abc.abstractmethod
+    async def watch(self, channel: str) -> None:
+        """Returns once every event published from now on reaches the sink."""
+
+    @abc.abstractmethod
+    def unwatch(self, channel: str) -> None:
+        """No local subscriber is left; live events of `channel` may stop."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the engine cannot serve (readiness)."""
+
+
+def check_position(
+    channel: str,
+    position: Position,
+    epoch: str,
+    last: tuple[int, int],
+    max_deleted: tuple[int, int],
+) -> None:
+    """The resume rules both engines share; raises PositionLost."""
+    head = Position(epoch, last)
+    if position.epoch != epoch:
+        raise PositionLost("epoch", head)
+    if position.offset > last:
+        raise PositionLost("invalid", head)
+    if max_deleted > position.offset:
+        raise PositionLost("trimmed", head)

@@ -1,0 +1,54 @@
+"""One exception hierarchy for Sinal; `api.problems` maps it to RFC 9457 responses.
+
+The classes carry an HTTP status as a plain number so that the framework-free core can say
+*what kind* of failure happened without knowing about any web framework.
+"""
+
+from __future__ import annotations
+
+
+class SinalError(Exception):
+    """Base of every error Sinal reports to a caller."""
+
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class BadRequest(SinalError):
+    status = 400
+    title = "Bad request"
+
+
+class Unauthorized(SinalError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(SinalError):
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(SinalError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(SinalError):
+    status = 409
+    title = "Conflict"
+
+
+class PayloadTooLarge(SinalError):
+    status = 413
+    title = "Payload too large"
+
+
+class Unavailable(SinalError):
+    status = 503
+    title = "Service unavailable"

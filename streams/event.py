@@ -1,0 +1,124 @@
+"""The event envelope and its SSE wire format.
+
+An event is encoded once, when it enters the process; every connection that delivers it reuses
+the same `frame` bytes and adds only its own `id:` line (its cursor). Encoding is pure: a function
+from data to bytes, tested on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sse_starlette.event import ServerSentEvent
+
+StreamId = tuple[int, int]
+"""A position inside one stream: Redis Streams' `<milliseconds>-<sequence>`, parsed."""
+
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+MAX_EVENT_TYPE = 64
+
+_json = msgspec.json.Encoder()
+
+
+def parse_stream_id(text: str) -> StreamId:
+    """Parse `"1700000000000-3"`; raises ValueError on anything else."""
+    ms, _, seq = text.partition("-")
+    if not (ms.isdigit() and seq.isdigit()) or len(text) > 41:
+        raise ValueError(f"not a stream id: {text!r}")
+    return int(ms), int(seq)
+
+
+def format_stream_id(sid: StreamId) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as an ISO 8601 UTC timestamp."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Event:
+    """One published event at its position in its channel's stream.
+
+    `data_json` is the payload exactly as published (JSON bytes); it is never re-encoded.
+    """
+
+    __slots__ = ("channel", "data_json", "epoch", "frame", "offset", "segment", "type")
+
+    def __init__(
+        self, channel: str, type: str, data_json: bytes, epoch: str, offset: StreamId
+    ) -> None:
+        self.channel = channel
+        self.type = type
+        self.data_json = data_json
+        self.epoch = epoch
+        self.offset = offset
+        self.frame = encode_event_frame(self)
+        # This event's position as a cursor segment, so delivering it costs each connection a join.
+        self.segment = encode_segment(channel, epoch, offset)
+
+    @property
+    def ts(self) -> str:
+        return iso_ms(self.offset[0])
+
+    def envelope(self) -> dict[str, Any]:
+        """The envelope as a Python object (long-poll replies, tests)."""
+        return {
+            "channel": self.channel,
+            "type": self.type,
+            "data": msgspec.json.decode(self.data_json),
+            "ts": self.ts,
+        }
+
+    def __repr__(self) -> str:
+        return f"Event({self.channel!r}, {self.type!r}, {format_stream_id(self.offset)})"
+
+
+def encode_segment(channel: str, epoch: str, offset: StreamId) -> str:
+    raw = f"{channel}\n{epoch}\n{offset[0]}-{offset[1]}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def envelope_json(channel: str, type: str, data_json: bytes, ts: str) -> bytes:
+    # Built by hand so the payload bytes are spliced in as published, not decoded and re-encoded.
+    return b"".join(
+        (
+            b'{"channel":',
+            _json.encode(channel),
+            b',"type":',
+            _json.encode(type),
+            b',"data":',
+            data_json,
+            b',"ts":',
+            _json.encode(ts),
+            b"}",
+        )
+    )
+
+
+def encode_event_frame(event: Event) -> bytes:
+    """`event:` and `data:` lines of an SSE frame, blank line included; no `id:` line."""
+    data = envelope_json(event.channel, event.type, event.data_json, event.ts)
+    return ServerSentEvent(data=data.decode(), event=event.type).encode()
+
+
+def encode_control(event: str, data: Any, cursor: str | None = None) -> bytes:
+    """A frame Sinal itself sends (`ready`, `reset`), with its `id:` when one is given."""
+    return ServerSentEvent(data=_json.encode(data).decode(), event=event, id=cursor).encode()
+
+
+def encode_comment(text: str) -> bytes:
+    return ServerSentEvent(comment=text).encode()
+
+
+def encode_retry(retry_ms: int) -> bytes:
+    return ServerSentEvent(retry=retry_ms).encode()
+
+
+def id_line(cursor: str) -> bytes:
+    return b"id: " + cursor.encode() + b"\n"

@@ -1,0 +1,207 @@
+"""The local fan-out hub: one per process, fed by the engine's single reader.
+
+Each connection is a `Subscriber` with a bounded buffer. Delivering an event to it is an append
+and, when its writer sleeps, one wake-up; everything else (cursor, bytes, the write) happens in
+the connection's own task, once per batch, so a burst costs each connection one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from streams.cursor import Position
+from streams.engine import Engine, ResetReason
+from streams.errors import Unavailable
+from streams.event import Event
+
+log = logging.getLogger("sinal.hub")
+
+CloseReason = Literal["disconnect", "slow", "shutdown", "kicked"]
+
+
+class Heartbeat:
+    """Marker pushed to idle subscribers; their writer sends an SSE comment."""
+
+
+HEARTBEAT = Heartbeat()
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """A channel's position could not be kept; it continues from `head`."""
+
+    channel: str
+    reason: ResetReason
+    head: Position
+
+
+Item = Event | Reset | Heartbeat
+
+
+class Subscriber:
+    """One connection's view of the hub: a bounded buffer and a way to sleep until it fills."""
+
+    __slots__ = ("channels", "close_reason", "limit", "on_close", "pending", "waiter")
+
+    def __init__(self, channels: list[str], limit: int) -> None:
+        self.channels = channels
+        self.limit = limit
+        self.pending: list[Item] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.close_reason: CloseReason | None = None
+        # Called once when the subscriber closes, so a writer stuck on a full socket can be freed.
+        self.on_close: Callable[[CloseReason], None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    def push(self, item: Item) -> bool:
+        """Buffer an item; False when the buffer was full and the subscriber is closed."""
+        if self.close_reason is not None:
+            return True
+        pending = self.pending
+        if len(pending) >= self.limit:
+            self.close("slow")
+            return False
+        pending.append(item)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.set_result(None)
+        return True
+
+    def close(self, reason: CloseReason) -> None:
+        if self.close_reason is not None:
+            return
+        self.close_reason = reason
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.set_result(None)
+        if self.on_close is not None:
+            self.on_close(reason)
+
+    async def next_batch(self) -> list[Item]:
+        """Everything buffered since the last call; waits while there is nothing.
+
+        Returns an empty list once the subscriber is closed.
+        """
+        if not self.pending and self.close_reason is None:
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        if self.close_reason is not None:
+            return []
+        batch, self.pending = self.pending, []
+        return batch
+
+
+@dataclass(slots=True)
+class HubStats:
+    connections: int = 0
+    connections_total: int = 0
+    slow_consumer_closes: int = 0
+    events_in: int = 0
+    resets: int = 0
+
+
+class Hub:
+    def __init__(self, engine: Engine, *, buffer_size: int = 1024, heartbeat_s: float = 15.0):
+        self.engine = engine
+        self.buffer_size = buffer_size
+        self.heartbeat_s = heartbeat_s
+        self.stats = HubStats()
+        self._by_channel: dict[str, set[Subscriber]] = {}
+        self._all: set[Subscriber] = set()
+        self._draining = False
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._draining = False
+        await self.engine.connect(self)
+        self._heartbeat = asyncio.create_task(self._beat(), name="sinal-hub-heartbeat")
+
+    async def stop(self) -> None:
+        self.drain()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        await self.engine.close()
+
+    def drain(self) -> None:
+        """Close every stream with a reconnect hint and refuse new ones (graceful shutdown)."""
+        self._draining = True
+        for subscriber in list(self._all):
+            subscriber.close("shutdown")
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, channels: list[str]) -> AsyncIterator[Subscriber]:
+        """Live events of `channels` buffer into the subscriber from the moment this yields."""
+        if self._draining:
+            raise Unavailable("the server is shutting down; reconnect to another instance")
+        subscriber = Subscriber(channels, self.buffer_size)
+        self._all.add(subscriber)
+        self.stats.connections = len(self._all)
+        self.stats.connections_total += 1
+        try:
+            for channel in channels:
+                self._by_channel.setdefault(channel, set()).add(subscriber)
+            for channel in channels:
+                await self.engine.watch(channel)
+            yield subscriber
+        finally:
+            self._all.discard(subscriber)
+            self.stats.connections = len(self._all)
+            for channel in channels:
+                targets = self._by_channel.get(channel)
+                if targets is not None:
+                    targets.discard(subscriber)
+                    if not targets:
+                        del self._by_channel[channel]
+                        self.engine.unwatch(channel)
+
+    def subscribers(self) -> list[Subscriber]:
+        return list(self._all)
+
+    # -- the engine's sink -------------------------------------------------------------------
+
+    def dispatch(self, events: list[Event]) -> None:
+        by_channel = self._by_channel
+        slow = 0
+        for event in events:
+            targets = by_channel.get(event.channel)
+            if targets:
+                for subscriber in targets:
+                    if not subscriber.push(event):
+                        slow += 1
+        self.stats.events_in += len(events)
+        if slow:
+            self.stats.slow_consumer_closes += slow
+            log.info("closed %d slow consumer(s); they resume from their cursor", slow)
+
+    def reset(self, channel: str, reason: ResetReason, head: Position) -> None:
+        self.stats.resets += 1
+        item = Reset(channel, reason, head)
+        for subscriber in self._by_channel.get(channel, ()):
+            subscriber.push(item)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            for subscriber in list(self._all):
+                if not subscriber.pending:
+                    subscriber.push(HEARTBEAT)

@@ -1,0 +1,83 @@
+"""The embedded engine: every channel's log lives in this process's memory.
+
+Nothing to install and nothing shared: it serves exactly one process, and a restart loses the
+logs. The epoch is drawn anew at every start, so a cursor from before a restart gets `reset`
+(reason `epoch`) instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+import bisect
+import secrets
+import time
+from collections import deque
+
+from streams.cursor import Position
+from streams.engine import Engine, Retention, Sink, check_position
+from streams.event import Event, StreamId
+
+
+class _Log:
+    __slots__ = ("events", "last", "max_deleted")
+
+    def __init__(self) -> None:
+        self.events: deque[Event] = deque()
+        self.last: StreamId = (0, 0)
+        self.max_deleted: StreamId = (0, 0)
+
+
+class MemoryEngine(Engine):
+    name = "memory"
+
+    def __init__(self, retention: Retention | None = None) -> None:
+        self.retention = retention or Retention()
+        self.epoch = secrets.token_hex(4)
+        self._logs: dict[str, _Log] = {}
+        self._sink: Sink | None = None
+
+    async def connect(self, sink: Sink) -> None:
+        self._sink = sink
+
+    async def close(self) -> None:
+        self._sink = None
+
+    async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
+        log = self._logs.get(channel)
+        if log is None:
+            log = self._logs[channel] = _Log()
+        now_ms = time.time_ns() // 1_000_000
+        # Ids never go backwards, even if the wall clock does.
+        offset = (now_ms, 0) if now_ms > log.last[0] else (log.last[0], log.last[1] + 1)
+        event = Event(channel, type, data_json, self.epoch, offset)
+        log.events.append(event)
+        log.last = offset
+        self._trim(log, now_ms)
+        if self._sink is not None:
+            self._sink.dispatch([event])
+        return event
+
+    async def head(self, channel: str) -> Position:
+        log = self._logs.get(channel)
+        return Position(self.epoch, log.last if log else (0, 0))
+
+    async def read_after(self, channel: str, position: Position, limit: int) -> list[Event]:
+        log = self._logs.get(channel) or _Log()
+        self._trim(log, time.time_ns() // 1_000_000)
+        check_position(channel, position, self.epoch, log.last, log.max_deleted)
+        start = bisect.bisect_right(log.events, position.offset, key=lambda e: e.offset)
+        return [log.events[i] for i in range(start, min(start + limit, len(log.events)))]
+
+    async def watch(self, channel: str) -> None:
+        """Every publish already reaches the sink: there is nothing to subscribe to."""
+
+    def unwatch(self, channel: str) -> None:
+        pass
+
+    async def ping(self) -> None:
+        pass
+
+    def _trim(self, log: _Log, now_ms: int) -> None:
+        events = log.events
+        oldest_ms = now_ms - int(self.retention.max_age_s * 1000)
+        while events and (len(events) > self.retention.max_len or events[0].offset[0] < oldest_ms):
+            log.max_deleted = events.popleft().offset

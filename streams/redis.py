@@ -1,0 +1,381 @@
+"""The Redis engine: Redis Streams hold each channel's log; Redis pub/sub carries live events.
+
+Why not one blocking `XREAD` over every channel's stream: its cost is proportional to the number of
+keys on every call, and with one channel per user that is thousands of keys re-registered for
+each batch of events. Instead the publish script appends to the stream and, in the same atomic
+step, publishes the entry (with its stream id and epoch) on the channel's pub/sub name. One
+reader per process subscribes to the channels its connections watch and feeds the hub.
+
+Pub/sub is at-most-once, so the reader remembers the last position it saw per channel; after a
+lost connection it re-subscribes and reads the stream from there, so nothing is skipped. A
+stream whose epoch changed (Redis lost its data) becomes a `reset` instead of a silent gap.
+
+Keys of one channel share a hash tag (`sinal:{<channel>}:…`), so the scripts are Redis Cluster safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.cursor import Position
+from streams.engine import Engine, PositionLost, Retention, Sink, check_position
+from streams.errors import Unavailable
+from streams.event import Event, StreamId, parse_stream_id
+
+log = logging.getLogger("sinal.redis")
+
+CONTROL = "sinal:control"
+CATCH_UP_PAGE = 500
+
+# KEYS: log, epoch. ARGV: candidate epoch, max length, max age ms, type, data, pub/sub name.
+PUBLISH = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 't', ARGV[4], 'd', ARGV[5])
+local max_age = tonumber(ARGV[3])
+if max_age > 0 then
+  local now = redis.call('TIME')
+  local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', oldest))
+end
+redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+return {epoch, id}
+"""
+
+# KEYS: log, epoch. ARGV: candidate epoch, read after this id (exclusive), count (0: none).
+# Returns the epoch, the last id ever added, the greatest id trimmed away, and the entries.
+READ = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+local last, max_deleted = '0-0', '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+    if info[i] == 'max-deleted-entry-id' then max_deleted = info[i + 1] end
+  end
+end
+local entries = {}
+if tonumber(ARGV[3]) > 0 then
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
+end
+return {epoch, last, max_deleted, entries}
+"""
+
+
+def keys(channel: str) -> tuple[str, str]:
+    return f"sinal:{{{channel}}}:log", f"sinal:{{{channel}}}:epoch"
+
+
+def live_name(channel: str) -> str:
+    return f"sinal:{{{channel}}}:live"
+
+
+def channel_of(live: str) -> str:
+    return live[len("sinal:{") : -len("}:live")]
+
+
+Op = Literal["sub", "unsub"]
+
+
+class _Watch:
+    """Subscription state of one channel on the current pub/sub connection.
+
+    Confirmations come back in the order commands were sent, so `ops` holds the commands still
+    unconfirmed; the channel is reliably subscribed only when `ops` is empty and `subscribed`.
+    """
+
+    __slots__ = ("ops", "subscribed", "waiters", "wanted")
+
+    def __init__(self) -> None:
+        self.ops: deque[Op] = deque()
+        self.subscribed = False
+        self.wanted = False
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def intended(self) -> bool:
+        return self.ops[-1] == "sub" if self.ops else self.subscribed
+
+
+class RedisEngine(Engine):
+    name = "redis"
+
+    def __init__(self, url: str, retention: Retention | None = None) -> None:
+        self.url = url
+        self.retention = retention or Retention()
+        # Commands: a short timeout, so a dead Redis answers 503 instead of hanging callers.
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, max_connections=200
+        )
+        self._publish = self._redis.register_script(PUBLISH)
+        self._read = self._redis.register_script(READ)
+        self._sink: Sink | None = None
+        self._watches: dict[str, _Watch] = {}
+        self._last: dict[str, Position] = {}
+        self._outbox: asyncio.Queue[tuple[Op, str]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def connect(self, sink: Sink) -> None:
+        self._sink = sink
+        await self.ping()
+        self._reader = asyncio.create_task(self._read_forever(), name="sinal-redis-reader")
+        await self._connected.wait()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        for watch in self._watches.values():
+            for waiter in watch.waiters:
+                waiter.cancel()
+        self._watches.clear()
+        await self._redis.aclose()
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except RedisError as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+
+    # -- the log ---------------------------------------------------------------------------
+
+    async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
+        log_key, epoch_key = keys(channel)
+        args: list[str | int | bytes] = [
+            secrets.token_hex(4),
+            self.retention.max_len,
+            int(self.retention.max_age_s * 1000),
+            type,
+            data_json,
+            live_name(channel),
+        ]
+        try:
+            epoch, sid = await self._publish(keys=[log_key, epoch_key], args=args)
+        except RedisError as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+        return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
+
+    async def head(self, channel: str) -> Position:
+        epoch, last, _, _ = await self._run_read(channel, "0-0", 0)
+        head = Position(epoch, last)
+        self._note(channel, head)
+        return head
+
+    async def read_after(self, channel: str, position: Position, limit: int) -> list[Event]:
+        after = f"{position.offset[0]}-{position.offset[1]}"
+        epoch, last, max_deleted, entries = await self._run_read(channel, after, limit)
+        check_position(channel, position, epoch, last, max_deleted)
+        events = [_entry_event(channel, epoch, entry) for entry in entries]
+        self._note(channel, Position(epoch, events[-1].offset) if events else position)
+        return events
+
+    async def _run_read(
+        self, channel: str, after: str, count: int
+    ) -> tuple[str, StreamId, StreamId, list[Any]]:
+        log_key, epoch_key = keys(channel)
+        try:
+            epoch, last, max_deleted, entries = await self._read(
+                keys=[log_key, epoch_key], args=[secrets.token_hex(4), after, count]
+            )
+        except RedisError as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+        return (
+            epoch.decode(),
+            parse_stream_id(last.decode()),
+            parse_stream_id(max_deleted.decode()),
+            entries,
+        )
+
+    def _note(self, channel: str, position: Position) -> None:
+        """Remember how far this process has seen a watched channel, for catch-up."""
+        if channel not in self._watches:
+            return
+        known = self._last.get(channel)
+        if known is None or known.epoch != position.epoch or known.offset < position.offset:
+            self._last[channel] = position
+
+    # -- live events -----------------------------------------------------------------------
+
+    async def watch(self, channel: str) -> None:
+        watch = self._watches.get(channel)
+        if watch is None:
+            watch = self._watches[channel] = _Watch()
+        watch.wanted = True
+        if watch.subscribed and not watch.ops:
+            return
+        if not watch.intended():
+            self._send(channel, watch, "sub")
+        waiter = asyncio.get_running_loop().create_future()
+        watch.waiters.append(waiter)
+        await waiter
+
+    def unwatch(self, channel: str) -> None:
+        watch = self._watches.get(channel)
+        if watch is None:
+            return
+        watch.wanted = False
+        self._last.pop(channel, None)
+        if watch.intended():
+            self._send(channel, watch, "unsub")
+
+    def _send(self, channel: str, watch: _Watch, op: Op) -> None:
+        watch.ops.append(op)
+        self._outbox.put_nowait((op, channel))
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._session()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                self._connected.clear()
+                log.warning("redis pub/sub connection lost (%s); reconnecting", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:  # pragma: no cover - a session only ends by raising
+                delay = 0.1
+
+    async def _session(self) -> None:
+        """One pub/sub connection: subscribe what is wanted, then pass messages on."""
+        client = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=5, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
+        )
+        pubsub = client.pubsub()
+        sender = None
+        try:
+            await pubsub.subscribe(CONTROL)
+            # Everything this process watches is subscribed anew; positions seen before the
+            # connection was lost are caught up once each channel's subscription is confirmed.
+            self._outbox = asyncio.Queue()
+            for channel, watch in list(self._watches.items()):
+                watch.ops.clear()
+                watch.subscribed = False
+                if watch.wanted:
+                    self._send(channel, watch, "sub")
+                else:
+                    del self._watches[channel]
+            sender = asyncio.create_task(self._send_commands(pubsub), name="sinal-redis-sender")
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is not None:
+                    await self._handle(message)
+                if sender.done():
+                    sender.result()
+        finally:
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                    await sender
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    async def _send_commands(self, pubsub: Any) -> None:
+        outbox = self._outbox
+        while True:
+            op: Op
+            op, channel = await outbox.get()
+            channels = [channel]
+            while not outbox.empty():  # many connections joining at once: one command
+                next_op, next_channel = outbox.get_nowait()
+                if next_op != op:
+                    await self._command(pubsub, op, channels)
+                    op, channels = next_op, []
+                channels.append(next_channel)
+            await self._command(pubsub, op, channels)
+
+    @staticmethod
+    async def _command(pubsub: Any, op: Op, channels: list[str]) -> None:
+        names = [live_name(channel) for channel in channels]
+        if op == "sub":
+            await pubsub.subscribe(*names)
+        else:
+            await pubsub.unsubscribe(*names)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        name = message["channel"].decode()
+        if name == CONTROL:
+            if kind == "subscribe":
+                self._connected.set()
+            return
+        channel = channel_of(name)
+        if kind == "message":
+            epoch, sid, kind_, data = message["data"].split(b" ", 3)
+            offset = parse_stream_id(sid.decode())
+            event = Event(channel, kind_.decode(), data, epoch.decode(), offset)
+            self._note(channel, Position(event.epoch, event.offset))
+            if self._sink is not None:
+                self._sink.dispatch([event])
+        elif kind in ("subscribe", "unsubscribe"):
+            await self._confirmed(channel, "sub" if kind == "subscribe" else "unsub")
+
+    async def _confirmed(self, channel: str, op: Op) -> None:
+        watch = self._watches.get(channel)
+        if watch is None:
+            return
+        if watch.ops and watch.ops[0] == op:
+            watch.ops.popleft()
+        watch.subscribed = op == "sub"
+        if watch.ops:
+            return
+        if watch.subscribed and watch.wanted:
+            await self._catch_up(channel)
+            waiters, watch.waiters = watch.waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif not watch.wanted and not watch.waiters:
+            del self._watches[channel]
+
+    async def _catch_up(self, channel: str) -> None:
+        """After a reconnect, deliver what was published while this process was not listening.
+
+        Runs inside the reader, before any later live message of the channel is dispatched, so
+        the hub sees the channel's events in order.
+        """
+        position = self._last.get(channel)
+        if position is None or self._sink is None:
+            return
+        try:
+            while True:
+                events = await self.read_after(channel, position, CATCH_UP_PAGE)
+                if events:
+                    self._sink.dispatch(events)
+                    position = Position(events[-1].epoch, events[-1].offset)
+                if len(events) < CATCH_UP_PAGE:
+                    return
+        except PositionLost as lost:
+            self._last[channel] = lost.head
+            self._sink.reset(channel, lost.reason, lost.head)
+
+
+def _entry_event(channel: str, epoch: str, entry: Any) -> Event:
+    sid, flat = entry
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    offset = parse_stream_id(sid.decode())
+    return Event(channel, fields[b"t"].decode(), fields[b"d"], epoch, offset)
