@@ -152,8 +152,10 @@ class Settings:
                     "SINAL_TICKET_SECRET",
                     f"required with {self.jwt_algorithm} (signs tickets)",
                 )
-        if self.jwt_secret is not None and len(self.jwt_secret) < 16:
-            raise SettingsError("SINAL_JWT_SECRET", "must be at least 16 characters")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise SettingsError(
+                "SINAL_JWT_SECRET", "must be at least 32 characters (HS256 key length)"
+            )
 
     def with_dev_secret(self) -> tuple[Settings, bool]:
         """Fill in a development JWT secret kept in `dev_secret_file`, creating it if needed.

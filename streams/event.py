@@ -20,6 +20,8 @@ StreamId = tuple[int, int]
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 MAX_EVENT_TYPE = 64
+# One line ending throughout: the hot path prepends `id: …\n` to frames encoded here.
+SEP = "\n"
 
 _json = msgspec.json.Encoder()
 
@@ -104,20 +106,21 @@ def envelope_json(channel: str, type: str, data_json: bytes, ts: str) -> bytes:
 def encode_event_frame(event: Event) -> bytes:
     """`event:` and `data:` lines of an SSE frame, blank line included; no `id:` line."""
     data = envelope_json(event.channel, event.type, event.data_json, event.ts)
-    return ServerSentEvent(data=data.decode(), event=event.type).encode()
+    return ServerSentEvent(data=data.decode(), event=event.type, sep=SEP).encode()
 
 
 def encode_control(event: str, data: Any, cursor: str | None = None) -> bytes:
     """A frame Sinal itself sends (`ready`, `reset`), with its `id:` when one is given."""
-    return ServerSentEvent(data=_json.encode(data).decode(), event=event, id=cursor).encode()
+    text = _json.encode(data).decode()
+    return ServerSentEvent(data=text, event=event, id=cursor, sep=SEP).encode()
 
 
 def encode_comment(text: str) -> bytes:
-    return ServerSentEvent(comment=text).encode()
+    return ServerSentEvent(comment=text, sep=SEP).encode()
 
 
 def encode_retry(retry_ms: int) -> bytes:
-    return ServerSentEvent(retry=retry_ms).encode()
+    return ServerSentEvent(retry=retry_ms, sep=SEP).encode()
 
 
 def id_line(cursor: str) -> bytes:

@@ -1,0 +1,118 @@
+"""`GET /v1/stream` end to end: a real server process and a streaming HTTP client."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support import ServerProcess, bearer, open_stream, publish, stream_until
+
+pytestmark = pytest.mark.anyio
+
+ALICE = bearer("alice")
+
+
+async def test_delivers_events_in_order_with_cursor_ids(server: ServerProcess) -> None:
+    async with (
+        httpx.AsyncClient(base_url=server.url) as client,
+        open_stream(server.url, ALICE) as (received, wait),
+    ):
+        for n in range(20):
+            await publish(client, "notifications:alice", "notification.created", {"n": n})
+        await wait(lambda r: len(r.payloads()) == 20)
+    assert [p["n"] for p in received.payloads()] == list(range(20))
+    ids = [event.id for event in received.of_type("notification.created")]
+    assert len(set(ids)) == 20
+    assert all(i.startswith("1.") for i in ids)
+
+
+async def test_handshake_headers_retry_and_ready(server: ServerProcess) -> None:
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=5) as client,
+        client.stream("GET", "/v1/stream", headers=ALICE) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        text = ""
+        async for chunk in response.aiter_text():
+            text += chunk
+            if "event: ready" in text:
+                break
+    assert text.startswith("retry: 2000\n\n")
+    assert '"channels":["notifications:alice","broadcast"]' in text
+
+
+async def test_fan_out_to_many_subscribers_and_channels(server: ServerProcess) -> None:
+    headers = bearer("ops", "admin")
+    params = [("channel", "execution:e1")]
+    async with (
+        httpx.AsyncClient(base_url=server.url) as client,
+        open_stream(server.url, headers, params=params) as (first, wait_first),
+        open_stream(server.url, headers, params=params) as (second, wait_second),
+        open_stream(server.url, ALICE) as (alice, wait_alice),
+    ):
+        await publish(client, "execution:e1", "execution.progress", {"progress": 10})
+        await publish(client, "broadcast", "broadcast", {"text": "maintenance"})
+        await publish(client, "notifications:ops", "notification.created", {"n": 1})
+        for wait in (wait_first, wait_second):
+            await wait(lambda r: len(r.payloads()) == 3)
+        await wait_alice(lambda r: len(r.payloads()) == 1)
+    for received in (first, second):
+        assert sorted(e.event for e in received.events if e.event != "ready") == [
+            "broadcast",
+            "execution.progress",
+            "notification.created",
+        ]
+    assert alice.payloads() == [{"text": "maintenance"}]
+
+
+async def test_resume_has_no_loss_and_no_duplicate_while_events_flow(
+    server: ServerProcess,
+) -> None:
+    """Receive some events, drop, keep publishing, reconnect with the last id mid-flow."""
+    channel, kind = "notifications:alice", "notification.created"
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        async with open_stream(server.url, ALICE) as (first, wait):
+            for n in range(10):
+                await publish(client, channel, kind, {"n": n})
+            await wait(lambda r: len(r.payloads()) == 10)
+        for n in range(10, 60):  # nobody listens
+            await publish(client, channel, kind, {"n": n})
+        async with open_stream(server.url, ALICE, last_event_id=first.last_id) as (resumed, wait):
+            for n in range(60, 120):
+                await publish(client, channel, kind, {"n": n})
+            await wait(lambda r: len(r.payloads()) >= 110)
+    assert [p["n"] for p in first.payloads()] == list(range(10))
+    assert [p["n"] for p in resumed.payloads()] == list(range(10, 120))
+    assert not resumed.of_type("reset")
+
+
+async def test_resume_from_query_parameter(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        before = await stream_until(server.url, ALICE, lambda r: bool(r.of_type("ready")))
+        await publish(client, "notifications:alice", "notification.created", {"n": 1})
+        resumed = await stream_until(
+            server.url,
+            ALICE,
+            lambda r: len(r.payloads()) == 1,
+            params={"last_event_id": before.last_id},
+        )
+    assert resumed.payloads() == [{"n": 1}]
+
+
+async def test_garbage_cursor_in_header_resets_invalid(server: ServerProcess) -> None:
+    received = await stream_until(
+        server.url, ALICE, lambda r: bool(r.of_type("ready")), last_event_id="not-a-cursor"
+    )
+    resets = [event.json() for event in received.of_type("reset")]
+    assert resets == [{"channels": ["notifications:alice", "broadcast"], "reason": "invalid"}]
+
+
+async def test_garbage_cursor_in_query_is_400(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        response = await client.get("/v1/stream", params={"last_event_id": "1.%%%"}, headers=ALICE)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == "last_event_id"

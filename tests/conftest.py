@@ -1,0 +1,75 @@
+"""Shared fixtures: real Redis, real server processes, both engines.
+
+Tests that need Redis skip with a visible reason when it is absent, except under
+`SINAL_REQUIRE_SERVICES=1` (set by `.ci/run`), where an absent server fails them instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support import ServerProcess
+
+REDIS_URL = os.environ.get("SINAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("SINAL_REQUIRE_SERVICES") == "1"
+
+
+def require_service(name: str, problem: str) -> None:
+    message = f"{name} unavailable ({problem})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message}; SINAL_REQUIRE_SERVICES=1 forbids skipping")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A clean Redis database for one test."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        require_service("Redis", f"{REDIS_URL}: {error}")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def engine_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server environment for each engine; the Redis one skips or fails as above."""
+    if request.param == "memory":
+        return {}
+    url: str = request.getfixturevalue("redis_url")
+    return {"SINAL_REDIS_URL": url}
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start server processes that are stopped (SIGTERM) when the test ends."""
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
+        server = ServerProcess(tmp_path, env, port).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(spawn: Callable[..., ServerProcess], engine_env: dict[str, str]) -> ServerProcess:
+    """One server per engine."""
+    return spawn(engine_env)

@@ -1,0 +1,216 @@
+"""Test support: a real `sinal serve` process and a streaming SSE client with deadlines."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx_sse
+
+from api.auth import mint_token
+
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def token(sub: str, *roles: str, teams: tuple[str, ...] = (), ttl_s: int = 600) -> str:
+    return mint_token(SECRET, sub, roles, teams, ttl_s)
+
+
+def bearer(sub: str, *roles: str, **kwargs: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub, *roles, **kwargs)}"}
+
+
+SERVICE = bearer("svc", "service")
+ADMIN = bearer("root", "admin")
+
+
+class ServerProcess:
+    """`python -m api serve` in a subprocess, on a free port, logging to a file."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, port: int | None = None):
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.env = {
+            **os.environ,
+            "SINAL_JWT_SECRET": SECRET,
+            "SINAL_DATABASE_URL": f"sqlite:///{workdir / 'sinal.db'}",
+            "SINAL_LOG_LEVEL": "info",
+            **(env or {}),
+        }
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "api", "serve", "--port", str(self.port)],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.logs()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not become ready in {timeout}s:\n{self.logs()}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def restart(self) -> ServerProcess:
+        self.stop()
+        return self.start()
+
+    def logs(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@dataclass
+class Received:
+    """What one stream connection has seen so far."""
+
+    events: list[httpx_sse.ServerSentEvent] = field(default_factory=list)
+    last_id: str | None = None
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+    def add(self, event: httpx_sse.ServerSentEvent) -> None:
+        if event.data:  # frames that only carry `retry:` are not events
+            self.events.append(event)
+        if event.id:
+            self.last_id = event.id
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def until(self, predicate: Callable[[Received], bool], within: float = 10.0) -> None:
+        """Wait until `predicate` holds; TimeoutError after `within` seconds."""
+        with anyio.fail_after(within):
+            while not predicate(self):
+                await self.changed.wait()
+
+    def of_type(self, *types: str) -> list[httpx_sse.ServerSentEvent]:
+        return [event for event in self.events if event.event in types]
+
+    def payloads(self, type: str | None = None) -> list[Any]:
+        return [
+            json.loads(event.data)["data"]
+            for event in self.events
+            if event.event not in ("", "ready", "reset") and (type is None or event.event == type)
+        ]
+
+
+async def stream_until(
+    base_url: str,
+    headers: dict[str, str],
+    done: Callable[[Received], bool],
+    *,
+    params: dict[str, Any] | list[tuple[str, str]] | None = None,
+    last_event_id: str | None = None,
+    within: float = 10.0,
+    received: Received | None = None,
+) -> Received:
+    """Read `/v1/stream` until `done(received)` holds; fail after `within` seconds."""
+    received = received or Received()
+    request_headers = dict(headers)
+    if last_event_id:
+        request_headers["Last-Event-ID"] = last_event_id
+    with anyio.fail_after(within):
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=None) as client,
+            httpx_sse.aconnect_sse(
+                client, "GET", "/v1/stream", headers=request_headers, params=params
+            ) as source,
+        ):
+            source.response.raise_for_status()
+            async for event in source.aiter_sse():
+                received.add(event)
+                if done(received):
+                    break
+    return received
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    base_url: str,
+    headers: dict[str, str],
+    *,
+    params: dict[str, Any] | list[tuple[str, str]] | None = None,
+    last_event_id: str | None = None,
+) -> AsyncIterator[tuple[Received, Callable[[Callable[[Received], bool], float], Any]]]:
+    """A stream read in the background; `wait(predicate, timeout)` waits for what it holds."""
+    received = Received()
+    ready = anyio.Event()
+    request_headers = dict(headers)
+    if last_event_id:
+        request_headers["Last-Event-ID"] = last_event_id
+
+    async def read() -> None:
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=None) as client,
+            httpx_sse.aconnect_sse(
+                client, "GET", "/v1/stream", headers=request_headers, params=params
+            ) as source,
+        ):
+            source.response.raise_for_status()
+            async for event in source.aiter_sse():
+                received.add(event)
+                if event.event == "ready":
+                    ready.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(read)
+        with anyio.fail_after(10):
+            await ready.wait()
+        yield received, received.until
+        group.cancel_scope.cancel()
+
+
+async def publish(
+    client: httpx.AsyncClient, channel: str, type: str, data: Any, headers: dict[str, str] = SERVICE
+) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/publish", json={"channel": channel, "type": type, "data": data}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
