@@ -9,6 +9,7 @@ ticket. No token or ticket is ever logged.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -97,14 +98,16 @@ class Authenticator:
     # -- minting -------------------------------------------------------------------------------
 
     def issue_ticket(self, principal: Principal) -> str:
-        now = int(time.time())
+        now = time.time()
         claims = {
             "sub": principal.sub,
             "roles": sorted(principal.roles),
             "teams": sorted(principal.teams),
             "aud": TICKET_AUDIENCE,
-            "iat": now,
-            "exp": now + self.ticket_ttl_s,
+            "iat": int(now),
+            # Rounded up: `exp` is whole seconds, and a ticket lives at least the `expires_in`
+            # it is announced with (truncating made a 1 s ticket dead on arrival).
+            "exp": math.ceil(now) + self.ticket_ttl_s,
         }
         return jwt.encode(claims, self._ticket_key, algorithm=TICKET_ALGORITHM)
 

@@ -11,19 +11,29 @@ from streams.errors import BadRequest
 
 T = TypeVar("T")
 
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
 
 
 def decode_body(raw: bytes, type: type[T]) -> T:
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     try:
+        # JSON is UTF-8. msgspec does not check the bytes it keeps as `Raw`, and on strings it
+        # raises UnicodeDecodeError, which is no DecodeError: both used to end as a 500.
+        raw.decode()
+    except UnicodeDecodeError as error:
+        raise BadRequest(f"request body is not UTF-8 (invalid byte at {error.start})") from None
+    try:
         return msgspec.json.decode(raw, type=type)
     except msgspec.ValidationError as error:
-        match = _PATH.search(str(error))
-        field = match.group(1) if match and match.group(1) else None
-        if field is None and "Object missing required field" in str(error):
-            field = str(error).split("`")[1]
-        raise BadRequest(str(error), field=field) from None
+        raise BadRequest(str(error), field=_field_of(str(error))) from None
     except msgspec.DecodeError as error:
         raise BadRequest(f"malformed JSON: {error}") from None
+
+
+def _field_of(message: str) -> str | None:
+    """The field a msgspec message is about: "field `c` - at `$.a.b`" names `a.b.c`."""
+    path, named = _PATH.search(message), _NAMED.match(message)
+    parts = [match.group(1) for match in (path, named) if match and match.group(1)]
+    return ".".join(parts) or None

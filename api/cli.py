@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, parse_port
 
 log = logging.getLogger("sinal")
 
@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", help="address to listen on (default: SINAL_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: SINAL_PORT or 8000)")
+    serve.add_argument("--port", type=_port, help="port (default: SINAL_PORT or 8000)")
 
     token = commands.add_parser("token", help="print a JWT for trying things out")
     token.add_argument("--sub", required=True, help="user id")
@@ -81,6 +81,13 @@ def _config(settings: Settings) -> int:
     for variable, value, default in settings.describe():
         print(f"{variable:28} {value:32} (default: {default})")
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 if __name__ == "__main__":

@@ -43,12 +43,16 @@ async def publish(
             f"data is {len(body.data)} bytes; the limit is {runtime.settings.max_payload_bytes}",
             field="data",
         )
-    event = await runtime.engine.publish(channel, body.type, bytes(body.data))
+    # Whitespace between tokens goes: a raw line break in a pretty-printed payload would split
+    # the SSE `data:` line. Only whitespace: the values stay byte for byte as published.
+    data = msgspec.json.format(bytes(body.data), indent=-1)
+    event = await runtime.engine.publish(channel, body.type, data)
     return PublishResponse(cursor=encode_cursor([event.segment]), ts=event.ts)
 
 
 def check_event_type(type: str) -> None:
-    if len(type) > MAX_EVENT_TYPE or not EVENT_TYPE.match(type) or type in RESERVED_TYPES:
+    # fullmatch: with `match`, the pattern's `$` let a trailing line break through.
+    if len(type) > MAX_EVENT_TYPE or not EVENT_TYPE.fullmatch(type) or type in RESERVED_TYPES:
         raise BadRequest(
             "type must be lowercase words separated by dots (e.g. 'notification.created'), "
             f"at most {MAX_EVENT_TYPE} characters, and not one of {sorted(RESERVED_TYPES)}",

@@ -10,13 +10,26 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from urllib.parse import unquote_plus
 
 import uvicorn
 from litestar import Litestar
 
 from api.runtime import Runtime
 
-_SECRET_QUERY = re.compile(r"((?:^|[?&])(?:ticket|token|access_token)=)[^&\s]*")
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
+SECRET_PARAMS = frozenset({"ticket", "token", "access_token"})
+
+
+def redact(text: str) -> str:
+    """Hide the values of secret query parameters, however their names are percent-encoded."""
+
+    def hide(match: re.Match[str]) -> str:
+        if unquote_plus(match.group(2)).lower() in SECRET_PARAMS:
+            return f"{match.group(1)}{match.group(2)}=[redacted]"
+        return match.group(0)
+
+    return _QUERY_PARAM.sub(hide, text)
 
 
 class RedactSecrets(logging.Filter):
@@ -24,10 +37,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _SECRET_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
         return True
 
 

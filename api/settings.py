@@ -7,6 +7,7 @@ message naming the variable.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -14,6 +15,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 
 class SettingsError(ValueError):
@@ -33,8 +38,9 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:  # also rejects NaN
-        raise ValueError("must be a number ≥ 0")
+    # Infinity would pass `>= 0` and then overflow where seconds become integer milliseconds.
+    if not (value >= 0 and math.isfinite(value)):  # also rejects NaN
+        raise ValueError("must be a finite number ≥ 0")
     return value
 
 
@@ -45,7 +51,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
+def parse_port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
         raise ValueError("must be between 1 and 65535")
@@ -95,7 +101,7 @@ def _env(
 @dataclass(frozen=True)
 class Settings:
     host: str = _env("SINAL_HOST", str, "127.0.0.1")
-    port: int = _env("SINAL_PORT", _port, 8000)
+    port: int = _env("SINAL_PORT", parse_port, 8000)
     database_url: str = _env("SINAL_DATABASE_URL", _database_url, "sqlite:///./sinal.db")
     redis_url: str | None = _env("SINAL_REDIS_URL", _redis_url, None)
     jwt_secret: str | None = _env("SINAL_JWT_SECRET", str, None, secret=True)
@@ -147,6 +153,7 @@ class Settings:
                 raise SettingsError(
                     "SINAL_JWT_PUBLIC_KEY_FILE", f"no such file: {self.jwt_public_key_file}"
                 )
+            self._check_public_key(self.jwt_public_key_file)
             if self.ticket_secret is None:
                 raise SettingsError(
                     "SINAL_TICKET_SECRET",
@@ -156,6 +163,25 @@ class Settings:
             raise SettingsError(
                 "SINAL_JWT_SECRET", "must be at least 32 characters (HS256 key length)"
             )
+        if self.ticket_secret is not None and len(self.ticket_secret) < 32:
+            raise SettingsError(
+                "SINAL_TICKET_SECRET", "must be at least 32 characters (HS256 key length)"
+            )
+
+    def _check_public_key(self, path: Path) -> None:
+        """The key must load now: a bad one would otherwise fail every request (a private key
+        even with a 500, since it cannot verify)."""
+        try:
+            key = jwt.get_algorithm_by_name(self.jwt_algorithm).prepare_key(path.read_text())
+        except (OSError, UnicodeDecodeError, jwt.PyJWTError) as error:
+            raise SettingsError(
+                "SINAL_JWT_PUBLIC_KEY_FILE",
+                f"{path} holds no {self.jwt_algorithm} public key in PEM ({error})",
+            ) from None
+        if not isinstance(key, RSAPublicKey | EllipticCurvePublicKey):
+            raise SettingsError(
+                "SINAL_JWT_PUBLIC_KEY_FILE", f"{path} holds a private key; give the public key"
+            )
 
     def with_dev_secret(self) -> tuple[Settings, bool]:
         """Fill in a development JWT secret kept in `dev_secret_file`, creating it if needed.
@@ -164,13 +190,11 @@ class Settings:
         """
         if self.jwt_secret is not None or self.jwt_algorithm != "HS256":
             return self, False
-        created = False
         path = self.dev_secret_file
-        if not path.exists():
-            path.write_text(secrets.token_urlsafe(32) + "\n")
-            path.chmod(0o600)
-            created = True
-        secret = path.read_text().strip()
+        try:
+            secret, created = _read_or_create_secret(path)
+        except OSError as error:
+            raise SettingsError("SINAL_DEV_SECRET_FILE", f"cannot use {path}: {error}") from None
         if len(secret) < 16:
             raise SettingsError("SINAL_DEV_SECRET_FILE", f"{path} holds no usable secret")
         return replace(self, jwt_secret=secret), created
@@ -183,3 +207,16 @@ class Settings:
             shown = "(set)" if spec.metadata["secret"] and value else str(value)
             rows.append((spec.metadata["env"], shown, str(spec.default)))
         return rows
+
+
+def _read_or_create_secret(path: Path) -> tuple[str, bool]:
+    try:
+        # Readable by the owner only from the start, and created exclusively: `sinal serve` and
+        # `sinal token` starting together must not end up with two different secrets.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip(), False
+    with os.fdopen(fd, "w") as file:
+        secret = secrets.token_urlsafe(32)
+        file.write(secret + "\n")
+    return secret, True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from litestar import Request, asgi
@@ -23,6 +24,8 @@ from streams.channels import subscription_channels
 from streams.cursor import InvalidCursor, Position, decode_cursor
 from streams.errors import BadRequest, Forbidden, SinalError, Unavailable
 from streams.session import StreamSession
+
+log = logging.getLogger("sinal.stream")
 
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -43,14 +46,25 @@ async def stream(scope: Scope, receive: Receive, send: Send) -> None:
     except SinalError as error:
         await _send_problem(send, problem_of(error))
         return
-    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+    started = False
+
+    async def start() -> None:
+        nonlocal started
+        await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+        started = True
 
     async def write(body: bytes) -> None:
         await send({"type": "http.response.body", "body": body, "more_body": True})
 
     watcher = asyncio.create_task(_close_on_disconnect(receive, session))
     try:
-        await session.run(write)
+        await session.run(start, write)
+    except SinalError as error:
+        if not started:
+            await _send_problem(send, problem_of(error))
+            return
+        # Mid-stream (engine lost during a replay): end the stream; the client resumes.
+        log.warning("stream ended early: %s", error.detail)
     finally:
         watcher.cancel()
     if not session.abandoned:

@@ -14,18 +14,18 @@ import re
 from streams.errors import BadRequest
 
 IDENTIFIER = r"[A-Za-z0-9_@.\-]{1,128}"
-_CHANNEL = re.compile(rf"^(broadcast|notifications:{IDENTIFIER}|execution:{IDENTIFIER})$")
-_IDENTIFIER = re.compile(rf"^{IDENTIFIER}$")
+_CHANNEL = re.compile(rf"broadcast|notifications:{IDENTIFIER}|execution:{IDENTIFIER}")
+_IDENTIFIER = re.compile(IDENTIFIER)
 
 BROADCAST = "broadcast"
 
 
 def is_valid_channel(name: str) -> bool:
-    return _CHANNEL.match(name) is not None
+    return _CHANNEL.fullmatch(name) is not None
 
 
 def is_valid_identifier(name: str) -> bool:
-    return _IDENTIFIER.match(name) is not None
+    return _IDENTIFIER.fullmatch(name) is not None
 
 
 def notifications_of(user: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from streams.cursor import Position
-from streams.event import Event
+from streams.event import Event, StreamId
 
 ResetReason = Literal["trimmed", "epoch", "invalid"]
 
@@ -80,18 +80,15 @@ class Engine(abc.ABC):
         """Raise if the engine cannot serve (readiness)."""
 
 
-def check_position(
-    channel: str,
-    position: Position,
-    epoch: str,
-    last: tuple[int, int],
-    max_deleted: tuple[int, int],
-) -> None:
-    """The resume rules both engines share; raises PositionLost."""
+def check_position(position: Position, epoch: str, last: StreamId, *, trimmed: bool) -> None:
+    """The resume rules both engines share; raises PositionLost.
+
+    `trimmed`: the engine found that events after `position` are no longer held.
+    """
     head = Position(epoch, last)
     if position.epoch != epoch:
         raise PositionLost("epoch", head)
     if position.offset > last:
         raise PositionLost("invalid", head)
-    if max_deleted > position.offset:
+    if trimmed:
         raise PositionLost("trimmed", head)

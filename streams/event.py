@@ -17,6 +17,7 @@ from sse_starlette.event import ServerSentEvent
 
 StreamId = tuple[int, int]
 """A position inside one stream: Redis Streams' `<milliseconds>-<sequence>`, parsed."""
+MAX_ID_PART = 2**64 - 1
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 MAX_EVENT_TYPE = 64
@@ -29,9 +30,12 @@ _json = msgspec.json.Encoder()
 def parse_stream_id(text: str) -> StreamId:
     """Parse `"1700000000000-3"`; raises ValueError on anything else."""
     ms, _, seq = text.partition("-")
-    if not (ms.isdigit() and seq.isdigit()) or len(text) > 41:
+    if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()) or len(text) > 41:
         raise ValueError(f"not a stream id: {text!r}")
-    return int(ms), int(seq)
+    offset = int(ms), int(seq)
+    if offset[0] > MAX_ID_PART or offset[1] > MAX_ID_PART:
+        raise ValueError(f"stream id out of range: {text!r}")  # Redis ids are two 64-bit parts
+    return offset
 
 
 def format_stream_id(sid: StreamId) -> str:

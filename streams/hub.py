@@ -18,6 +18,7 @@ from streams.cursor import Position
 from streams.engine import Engine, ResetReason
 from streams.errors import Unavailable
 from streams.event import Event
+from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.hub")
 
@@ -114,8 +115,16 @@ class HubStats:
 
 
 class Hub:
-    def __init__(self, engine: Engine, *, buffer_size: int = 1024, heartbeat_s: float = 15.0):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        buffer_size: int = 1024,
+        heartbeat_s: float = 15.0,
+        watch_timeout_s: float = 10.0,
+    ) -> None:
         self.engine = engine
+        self.watch_timeout_s = watch_timeout_s
         self.buffer_size = buffer_size
         self.heartbeat_s = heartbeat_s
         self.stats = HubStats()
@@ -132,9 +141,7 @@ class Hub:
     async def stop(self) -> None:
         self.drain()
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+            await cancel_and_wait(self._heartbeat)
             self._heartbeat = None
         await self.engine.close()
 
@@ -160,8 +167,12 @@ class Hub:
         try:
             for channel in channels:
                 self._by_channel.setdefault(channel, set()).add(subscriber)
-            for channel in channels:
-                await self.engine.watch(channel)
+            try:
+                async with asyncio.timeout(self.watch_timeout_s):
+                    for channel in channels:
+                        await self.engine.watch(channel)
+            except TimeoutError:
+                raise Unavailable("the event engine did not confirm the subscription") from None
             yield subscriber
         finally:
             self._all.discard(subscriber)

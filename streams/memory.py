@@ -63,7 +63,7 @@ class MemoryEngine(Engine):
     async def read_after(self, channel: str, position: Position, limit: int) -> list[Event]:
         log = self._logs.get(channel) or _Log()
         self._trim(log, time.time_ns() // 1_000_000)
-        check_position(channel, position, self.epoch, log.last, log.max_deleted)
+        check_position(position, self.epoch, log.last, trimmed=log.max_deleted > position.offset)
         start = bisect.bisect_right(log.events, position.offset, key=lambda e: e.offset)
         return [log.events[i] for i in range(start, min(start + limit, len(log.events)))]
 
@@ -78,6 +78,8 @@ class MemoryEngine(Engine):
 
     def _trim(self, log: _Log, now_ms: int) -> None:
         events = log.events
-        oldest_ms = now_ms - int(self.retention.max_age_s * 1000)
+        # A max age of 0 means no age limit, as in the Redis engine.
+        max_age_ms = int(self.retention.max_age_s * 1000)
+        oldest_ms = now_ms - max_age_ms if max_age_ms > 0 else 0
         while events and (len(events) > self.retention.max_len or events[0].offset[0] < oldest_ms):
             log.max_deleted = events.popleft().offset

@@ -33,20 +33,27 @@ from streams.cursor import Position
 from streams.engine import Engine, PositionLost, Retention, Sink, check_position
 from streams.errors import Unavailable
 from streams.event import Event, StreamId, parse_stream_id
+from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.redis")
 
 CONTROL = "sinal:control"
 CATCH_UP_PAGE = 500
 
-# KEYS: log, epoch. ARGV: candidate epoch, max length, max age ms, type, data, pub/sub name.
+# Each entry records the id of the entry before it (`p`): Redis does not report what trimming
+# removed, so a reader detects a gap by comparing the first entry it gets with its position.
+
+# KEYS: log, meta. ARGV: candidate epoch, max length, max age ms, type, data, pub/sub name.
 PUBLISH = """
-local epoch = redis.call('GET', KEYS[2])
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last')
+local epoch, previous = meta[1], meta[2]
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[2], epoch)
+  epoch, previous = ARGV[1], '0-0'
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 't', ARGV[4], 'd', ARGV[5])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+                      't', ARGV[4], 'd', ARGV[5], 'p', previous or '0-0')
+redis.call('HSET', KEYS[2], 'last', id)
 local max_age = tonumber(ARGV[3])
 if max_age > 0 then
   local now = redis.call('TIME')
@@ -57,32 +64,26 @@ redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[4] .. ' ' .. AR
 return {epoch, id}
 """
 
-# KEYS: log, epoch. ARGV: candidate epoch, read after this id (exclusive), count (0: none).
-# Returns the epoch, the last id ever added, the greatest id trimmed away, and the entries.
+# KEYS: log, meta. ARGV: candidate epoch, read after this id (exclusive), count (0: none).
+# Returns the epoch, the last id ever added, and up to `count` entries after the given id.
 READ = """
-local epoch = redis.call('GET', KEYS[2])
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last')
+local epoch, last = meta[1], meta[2] or '0-0'
 if not epoch then
   epoch = ARGV[1]
-  redis.call('SET', KEYS[2], epoch)
-end
-local last, max_deleted = '0-0', '0-0'
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
-    if info[i] == 'max-deleted-entry-id' then max_deleted = info[i + 1] end
-  end
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local entries = {}
 if tonumber(ARGV[3]) > 0 then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
 end
-return {epoch, last, max_deleted, entries}
+return {epoch, last, entries}
 """
 
 
 def keys(channel: str) -> tuple[str, str]:
-    return f"sinal:{{{channel}}}:log", f"sinal:{{{channel}}}:epoch"
+    """The channel's stream and its metadata hash (epoch, last id)."""
+    return f"sinal:{{{channel}}}:log", f"sinal:{{{channel}}}:meta"
 
 
 def live_name(channel: str) -> str:
@@ -144,9 +145,7 @@ class RedisEngine(Engine):
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
             self._reader = None
         for watch in self._watches.values():
             for waiter in watch.waiters:
@@ -163,7 +162,7 @@ class RedisEngine(Engine):
     # -- the log ---------------------------------------------------------------------------
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
-        log_key, epoch_key = keys(channel)
+        log_key, meta_key = keys(channel)
         args: list[str | int | bytes] = [
             secrets.token_hex(4),
             self.retention.max_len,
@@ -173,41 +172,42 @@ class RedisEngine(Engine):
             live_name(channel),
         ]
         try:
-            epoch, sid = await self._publish(keys=[log_key, epoch_key], args=args)
+            epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
         return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
 
     async def head(self, channel: str) -> Position:
-        epoch, last, _, _ = await self._run_read(channel, "0-0", 0)
+        epoch, last, _ = await self._run_read(channel, "0-0", 0)
         head = Position(epoch, last)
         self._note(channel, head)
         return head
 
     async def read_after(self, channel: str, position: Position, limit: int) -> list[Event]:
         after = f"{position.offset[0]}-{position.offset[1]}"
-        epoch, last, max_deleted, entries = await self._run_read(channel, after, limit)
-        check_position(channel, position, epoch, last, max_deleted)
+        epoch, last, entries = await self._run_read(channel, after, limit)
         events = [_entry_event(channel, epoch, entry) for entry in entries]
+        if epoch == position.epoch:
+            # The first entry after the position must follow it directly; if none is left
+            # while the log went further, everything after the position was trimmed.
+            gap = _previous(entries[0]) > position.offset if entries else position.offset < last
+        else:
+            gap = False
+        check_position(position, epoch, last, trimmed=gap)
         self._note(channel, Position(epoch, events[-1].offset) if events else position)
         return events
 
     async def _run_read(
         self, channel: str, after: str, count: int
-    ) -> tuple[str, StreamId, StreamId, list[Any]]:
-        log_key, epoch_key = keys(channel)
+    ) -> tuple[str, StreamId, list[Any]]:
+        log_key, meta_key = keys(channel)
         try:
-            epoch, last, max_deleted, entries = await self._read(
-                keys=[log_key, epoch_key], args=[secrets.token_hex(4), after, count]
+            epoch, last, entries = await self._read(
+                keys=[log_key, meta_key], args=[secrets.token_hex(4), after, count]
             )
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
-        return (
-            epoch.decode(),
-            parse_stream_id(last.decode()),
-            parse_stream_id(max_deleted.decode()),
-            entries,
-        )
+        return epoch.decode(), parse_stream_id(last.decode()), entries
 
     def _note(self, channel: str, position: Position) -> None:
         """Remember how far this process has seen a watched channel, for catch-up."""
@@ -251,12 +251,15 @@ class RedisEngine(Engine):
             try:
                 await self._session()
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                self._connected.clear()
                 log.warning("redis pub/sub connection lost (%s); reconnecting", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            else:  # pragma: no cover - a session only ends by raising
-                delay = 0.1
+            except Exception:
+                # The reader must outlive any surprise: live delivery for the process hangs on it.
+                log.exception("redis reader failed; reconnecting")
+            if self._connected.is_set():
+                delay = 0.1  # it was working: try again promptly
+            self._connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _session(self) -> None:
         """One pub/sub connection: subscribe what is wanted, then pass messages on."""
@@ -286,9 +289,7 @@ class RedisEngine(Engine):
                     sender.result()
         finally:
             if sender is not None:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                    await sender
+                await cancel_and_wait(sender)
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(RedisError, OSError):
@@ -325,9 +326,13 @@ class RedisEngine(Engine):
             return
         channel = channel_of(name)
         if kind == "message":
-            epoch, sid, kind_, data = message["data"].split(b" ", 3)
-            offset = parse_stream_id(sid.decode())
-            event = Event(channel, kind_.decode(), data, epoch.decode(), offset)
+            try:
+                epoch, sid, kind_, data = message["data"].split(b" ", 3)
+                offset = parse_stream_id(sid.decode())
+                event = Event(channel, kind_.decode(), data, epoch.decode(), offset)
+            except ValueError:  # includes UnicodeDecodeError; not from Sinal's publish script
+                log.warning("ignored a malformed message on %s", name)
+                return
             self._note(channel, Position(event.epoch, event.offset))
             if self._sink is not None:
                 self._sink.dispatch([event])
@@ -374,8 +379,16 @@ class RedisEngine(Engine):
             self._sink.reset(channel, lost.reason, lost.head)
 
 
+def _fields(entry: Any) -> dict[bytes, bytes]:
+    flat = entry[1]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def _entry_event(channel: str, epoch: str, entry: Any) -> Event:
-    sid, flat = entry
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    offset = parse_stream_id(sid.decode())
+    fields = _fields(entry)
+    offset = parse_stream_id(entry[0].decode())
     return Event(channel, fields[b"t"].decode(), fields[b"d"], epoch, offset)
+
+
+def _previous(entry: Any) -> StreamId:
+    return parse_stream_id(_fields(entry)[b"p"].decode())

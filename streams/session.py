@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from streams.cursor import Position, encode_cursor
 from streams.engine import PositionLost, ResetReason
 from streams.event import (
+    MAX_ID_PART,
     Event,
     StreamId,
     encode_comment,
@@ -28,11 +29,12 @@ from streams.event import (
 from streams.hub import HEARTBEAT, CloseReason, Hub, Reset, Subscriber
 
 Write = Callable[[bytes], Awaitable[None]]
+Start = Callable[[], Awaitable[None]]
 
 CURSOR_PREFIX = "1."
 PING = encode_comment("ping")
 REPLAY_PAGE = 500
-MAX_SEQ = 2**64 - 1
+MAX_SEQ = MAX_ID_PART
 
 
 class StreamSession:
@@ -73,8 +75,12 @@ class StreamSession:
         else:
             self._subscriber.close(reason)
 
-    async def run(self, write: Write) -> None:
-        """Stream until the subscriber closes. Sets `abandoned` when a stuck write was cut off."""
+    async def run(self, start: Start, write: Write) -> None:
+        """Stream until the subscriber closes. Sets `abandoned` when a stuck write was cut off.
+
+        `start` is awaited once positions are settled and before the first write: until then a
+        failure (engine unreachable) raises and can still become an error response.
+        """
         self._task = asyncio.current_task()
         try:
             async with self.hub.subscription(self.channels) as subscriber:
@@ -82,7 +88,7 @@ class StreamSession:
                 subscriber.on_close = self._on_close
                 if self._close_early is not None:
                     subscriber.close(self._close_early)
-                await self._handshake(subscriber, write)
+                await self._handshake(subscriber, start, write)
                 await self._live(subscriber, write)
                 if subscriber.close_reason == "shutdown":
                     await self._write(write, encode_retry(self.drain_retry_ms))
@@ -106,7 +112,7 @@ class StreamSession:
 
     # -- handshake ---------------------------------------------------------------------------
 
-    async def _handshake(self, subscriber: Subscriber, write: Write) -> None:
+    async def _handshake(self, subscriber: Subscriber, start: Start, write: Write) -> None:
         engine = self.hub.engine
         resets: dict[ResetReason, list[tuple[str, Position]]] = {}
         replay: dict[str, list[Event]] = {}
@@ -130,6 +136,7 @@ class StreamSession:
                 self._move(channel, head)
             frames.append(self._reset_frame([channel for channel, _ in moves], reason))
         frames.append(encode_control("ready", {"channels": self.channels}, self.cursor))
+        await start()
         await self._write(write, b"".join(frames))
 
         for channel, page in replay.items():

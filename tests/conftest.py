@@ -73,3 +73,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def server(spawn: Callable[..., ServerProcess], engine_env: dict[str, str]) -> ServerProcess:
     """One server per engine."""
     return spawn(engine_env)
+
+
+@pytest.fixture(scope="module")
+def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One memory-engine server shared by a module's tests, where the engine is irrelevant."""
+    server = ServerProcess(tmp_path_factory.mktemp("server")).start()
+    yield server
+    server.stop()

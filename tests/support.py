@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,18 +45,27 @@ ADMIN = bearer("root", "admin")
 
 
 class ServerProcess:
-    """`python -m api serve` in a subprocess, on a free port, logging to a file."""
+    """`python -m api serve` in a subprocess, on a free port, logging to a file.
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None, port: int | None = None):
+    `env` overrides the defaults below; a value of None unsets the variable.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str | None] | None = None,
+        port: int | None = None,
+    ):
         self.workdir = workdir
         self.port = port or free_port()
-        self.env = {
+        merged: dict[str, str | None] = {
             **os.environ,
             "SINAL_JWT_SECRET": SECRET,
             "SINAL_DATABASE_URL": f"sqlite:///{workdir / 'sinal.db'}",
             "SINAL_LOG_LEVEL": "info",
             **(env or {}),
         }
+        self.env = {name: value for name, value in merged.items() if value is not None}
         self.log_path = workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -214,3 +223,31 @@ async def publish(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def assert_problem(response: httpx.Response, status: int, field: str | None = None) -> Any:
+    """`response` is an RFC 9457 problem with `status`, naming `field` when one is given."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+async def stream_response(
+    base_url: str,
+    headers: dict[str, str],
+    params: dict[str, Any] | list[tuple[str, str]] | None = None,
+) -> httpx.Response:
+    """The answer to `GET /v1/stream`, its body read only when it is not an endless stream."""
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+        client.stream("GET", "/v1/stream", headers=headers, params=params) as response,
+    ):
+        if response.status_code != 200:
+            await response.aread()
+    return response

@@ -1,0 +1,210 @@
+"""The engine conformance suite: the same behaviour from `memory` and `redis`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from streams.cursor import ORIGIN, Position
+from streams.engine import Engine, PositionLost, Retention
+from streams.event import Event
+from streams.hub import Hub, Reset, Subscriber
+from streams.memory import MemoryEngine
+from streams.redis import RedisEngine
+
+pytestmark = pytest.mark.anyio
+
+EngineFactory = Callable[[Retention], Engine]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_engine(request: pytest.FixtureRequest) -> EngineFactory:
+    if request.param == "memory":
+        return MemoryEngine
+    url: str = request.getfixturevalue("redis_url")
+    return lambda retention: RedisEngine(url, retention)
+
+
+@pytest.fixture
+async def hub(make_engine: EngineFactory) -> AsyncIterator[Hub]:
+    hub = Hub(make_engine(Retention(max_len=10_000, max_age_s=3600)), buffer_size=10_000)
+    await hub.start()
+    yield hub
+    await hub.stop()
+
+
+async def publish_many(engine: Engine, channel: str, count: int, start: int = 0) -> list[Event]:
+    return [
+        await engine.publish(channel, "test.event", b'{"n":%d}' % n)
+        for n in range(start, start + count)
+    ]
+
+
+async def collect(subscriber: Subscriber, count: int) -> list[Event]:
+    events: list[Event] = []
+    with anyio.fail_after(10):
+        while len(events) < count:
+            events.extend(i for i in await subscriber.next_batch() if isinstance(i, Event))
+    return events
+
+
+async def test_offsets_increase_per_channel(hub: Hub) -> None:
+    events = await publish_many(hub.engine, "execution:a", 50)
+    offsets = [event.offset for event in events]
+    assert offsets == sorted(offsets)
+    assert len(set(offsets)) == 50
+    assert len({event.epoch for event in events}) == 1
+
+
+async def test_read_after_returns_what_follows_in_order(hub: Hub) -> None:
+    events = await publish_many(hub.engine, "execution:a", 30)
+    await publish_many(hub.engine, "execution:other", 5)
+    start = Position(events[9].epoch, events[9].offset)
+    page = await hub.engine.read_after("execution:a", start, 10)
+    assert [e.data_json for e in page] == [e.data_json for e in events[10:20]]
+    rest = await hub.engine.read_after(
+        "execution:a", Position(page[-1].epoch, page[-1].offset), 100
+    )
+    assert [e.data_json for e in rest] == [e.data_json for e in events[20:]]
+
+
+async def test_head_then_nothing_new(hub: Hub) -> None:
+    await publish_many(hub.engine, "execution:a", 3)
+    head = await hub.engine.head("execution:a")
+    assert await hub.engine.read_after("execution:a", head, 10) == []
+
+
+async def test_fan_out_to_every_subscriber_and_only_its_channels(hub: Hub) -> None:
+    async with (
+        hub.subscription(["execution:a", "broadcast"]) as first,
+        hub.subscription(["execution:a"]) as second,
+        hub.subscription(["execution:b"]) as third,
+    ):
+        await publish_many(hub.engine, "execution:a", 20)
+        await publish_many(hub.engine, "broadcast", 5)
+        await publish_many(hub.engine, "execution:b", 1)
+        got_first = await collect(first, 25)
+        got_second = await collect(second, 20)
+        got_third = await collect(third, 1)
+    assert [e.data_json for e in got_first if e.channel == "execution:a"] == [
+        b'{"n":%d}' % n for n in range(20)
+    ]
+    assert [e.data_json for e in got_second] == [b'{"n":%d}' % n for n in range(20)]
+    assert [e.channel for e in got_third] == ["execution:b"]
+    assert hub.stats.connections == 0
+
+
+async def test_trimmed_position_is_reported(make_engine: EngineFactory) -> None:
+    # Redis trims approximately (whole nodes of 100 entries): publish well past the limit.
+    engine = make_engine(Retention(max_len=10, max_age_s=0))
+    await engine.connect(Hub(engine))
+    try:
+        first = (await publish_many(engine, "execution:t", 1))[0]
+        await publish_many(engine, "execution:t", 400, start=1)
+        with pytest.raises(PositionLost) as lost:
+            await engine.read_after("execution:t", Position(first.epoch, first.offset), 10)
+        assert lost.value.reason == "trimmed"
+        assert lost.value.head == await engine.head("execution:t")
+    finally:
+        await engine.close()
+
+
+async def test_position_from_the_future_is_invalid(hub: Hub) -> None:
+    event = (await publish_many(hub.engine, "execution:a", 1))[0]
+    future = Position(event.epoch, (event.offset[0] + 10_000, 0))
+    with pytest.raises(PositionLost) as lost:
+        await hub.engine.read_after("execution:a", future, 10)
+    assert lost.value.reason == "invalid"
+
+
+async def test_other_epoch_is_reported(hub: Hub) -> None:
+    await publish_many(hub.engine, "execution:a", 2)
+    with pytest.raises(PositionLost) as lost:
+        await hub.engine.read_after("execution:a", Position("elsewhere", (1, 0)), 10)
+    assert lost.value.reason == "epoch"
+    with pytest.raises(PositionLost):
+        await hub.engine.read_after("execution:a", ORIGIN, 10)
+
+
+async def test_memory_epoch_changes_with_each_process() -> None:
+    assert MemoryEngine().epoch != MemoryEngine().epoch
+
+
+async def test_redis_lost_data_changes_the_epoch(redis_url: str) -> None:
+    engine = RedisEngine(redis_url)
+    await engine.connect(Hub(engine))
+    try:
+        before = (await publish_many(engine, "execution:a", 3))[-1]
+        await engine._redis.flushdb()
+        after = (await publish_many(engine, "execution:a", 1))[0]
+        assert after.epoch != before.epoch
+        with pytest.raises(PositionLost) as lost:
+            await engine.read_after("execution:a", Position(before.epoch, before.offset), 10)
+        assert lost.value.reason == "epoch"
+    finally:
+        await engine.close()
+
+
+async def test_redis_reader_catches_up_after_losing_its_connection(redis_url: str) -> None:
+    """Events published while the pub/sub connection is down still arrive, once, in order."""
+    engine = RedisEngine(redis_url)
+    hub = Hub(engine, buffer_size=10_000)
+    await hub.start()
+    publisher = RedisEngine(redis_url)  # another process, as far as Redis can tell
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        async with hub.subscription(["execution:a"]) as subscriber:
+            await engine.head("execution:a")  # as a connection does after subscribing
+            await publish_many(publisher, "execution:a", 10)
+            await collect(subscriber, 10)
+            killed = await admin.client_kill_filter(_type="pubsub")
+            assert killed >= 1
+            await publish_many(publisher, "execution:a", 40, start=10)
+            events = await collect(subscriber, 40)
+        assert [e.data_json for e in events] == [b'{"n":%d}' % n for n in range(10, 50)]
+    finally:
+        await hub.stop()
+        await publisher.close()
+        await admin.aclose()
+
+
+async def test_redis_reader_resets_when_redis_lost_data_meanwhile(redis_url: str) -> None:
+    engine = RedisEngine(redis_url)
+    hub = Hub(engine)
+    await hub.start()
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        async with hub.subscription(["execution:a"]) as subscriber:
+            await publish_many(engine, "execution:a", 3)
+            await collect(subscriber, 3)
+            await admin.client_kill_filter(_type="pubsub")
+            await admin.flushdb()
+            with anyio.fail_after(10):
+                items: list[object] = []
+                while not any(isinstance(item, Reset) for item in items):
+                    items.extend(await subscriber.next_batch())
+        reset = next(item for item in items if isinstance(item, Reset))
+        assert reset.channel == "execution:a"
+        assert reset.reason == "epoch"
+    finally:
+        await hub.stop()
+        await admin.aclose()
+
+
+async def test_slow_subscriber_is_closed_and_counted(make_engine: EngineFactory) -> None:
+    hub = Hub(make_engine(Retention()), buffer_size=5)
+    await hub.start()
+    try:
+        async with hub.subscription(["execution:a"]) as subscriber:
+            closed = anyio.Event()
+            subscriber.on_close = lambda reason: closed.set()
+            await publish_many(hub.engine, "execution:a", 6)  # one more than the buffer holds
+            with anyio.fail_after(10):
+                await closed.wait()
+            assert subscriber.close_reason == "slow"
+        assert hub.stats.slow_consumer_closes == 1
+    finally:
+        await hub.stop()
