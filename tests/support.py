@@ -121,11 +121,15 @@ class Received:
 
     events: list[httpx_sse.ServerSentEvent] = field(default_factory=list)
     last_id: str | None = None
+    retries: list[int] = field(default_factory=list)
+    ended: bool = False
     changed: anyio.Event = field(default_factory=anyio.Event)
 
     def add(self, event: httpx_sse.ServerSentEvent) -> None:
         if event.data:  # frames that only carry `retry:` are not events
             self.events.append(event)
+        if event.retry is not None:
+            self.retries.append(event.retry)
         if event.id:
             self.last_id = event.id
         self.changed.set()
@@ -205,6 +209,8 @@ async def open_stream(
                 received.add(event)
                 if event.event == "ready":
                     ready.set()
+        received.ended = True  # the server closed the stream
+        received.changed.set()
 
     async with anyio.create_task_group() as group:
         group.start_soon(read)
