@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from api.auth import Authenticator
 from api.settings import Settings
@@ -32,8 +31,3 @@ class Runtime:
         )
         hub = Hub(engine, buffer_size=settings.buffer_size, heartbeat_s=settings.heartbeat_s)
         return cls(settings, engine, hub, Authenticator(settings))
-
-
-def runtime_of(scope_or_app_state: Any) -> Runtime:
-    runtime: Runtime = scope_or_app_state.sinal
-    return runtime

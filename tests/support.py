@@ -160,25 +160,14 @@ async def stream_until(
     params: dict[str, Any] | list[tuple[str, str]] | None = None,
     last_event_id: str | None = None,
     within: float = 10.0,
-    received: Received | None = None,
 ) -> Received:
     """Read `/v1/stream` until `done(received)` holds; fail after `within` seconds."""
-    received = received or Received()
-    request_headers = dict(headers)
-    if last_event_id:
-        request_headers["Last-Event-ID"] = last_event_id
     with anyio.fail_after(within):
-        async with (
-            httpx.AsyncClient(base_url=base_url, timeout=None) as client,
-            httpx_sse.aconnect_sse(
-                client, "GET", "/v1/stream", headers=request_headers, params=params
-            ) as source,
+        async with open_stream(base_url, headers, params=params, last_event_id=last_event_id) as (
+            received,
+            _,
         ):
-            source.response.raise_for_status()
-            async for event in source.aiter_sse():
-                received.add(event)
-                if done(received):
-                    break
+            await received.until(done, within)
     return received
 
 
