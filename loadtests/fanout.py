@@ -1,0 +1,637 @@
+"""Fan-out benchmark: one channel, N SSE subscribers, a fixed publish rate; Socket.IO alongside.
+
+    uv run python -m loadtests.fanout [--subscribers 2000 --rate 40 --duration 20
+                                       --idle-connections 10000 --skip-socketio ...]
+
+Phases, each against a freshly started server pinned to one core (`--server-core`, default 0)
+while this process, the load generator, runs pinned to another (`--client-core`, default 1):
+
+1. Sinal fan-out: N lean SSE subscribers on `broadcast`; events published through
+   `POST /v1/publish` at `--rate` for `--warmup` + `--duration` seconds; delivery latency
+   (publish send time → read by the subscriber), deliveries/s, lost and duplicated events.
+2. Socket.IO fan-out: the same workload against `loadtests.socketio_baseline` (python-socketio
+   + AsyncRedisManager under uvicorn), published through an external write-only manager.
+3. Idle memory: server RSS before and after opening K idle SSE connections.
+
+Progress goes to stderr; the last stdout line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api.auth import mint_token
+from loadtests.lean import (
+    EngineIoSubscriber,
+    SseSubscriber,
+    Subscriber,
+    Tally,
+    engineio_request,
+    open_many,
+    padding,
+    payload,
+    sse_request,
+)
+from loadtests.procs import (
+    Child,
+    CoreMeter,
+    CpuMeter,
+    cpu_seconds,
+    foreign_cpu_seconds,
+    free_port,
+    log,
+    pin_self,
+    pinned_child,
+    raise_nofile,
+    redis_for_benchmark,
+    rss_kb,
+    self_cpu_seconds,
+)
+from loadtests.socketio_baseline import external_emitter
+
+SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
+CHANNEL = "broadcast"
+ROOT = Path(__file__).resolve().parent.parent
+
+# What the server is expected to reach on this benchmark (DESIGN.md, issue brief).
+TARGETS = {
+    "deliveries_per_s": 80_000,
+    "p99_ms": 100,
+    "ratio_vs_socketio": 5,
+    "idle_kb_per_conn": 14,
+}
+
+Publish = Callable[[int, int], Awaitable[None]]
+"""Publish event `seq`, stamped `sent_ns`; raises on failure."""
+
+MAX_IN_FLIGHT = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    subscribers: int
+    rate: float
+    duration: float
+    warmup: float
+    drain: float
+    payload_bytes: int
+    publishers: int
+    idle_connections: int
+    skip_socketio: bool
+    calibrate: bool
+    redis_url: str | None
+    server_core: int
+    client_core: int
+    connect_concurrency: int
+
+    @property
+    def nofile(self) -> int:
+        return max(self.subscribers, self.idle_connections) + 1024
+
+
+@dataclass
+class Figures:
+    """One system's fan-out result over the measured window."""
+
+    connected: int
+    connect_failures: int
+    deliveries_per_s: float
+    expected_deliveries_per_s: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    lost: int
+    duplicated: int
+    disconnects: int
+    published: int
+    publish_errors: int
+    publish_p50_ms: float | None  # POST /v1/publish (or Redis emit) round trip
+    publish_p99_ms: float | None
+    publish_stalls: int  # times MAX_IN_FLIGHT publishes were unanswered
+    max_schedule_lag_ms: float  # how late the generator itself sent an event
+    server_cpu_pct: float
+    generator_cpu_pct: float
+    server_core_busy_pct: float
+    client_core_busy_pct: float
+    foreign_cpu_pct: float
+
+
+# -- the workload, common to both systems -----------------------------------------------------
+
+
+class Meters:
+    """Who is busy: the server and generator processes (% of one core), both cores (which also
+    count irq/softirq time, where much loopback TCP work lands), and every other process on
+    the machine (a test suite running alongside skews the figures; this shows by how much)."""
+
+    def __init__(self, server_pid: int, cfg: Config) -> None:
+        self.server = CpuMeter(lambda: cpu_seconds(server_pid))
+        self.generator = CpuMeter(self_cpu_seconds)
+        self.server_core = CoreMeter(cfg.server_core)
+        self.client_core = CoreMeter(cfg.client_core)
+        self.foreign = CpuMeter(foreign_cpu_seconds)
+
+    def lap(self) -> dict[str, float]:
+        return {
+            "server_cpu_pct": round(self.server.lap(), 1),
+            "generator_cpu_pct": round(self.generator.lap(), 1),
+            "server_core_busy_pct": round(self.server_core.lap(), 1),
+            "client_core_busy_pct": round(self.client_core.lap(), 1),
+            "foreign_cpu_pct": round(self.foreign.lap(), 1),
+        }
+
+
+async def drive(
+    name: str,
+    publish: Publish,
+    subscribers: list[Subscriber],
+    tally: Tally,
+    cfg: Config,
+    server_pid: int,
+    connect_failures: int,
+) -> Figures:
+    """Publish at a fixed rate, measure the window after the warm-up, then wait for the drain.
+
+    Open loop, as real publishers are: event `seq` is due at `start + seq / rate`, stamped with
+    that moment and sent then, whether or not earlier publishes have been answered (up to
+    `MAX_IN_FLIGHT`). A server too busy to answer therefore shows up as latency, not as a
+    publisher that politely slows down and hides it.
+    """
+    loop = asyncio.get_running_loop()
+    total = round(cfg.rate * (cfg.warmup + cfg.duration))
+    measure_from = round(cfg.rate * cfg.warmup)
+    failed: set[int] = set()
+    in_flight: set[asyncio.Task[None]] = set()
+    publish_ns: list[int] = []
+    max_lag = 0.0
+    stalls = 0
+
+    async def publish_one(seq: int, sent_ns: int) -> None:
+        try:
+            await publish(seq, sent_ns)
+            publish_ns.append(time.time_ns() - sent_ns)
+        except Exception as error:
+            failed.add(seq)
+            if len(failed) <= 3:
+                log(f"{name}: publish {seq} failed: {error!r}")
+
+    progress = asyncio.create_task(_report(name, tally, subscribers, Meters(server_pid, cfg)))
+    start = loop.time() + 0.05
+    try:
+        for seq in range(total):
+            target = start + seq / cfg.rate
+            await _sleep_until(loop, target)
+            if seq == measure_from:
+                tally.measuring = True
+                meters = Meters(server_pid, cfg)
+                window_start, received_at_start = time.monotonic(), tally.received
+            if len(in_flight) >= MAX_IN_FLIGHT:  # a safety valve, not a pace
+                stalls += 1
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            max_lag = max(max_lag, loop.time() - target)
+            task = asyncio.create_task(publish_one(seq, time.time_ns()))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await _sleep_until(loop, start + total / cfg.rate)
+        tally.measuring = False
+        window = time.monotonic() - window_start
+        delivered = tally.received - received_at_start
+        load = meters.lap()
+        await asyncio.gather(*in_flight)
+        await _drain(name, subscribers, total - len(failed), cfg.drain)
+    finally:
+        progress.cancel()
+
+    latencies = sorted(tally.latencies_ns)
+    return Figures(
+        connected=len(subscribers),
+        connect_failures=connect_failures,
+        deliveries_per_s=round(delivered / window),
+        expected_deliveries_per_s=round(cfg.rate * len(subscribers)),
+        p50_ms=_percentile(latencies, 0.50),
+        p90_ms=_percentile(latencies, 0.90),
+        p99_ms=_percentile(latencies, 0.99),
+        max_ms=_percentile(latencies, 1.0),
+        lost=sum(subscriber.missing(total, failed) for subscriber in subscribers),
+        duplicated=tally.duplicated,
+        disconnects=tally.disconnects,
+        published=total - len(failed),
+        publish_errors=len(failed),
+        publish_p50_ms=_percentile(sorted(publish_ns), 0.50),
+        publish_p99_ms=_percentile(sorted(publish_ns), 0.99),
+        publish_stalls=stalls,
+        max_schedule_lag_ms=round(max_lag * 1000, 1),
+        **load,
+    )
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, moment: float) -> None:
+    delay = moment - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _drain(name: str, subscribers: list[Subscriber], expected: int, within: float) -> None:
+    """Give in-flight deliveries `within` seconds; whatever has not arrived then is lost."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        behind = sum(1 for s in subscribers if s.count < expected and not s.closed)
+        if behind == 0:
+            return
+        await asyncio.sleep(0.1)
+    log(f"{name}: {behind} subscriber(s) still short of {expected} events after {within}s")
+
+
+async def _report(name: str, tally: Tally, subscribers: list[Subscriber], meters: Meters) -> None:
+    """A progress line every 2 s: the delivery rate, and who is busy."""
+    last, last_at, started = tally.received, time.monotonic(), time.monotonic()
+    while True:
+        await asyncio.sleep(2)
+        now = time.monotonic()
+        rate = (tally.received - last) / (now - last_at)
+        last, last_at = tally.received, now
+        open_ = sum(1 for s in subscribers if not s.closed)
+        load = meters.lap()
+        log(
+            f"{name}: t={now - started:4.0f}s deliveries/s={rate:8.0f} open={open_} "
+            f"server={load['server_cpu_pct']:3.0f}% generator={load['generator_cpu_pct']:3.0f}% "
+            f"cores={load['server_core_busy_pct']:3.0f}%/{load['client_core_busy_pct']:3.0f}% "
+            f"others={load['foreign_cpu_pct']:3.0f}%"
+        )
+
+
+def _percentile(ordered: list[int], q: float) -> float | None:
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 2)
+
+
+def _close_all(subscribers: list[Subscriber]) -> None:
+    for subscriber in subscribers:
+        subscriber.close()
+
+
+# -- Sinal -------------------------------------------------------------------------------------
+
+
+def start_sinal(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int]:
+    """`sinal serve` on the Redis engine, pinned to the server core; or the null server."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SINAL_REDIS_URL": redis_url,
+        "SINAL_JWT_SECRET": SECRET,
+        "SINAL_DATABASE_URL": f"sqlite:///{workdir / 'sinal.db'}",
+        # Access logs for every publish would be measured as server work.
+        "SINAL_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(ROOT),
+    }
+    module = "loadtests.nullserver" if cfg.calibrate else "api"
+    argv = [sys.executable, "-m", module, *([] if cfg.calibrate else ["serve"])]
+    argv += ["--port", str(port)]
+    server = Child(
+        f"{module}-{port}",
+        argv,
+        env=env,
+        cwd=workdir,
+        preexec=pinned_child(cfg.server_core, cfg.nofile),
+    )
+    server.wait_listening(port)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready:\n{server.tail()}")
+        time.sleep(0.1)
+    return server, port
+
+
+def user_token(index: int) -> str:
+    return mint_token(SECRET, f"bench-{index}", ttl_s=3600)
+
+
+class SinalPublisher:
+    """`POST /v1/publish` over keep-alive connections, one per concurrent publisher."""
+
+    def __init__(self, port: int, pad: bytes, connections: int) -> None:
+        token = mint_token(SECRET, "bench-publisher", ["service"], ttl_s=3600)
+        self.pad = pad
+        self.client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            # Waiting for a free connection is part of the latency measured, not an error.
+            timeout=httpx.Timeout(10, pool=None),
+        )
+
+    async def __call__(self, seq: int, sent_ns: int) -> None:
+        body = b'{"channel":"%s","type":"bench","data":%s}' % (
+            CHANNEL.encode(),
+            payload(seq, sent_ns, self.pad),
+        )
+        response = await self.client.post("/v1/publish", content=body)
+        if response.status_code != 201:
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def admin_stats(port: int) -> dict[str, Any]:
+    token = mint_token(SECRET, "bench-admin", ["admin"], ttl_s=600)
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(
+            f"http://127.0.0.1:{port}/v1/admin/stats",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    response.raise_for_status()
+    stats: dict[str, Any] = response.json()
+    return stats
+
+
+async def connections_after_close(port: int, within: float = 10.0) -> int:
+    """The server's open-connection count once every client has gone (should reach 0)."""
+    deadline = time.monotonic() + within
+    while True:
+        count = int((await admin_stats(port))["connections"])
+        if count == 0 or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.2)
+
+
+async def sinal_fanout(cfg: Config, redis_url: str, workdir: Path) -> dict[str, Any]:
+    server, port = start_sinal(cfg, redis_url, workdir)
+    log(f"sinal: server pid {server.pid} on port {port}, core {cfg.server_core}")
+    subscribers: list[Subscriber] = []
+    try:
+        tally = Tally()
+        tokens = [user_token(index) for index in range(cfg.subscribers)]
+        subscribers, failures = await open_many(
+            lambda index: SseSubscriber(sse_request(port, tokens[index]), tally),
+            cfg.subscribers,
+            port,
+            concurrency=cfg.connect_concurrency,
+            progress=lambda n: log(f"sinal: {n} subscribers ready"),
+        )
+        log(f"sinal: {len(subscribers)} subscribers ready ({failures} failed); publishing")
+        publisher = SinalPublisher(port, padding(cfg.payload_bytes), cfg.publishers)
+        try:
+            figures = await drive("sinal", publisher, subscribers, tally, cfg, server.pid, failures)
+        finally:
+            await publisher.aclose()
+        stats = await admin_stats(port)
+        _close_all(subscribers)
+        remaining = await connections_after_close(port)
+        return {
+            **asdict(figures),
+            "slow_consumer_closes": stats["slow_consumer_closes"],
+            "server_connections_after_close": remaining,
+        }
+    finally:
+        _close_all(subscribers)
+        server.stop()
+
+
+async def sinal_idle(cfg: Config, redis_url: str, workdir: Path) -> dict[str, Any]:
+    """RSS growth per idle SSE connection, on a fresh server."""
+    server, port = start_sinal(cfg, redis_url, workdir)
+    log(f"idle: server pid {server.pid} on port {port}")
+    connections: list[Subscriber] = []
+    try:
+        # Warm up first, so lazily imported code and first-use caches are not billed per connection.
+        warm, _ = await open_many(
+            lambda index: SseSubscriber(sse_request(port, user_token(index)), None), 100, port
+        )
+        _close_all(warm)
+        await connections_after_close(port)
+        await asyncio.sleep(1)
+        before = rss_kb(server.pid)
+        tokens = [user_token(index) for index in range(cfg.idle_connections)]
+        connections, failures = await open_many(
+            lambda index: SseSubscriber(sse_request(port, tokens[index]), None),
+            cfg.idle_connections,
+            port,
+            concurrency=cfg.connect_concurrency,
+            handshake_s=60,
+            progress=lambda n: log(f"idle: {n} connections open"),
+        )
+        await asyncio.sleep(3)  # let the server settle (buffers, pub/sub confirmations)
+        after = rss_kb(server.pid)
+        stats = await admin_stats(port)
+        opened = len(connections)
+        log(f"idle: {opened} open ({failures} failed), RSS {before} kB → {after} kB")
+        return {
+            "idle_connections": opened,
+            "idle_connect_failures": failures,
+            "idle_server_connections": stats["connections"],
+            "idle_rss_before_kb": before,
+            "idle_rss_after_kb": after,
+            "idle_kb_per_conn": round((after - before) / opened, 2) if opened else None,
+        }
+    finally:
+        _close_all(connections)
+        server.stop()
+
+
+# -- Socket.IO baseline ------------------------------------------------------------------------
+
+
+def start_socketio(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "loadtests.socketio_baseline", "--port", str(port)]
+    argv += ["--redis-url", redis_url]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = Child(
+        f"socketio-{port}",
+        argv,
+        env=env,
+        cwd=workdir,
+        preexec=pinned_child(cfg.server_core, cfg.nofile),
+    )
+    server.wait_listening(port)
+    return server, port
+
+
+class SocketIoPublisher:
+    """The publishing side of the Socket.IO stack: an external write-only Redis manager."""
+
+    def __init__(self, redis_url: str, pad: bytes) -> None:
+        self.manager = external_emitter(redis_url)
+        self.pad = pad.decode()
+
+    async def __call__(self, seq: int, sent_ns: int) -> None:
+        # Key order and compact separators make Socket.IO's frame carry the marker lean scans.
+        data = {"q": seq, "t": sent_ns, "p": self.pad}
+        await self.manager.emit("bench", data, namespace="/")
+
+
+async def socketio_fanout(cfg: Config, redis_url: str, workdir: Path) -> dict[str, Any]:
+    server, port = start_socketio(cfg, redis_url, workdir)
+    log(f"socketio: server pid {server.pid} on port {port}, core {cfg.server_core}")
+    subscribers: list[Subscriber] = []
+    try:
+        tally = Tally()
+        subscribers, failures = await open_many(
+            lambda _: EngineIoSubscriber(engineio_request(port), tally),
+            cfg.subscribers,
+            port,
+            concurrency=cfg.connect_concurrency,
+            progress=lambda n: log(f"socketio: {n} subscribers ready"),
+        )
+        log(f"socketio: {len(subscribers)} subscribers ready ({failures} failed); publishing")
+        # The server's Redis listener starts with its first client; give it time to subscribe.
+        await asyncio.sleep(1)
+        publisher = SocketIoPublisher(redis_url, padding(cfg.payload_bytes))
+        figures = await drive("socketio", publisher, subscribers, tally, cfg, server.pid, failures)
+        return asdict(figures)
+    finally:
+        _close_all(subscribers)
+        server.stop()
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def prefixed(prefix: str, figures: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{key}": value for key, value in figures.items()}
+
+
+def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
+    """Which targets this run met (None where the figure was not measured)."""
+
+    def at_least(key: str) -> bool | None:
+        value = result.get(key)
+        return None if value is None else value >= TARGETS[key]
+
+    def at_most(key: str) -> bool | None:
+        value = result.get(key)
+        return None if value is None else value <= TARGETS[key]
+
+    return {
+        "deliveries_per_s": at_least("deliveries_per_s"),
+        "p99_ms": at_most("p99_ms"),
+        "no_loss": result["lost"] == 0 and result["duplicated"] == 0,
+        "ratio_vs_socketio": at_least("ratio_vs_socketio"),
+        "idle_kb_per_conn": at_most("idle_kb_per_conn"),
+    }
+
+
+async def idle_load(cfg: Config, seconds: float = 1.0) -> float:
+    """How busy the two benchmark cores are before anything starts: other work on the machine
+    (a test suite, another benchmark) competes with the server and the generator."""
+    meters = CoreMeter(cfg.server_core), CoreMeter(cfg.client_core)
+    await asyncio.sleep(seconds)
+    busy = round(max(meter.lap() for meter in meters), 1)
+    if busy > 10:
+        log(f"warning: a benchmark core is {busy}% busy before the run; figures will be low")
+    return busy
+
+
+async def run(cfg: Config) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="sinal-fanout-") as tmp,
+        redis_for_benchmark(cfg.redis_url, Path(tmp)) as redis_url,
+    ):
+        workdir = Path(tmp)
+        log(f"redis: {redis_url}; workdir {workdir}")
+        quiet = await idle_load(cfg)
+        result: dict[str, Any] = {
+            "machine_busy_before_pct": quiet,
+            "subscribers": cfg.subscribers,
+            "rate": cfg.rate,
+            "duration": cfg.duration,
+            "warmup": cfg.warmup,
+            "payload_bytes": cfg.payload_bytes,
+        }
+        if cfg.calibrate:
+            result["server"] = "loadtests.nullserver (generator calibration)"
+            result.update(await sinal_fanout(cfg, redis_url, workdir))
+            return result
+        result.update(await sinal_fanout(cfg, redis_url, workdir))
+        if not cfg.skip_socketio:
+            result.update(prefixed("socketio_", await socketio_fanout(cfg, redis_url, workdir)))
+            baseline = result["socketio_deliveries_per_s"]
+            result["ratio_vs_socketio"] = (
+                round(result["deliveries_per_s"] / baseline, 2) if baseline else None
+            )
+        else:
+            result.update(socketio_deliveries_per_s=None, socketio_p50_ms=None)
+            result.update(socketio_p99_ms=None, ratio_vs_socketio=None)
+        if cfg.idle_connections > 0:
+            result.update(await sinal_idle(cfg, redis_url, workdir))
+        else:
+            result.update(idle_connections=0, idle_kb_per_conn=None)
+        result["targets_met"] = verdict(result)
+        return result
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.fanout", description=__doc__.splitlines()[0]
+    )
+    add = parser.add_argument
+    add("--subscribers", type=int, default=2000, help="SSE subscribers of one channel")
+    add("--rate", type=float, default=40, help="events published per second")
+    add("--duration", type=float, default=20, help="measured seconds, after the warm-up")
+    add("--warmup", type=float, default=5, help="seconds published before measuring")
+    add("--drain", type=float, default=5, help="seconds to wait for stragglers at the end")
+    add("--payload-bytes", type=int, default=100, help="size of each event's data JSON")
+    add("--publishers", type=int, default=16, help="keep-alive publish connections")
+    add("--idle-connections", type=int, default=10_000, help="0 skips the idle-memory phase")
+    add("--skip-socketio", action="store_true", help="skip the Socket.IO baseline")
+    add(
+        "--calibrate",
+        action="store_true",
+        help="measure the generator's ceiling against loadtests.nullserver (no Sinal, no "
+        "Socket.IO, no idle phase)",
+    )
+    add(
+        "--redis-url",
+        help="use this Redis database (flushed first!) instead of a private redis-server",
+    )
+    add("--server-core", type=int, default=0)
+    add("--client-core", type=int, default=1)
+    add("--connect-concurrency", type=int, default=200, help="handshakes in flight")
+    args = parser.parse_args(argv)
+    for name in ("subscribers", "rate", "duration", "publishers"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive")
+    if args.warmup < 0 or args.drain < 0 or args.idle_connections < 0:
+        parser.error("--warmup, --drain and --idle-connections must not be negative")
+    return Config(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    limit = raise_nofile(cfg.nofile)
+    if limit < cfg.nofile:
+        log(f"open-file limit is {limit} (hard cap) for {cfg.nofile} wanted: expect failures")
+    pin_self(cfg.client_core)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.Runner()
+    try:
+        with runner:  # Ctrl-C cancels `run`, whose `finally` blocks stop every child
+            result = runner.run(run(cfg))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
