@@ -1,4 +1,8 @@
-"""The Litestar application: `create_app(settings)` wires routes to one `Runtime`."""
+"""The application: `create_app(settings)` wires routes to one `Runtime`.
+
+Litestar serves the API. The SSE endpoint is reached before Litestar's routing, with the
+server's own `send` (see `api/sse.py` for why).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Receive, Scope, Send
 
 from api import admin, health, publish, sse, tickets
 from api.dependencies import DEPENDENCIES
@@ -18,7 +25,25 @@ from api.settings import Settings
 BODY_OVERHEAD = 16 * 1024
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
+class SinalApp:
+    """The ASGI application: `/v1/stream` to the stream handler, everything else to Litestar."""
+
+    def __init__(self, litestar: Litestar, runtime: Runtime) -> None:
+        self.litestar = litestar
+        self.runtime = runtime
+
+    @property
+    def state(self) -> State:
+        return self.litestar.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"] == sse.PATH:
+            await sse.stream(scope, receive, send, self.runtime)
+        else:
+            await self.litestar(scope, receive, send)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
     runtime = runtime or Runtime.build(settings)
 
     @asynccontextmanager
@@ -29,9 +54,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         finally:
             await runtime.hub.stop()
 
-    app = Litestar(
+    litestar = Litestar(
         route_handlers=[
-            sse.stream,
             publish.publish,
             tickets.issue_ticket,
             health.healthz,
@@ -44,5 +68,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         request_max_body_size=settings.max_payload_bytes + BODY_OVERHEAD,
         openapi_config=OpenAPIConfig(title="Sinal", version="1.0.0"),
     )
-    app.state.sinal = runtime
-    return app
+    litestar.state.sinal = runtime
+    return SinalApp(litestar, runtime)

@@ -29,5 +29,10 @@ class Runtime:
             if settings.redis_url
             else MemoryEngine(retention)
         )
-        hub = Hub(engine, buffer_size=settings.buffer_size, heartbeat_s=settings.heartbeat_s)
+        hub = Hub(
+            engine,
+            buffer_size=settings.buffer_size,
+            heartbeat_s=settings.heartbeat_s,
+            coalesce_s=settings.coalesce_ms / 1000,
+        )
         return cls(settings, engine, hub, Authenticator(settings))

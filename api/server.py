@@ -13,8 +13,8 @@ import socket
 from urllib.parse import unquote_plus
 
 import uvicorn
-from litestar import Litestar
 
+from api.app import SinalApp
 from api.runtime import Runtime
 
 _QUERY_PARAM = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
@@ -53,7 +53,7 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Litestar, host: str, port: int, log_level: str) -> None:
+def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
     logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
     config = uvicorn.Config(
         app,
@@ -64,5 +64,4 @@ def serve(app: Litestar, host: str, port: int, log_level: str) -> None:
         # Streams are long-lived; headers still must arrive promptly.
         timeout_keep_alive=30,
     )
-    runtime: Runtime = app.state.sinal
-    DrainingServer(config, runtime).run()
+    DrainingServer(config, app.runtime).run()

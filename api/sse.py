@@ -1,11 +1,12 @@
 """`GET /v1/stream`: the Server-Sent Events endpoint, as a lean ASGI handler.
 
-Measured (DESIGN.md): per-delivery work decides throughput, so this handler talks ASGI directly
-instead of going through a streaming response class. Everything per connection (auth, channels,
-cursor) happens once, here; the connection's lifetime is `streams.session.StreamSession`.
+Measured (docs/benchmarks.md): per-delivery work decides throughput, so the application routes
+this path to `stream` directly, with the server's own `send`, instead of through Litestar's
+request machinery. Everything per connection (auth, channels, cursor) happens once, in
+`open_session`; the connection's lifetime is `streams.session.StreamSession`.
 
-Lifecycle: the session task writes; a sibling task waits for `http.disconnect` and closes the
-session. Whichever ends first ends the other.
+Lifecycle: the session writes; a sibling task waits for `http.disconnect` and closes the
+session; whichever ends first ends the other.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import parse_qsl
 
-from litestar import Request, asgi
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPScope, Receive, Send
 
 from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
 from api.runtime import Runtime
@@ -27,6 +30,7 @@ from streams.session import StreamSession
 
 log = logging.getLogger("sinal.stream")
 
+PATH = "/v1/stream"
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -34,15 +38,12 @@ STREAM_HEADERS = [
 ]
 
 
-@asgi("/v1/stream", copy_scope=False, include_in_schema=False)
-async def stream(scope: Scope, receive: Receive, send: Send) -> None:
-    request: Request[Any, Any, Any] = Request(scope, receive)
-    runtime: Runtime = request.app.state.sinal
-    if request.method != "GET":
-        await _send_problem(send, problem(405, "use GET for /v1/stream"))
+async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtime) -> None:
+    if scope["method"] != "GET":
+        await _send_problem(send, problem(405, f"use GET for {PATH}"), [(b"allow", b"GET")])
         return
     try:
-        session = await open_session(request, runtime)
+        session = await open_session(StreamRequest(scope), runtime)
     except SinalError as error:
         await _send_problem(send, problem_of(error))
         return
@@ -53,12 +54,9 @@ async def stream(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
         started = True
 
-    async def write(body: bytes) -> None:
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-
     watcher = asyncio.create_task(_close_on_disconnect(receive, session))
     try:
-        await session.run(start, write)
+        await session.run(start, send)
     except SinalError as error:
         if not started:
             await _send_problem(send, problem_of(error))
@@ -72,16 +70,36 @@ async def stream(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def open_session(request: Request[Any, Any, Any], runtime: Runtime) -> StreamSession:
+class StreamRequest:
+    """What `open_session` reads of the request; parsed once, then dropped."""
+
+    def __init__(self, scope: HTTPScope) -> None:
+        self.headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            self.headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        self.query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        self.cookies: dict[str, str] = {}
+        if "cookie" in self.headers:
+            jar: SimpleCookie = SimpleCookie()
+            with contextlib.suppress(CookieError):
+                jar.load(self.headers["cookie"])
+            self.cookies = {name: morsel.value for name, morsel in jar.items()}
+
+    def param(self, name: str) -> str | None:
+        return next((value for key, value in self.query if key == name), None)
+
+    def params(self, name: str) -> list[str]:
+        return [value for key, value in self.query if key == name]
+
+
+async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSession:
     """Authenticate, resolve and authorize channels, and parse the resume cursor."""
     settings = runtime.settings
     if runtime.hub.draining:
         raise Unavailable("the server is shutting down; reconnect to another instance")
-    principal = runtime.auth.authenticate(
-        request.headers, request.cookies, request.query_params.get("ticket")
-    )
+    principal = runtime.auth.authenticate(request.headers, request.cookies, request.param("ticket"))
     channels = subscription_channels(
-        principal.sub, request.query_params.getall("channel", []), settings.max_channels
+        principal.sub, request.params("channel"), settings.max_channels
     )
     for channel in channels:
         if not await runtime.policy.can_subscribe(principal, channel):
@@ -89,7 +107,7 @@ async def open_session(request: Request[Any, Any, Any], runtime: Runtime) -> Str
 
     resume: dict[str, Position] | None = None
     resume_invalid = False
-    query_cursor = request.query_params.get("last_event_id")
+    query_cursor = request.param("last_event_id")
     header_cursor = request.headers.get("last-event-id")
     # The header wins: EventSource sends it on reconnect, with the newest id it received.
     if header_cursor:
@@ -119,11 +137,14 @@ async def _close_on_disconnect(receive: Receive, session: StreamSession) -> None
             return
 
 
-async def _send_problem(send: Send, details: dict[str, Any]) -> None:
+async def _send_problem(
+    send: Send, details: dict[str, Any], extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = encode_problem(details)
     headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),
+        *extra_headers,
     ]
     if details["status"] == 401:
         headers.append((b"www-authenticate", b"Bearer"))

@@ -541,7 +541,7 @@ async def idle_load(cfg: Config, seconds: float = 1.0) -> float:
 
 async def run(cfg: Config) -> dict[str, Any]:
     with (
-        tempfile.TemporaryDirectory(prefix="sinal-fanout-") as tmp,
+        tempfile.TemporaryDirectory(prefix="sinal-fanout-", ignore_cleanup_errors=True) as tmp,
         redis_for_benchmark(cfg.redis_url, Path(tmp)) as redis_url,
     ):
         workdir = Path(tmp)

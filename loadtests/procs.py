@@ -22,6 +22,9 @@ import redis
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
 def log(message: str) -> None:
     """Progress goes to stderr, so the last stdout line stays the JSON result."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -188,6 +191,10 @@ class Child:
                 self.process.kill()
                 self.process.wait()
         OURS.discard(self.process.pid)
+        # Keep the log past the run's temporary directory, for a look after a bad figure.
+        if self.log_path.exists():
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.log_path, RESULTS / self.log_path.name)
 
     def tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():

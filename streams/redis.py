@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import deque
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -107,7 +106,7 @@ class _Watch:
     __slots__ = ("ops", "subscribed", "waiters", "wanted")
 
     def __init__(self) -> None:
-        self.ops: deque[Op] = deque()
+        self.ops: list[Op] = []  # a list: one of these per watched channel, deques are larger
         self.subscribed = False
         self.wanted = False
         self.waiters: list[asyncio.Future[None]] = []
@@ -344,7 +343,7 @@ class RedisEngine(Engine):
         if watch is None:
             return
         if watch.ops and watch.ops[0] == op:
-            watch.ops.popleft()
+            del watch.ops[0]
         watch.subscribed = op == "sub"
         if watch.ops:
             return

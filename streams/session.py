@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from streams.cursor import Position, encode_cursor
 from streams.engine import PositionLost, ResetReason
@@ -30,6 +31,7 @@ from streams.hub import HEARTBEAT, CloseReason, Hub, Reset, Subscriber
 
 Write = Callable[[bytes], Awaitable[None]]
 Start = Callable[[], Awaitable[None]]
+Send = Callable[[Any], Awaitable[None]]  # ASGI send
 
 CURSOR_PREFIX = "1."
 PING = encode_comment("ping")
@@ -38,6 +40,24 @@ MAX_SEQ = MAX_ID_PART
 
 
 class StreamSession:
+    __slots__ = (
+        "_close_early",
+        "_epochs",
+        "_index",
+        "_offsets",
+        "_segments",
+        "_subscriber",
+        "_task",
+        "_writing",
+        "abandoned",
+        "channels",
+        "drain_retry_ms",
+        "hub",
+        "resume",
+        "resume_invalid",
+        "retry_ms",
+    )
+
     def __init__(
         self,
         hub: Hub,
@@ -75,12 +95,17 @@ class StreamSession:
         else:
             self._subscriber.close(reason)
 
-    async def run(self, start: Start, write: Write) -> None:
+    async def run(self, start: Start, send: Send) -> None:
         """Stream until the subscriber closes. Sets `abandoned` when a stuck write was cut off.
 
         `start` is awaited once positions are settled and before the first write: until then a
-        failure (engine unreachable) raises and can still become an error response.
+        failure (engine unreachable) raises and can still become an error response. `send` is
+        the ASGI send callable; the session emits `http.response.body` messages with it.
         """
+
+        async def write(body: bytes) -> None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
         self._task = asyncio.current_task()
         try:
             async with self.hub.subscription(self.channels) as subscriber:
@@ -89,7 +114,7 @@ class StreamSession:
                 if self._close_early is not None:
                     subscriber.close(self._close_early)
                 await self._handshake(subscriber, start, write)
-                await self._live(subscriber, write)
+                await self._live(subscriber, send)
                 if subscriber.close_reason == "shutdown":
                     await self._write(write, encode_retry(self.drain_retry_ms))
         except asyncio.CancelledError:
@@ -159,8 +184,9 @@ class StreamSession:
 
     # -- live ----------------------------------------------------------------------------------
 
-    async def _live(self, subscriber: Subscriber, write: Write) -> None:
-        epochs, offsets = self._epochs, self._offsets
+    async def _live(self, subscriber: Subscriber, send: Send) -> None:
+        # The per-connection hot loop: no helper coroutines between the batch and `send`.
+        epochs, offsets, segments, index = self._epochs, self._offsets, self._segments, self._index
         while True:
             batch = await subscriber.next_batch()
             if not batch:
@@ -177,14 +203,20 @@ class StreamSession:
                         # The stream was recreated (Redis lost its data): say so, then go on.
                         self._move(channel, Position(event.epoch, _before(event.offset)))
                         out.append(self._reset_frame([channel], "epoch"))
-                    out.append(self._deliver(event))
+                    epochs[channel] = event.epoch
+                    offsets[channel] = event.offset
+                    segments[index[channel]] = event.segment
+                    cursor = CURSOR_PREFIX + ".".join(segments)
+                    out.append(b"id: " + cursor.encode() + b"\n" + event.frame)
                 elif item is HEARTBEAT:
                     out.append(PING)
                 elif isinstance(item, Reset):
                     self._move(item.channel, item.head)
                     out.append(self._reset_frame([item.channel], item.reason))
             if out:
-                await self._write(write, b"".join(out))
+                self._writing = True
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                self._writing = False
 
     # -- positions -----------------------------------------------------------------------------
 
