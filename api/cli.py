@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from api.settings import Settings, SettingsError, parse_port
+from api.settings import Settings, SettingsError, parse_port, redact_url
 
 log = logging.getLogger("sinal")
 
@@ -55,7 +55,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         )
     elif settings.jwt_secret and not __import__("os").environ.get("SINAL_JWT_SECRET"):
         log.info("using the development JWT secret in %s", settings.dev_secret_file)
-    engine = f"redis ({settings.redis_url})" if settings.redis_url else "memory (embedded)"
+    engine = (
+        f"redis ({redact_url(settings.redis_url)})" if settings.redis_url else "memory (embedded)"
+    )
     log.info("engine: %s", engine)
     serve(create_app(settings), host or settings.host, port or settings.port, settings.log_level)
     return 0

@@ -67,6 +67,15 @@ def _database_url(text: str) -> str:
     raise ValueError("expected sqlite:///path/file.db or postgresql://user@host:port/db")
 
 
+def redact_url(text: str) -> str:
+    """A URL fit for logs: any password replaced."""
+    parts = urlsplit(text)
+    if not parts.scheme or parts.password is None:
+        return text
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
 def _redis_url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
@@ -205,7 +214,7 @@ class Settings:
         rows = []
         for spec in fields(self):
             value = getattr(self, spec.name)
-            shown = "(set)" if spec.metadata["secret"] and value else str(value)
+            shown = "(set)" if spec.metadata["secret"] and value else redact_url(str(value))
             rows.append((spec.metadata["env"], shown, str(spec.default)))
         return rows
 

@@ -85,12 +85,13 @@ def keys(channel: str) -> tuple[str, str]:
     return f"sinal:{{{channel}}}:log", f"sinal:{{{channel}}}:meta"
 
 
-def live_name(channel: str) -> str:
-    return f"sinal:{{{channel}}}:live"
+def live_name(channel: str, db: int) -> str:
+    # Pub/sub ignores database numbers: the number keeps deployments sharing a server apart.
+    return f"sinal:{{{channel}}}:live:{db}"
 
 
 def channel_of(live: str) -> str:
-    return live[len("sinal:{") : -len("}:live")]
+    return live[len("sinal:{") : live.rindex("}:live:")]
 
 
 Op = Literal["sub", "unsub"]
@@ -125,6 +126,7 @@ class RedisEngine(Engine):
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=5, max_connections=200
         )
+        self.db = int(self._redis.connection_pool.connection_kwargs.get("db", 0))
         self._publish = self._redis.register_script(PUBLISH)
         self._read = self._redis.register_script(READ)
         self._sink: Sink | None = None
@@ -168,7 +170,7 @@ class RedisEngine(Engine):
             int(self.retention.max_age_s * 1000),
             type,
             data_json,
-            live_name(channel),
+            live_name(channel, self.db),
         ]
         try:
             epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
@@ -308,9 +310,8 @@ class RedisEngine(Engine):
                 channels.append(next_channel)
             await self._command(pubsub, op, channels)
 
-    @staticmethod
-    async def _command(pubsub: Any, op: Op, channels: list[str]) -> None:
-        names = [live_name(channel) for channel in channels]
+    async def _command(self, pubsub: Any, op: Op, channels: list[str]) -> None:
+        names = [live_name(channel, self.db) for channel in channels]
         if op == "sub":
             await pubsub.subscribe(*names)
         else:

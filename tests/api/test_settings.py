@@ -382,3 +382,17 @@ def hs256_by_hand(claims: dict[str, Any], key: bytes) -> str:
     payload = b64(json.dumps(claims).encode())
     signature = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{b64(signature)}"
+
+
+def test_config_hides_passwords_in_urls(tmp_path: Path) -> None:
+    env = env_without_sinal(
+        SINAL_REDIS_URL="redis://:hunter2-redis@127.0.0.1:6379/0",
+        SINAL_DATABASE_URL="postgresql://app:hunter2-pg@127.0.0.1:5432/test",
+        SINAL_JWT_SECRET="s" * 40,
+    )
+    result = run_sinal("config", cwd=tmp_path, env=env)
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout
+    assert "s" * 40 not in result.stdout
+    assert "redis://:***@127.0.0.1:6379/0" in result.stdout
+    assert "postgresql://app:***@127.0.0.1:5432/test" in result.stdout

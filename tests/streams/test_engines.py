@@ -208,3 +208,23 @@ async def test_slow_subscriber_is_closed_and_counted(make_engine: EngineFactory)
         assert hub.stats.slow_consumer_closes == 1
     finally:
         await hub.stop()
+
+
+async def test_redis_databases_do_not_share_live_events(redis_url: str) -> None:
+    """Regression: pub/sub ignores database numbers, so two deployments sharing one Redis
+    server on different databases saw each other's live events."""
+    other_url = redis_url.rsplit("/", 1)[0] + "/14"
+    engine, other = RedisEngine(redis_url), RedisEngine(other_url)
+    hub = Hub(engine)
+    await hub.start()
+    try:
+        async with hub.subscription(["broadcast"]) as subscriber:
+            await other.publish("broadcast", "test.event", b'{"from":"other"}')
+            await engine.publish("broadcast", "test.event", b'{"from":"mine"}')
+            events = await collect(subscriber, 1)
+            assert not subscriber.pending
+        assert [e.data_json for e in events] == [b'{"from":"mine"}']
+    finally:
+        await hub.stop()
+        await other._redis.flushdb()
+        await other.close()
