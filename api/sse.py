@@ -5,13 +5,12 @@ this path to `stream` directly, with the server's own `send`, instead of through
 request machinery. Everything per connection (auth, channels, cursor) happens once, in
 `open_session`; the connection's lifetime is `streams.session.StreamSession`.
 
-Lifecycle: the session writes; a sibling task waits for `http.disconnect` and closes the
-session; whichever ends first ends the other.
+Lifecycle: see `streams/session.py`; one task per connection, which waits for the client to
+leave while the hub writes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -54,17 +53,14 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
         await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
         started = True
 
-    watcher = asyncio.create_task(_close_on_disconnect(receive, session))
     try:
-        await session.run(start, send)
+        await session.run(start, send, receive)
     except SinalError as error:
         if not started:
             await _send_problem(send, problem_of(error))
             return
         # Mid-stream (engine lost during a replay): end the stream; the client resumes.
         log.warning("stream ended early: %s", error.detail)
-    finally:
-        watcher.cancel()
     if not session.abandoned:
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -127,14 +123,6 @@ async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSessio
         resume_invalid=resume_invalid,
         retry_ms=settings.retry_ms,
     )
-
-
-async def _close_on_disconnect(receive: Receive, session: StreamSession) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            session.close("disconnect")
-            return
 
 
 async def _send_problem(

@@ -1,10 +1,11 @@
 """The local fan-out hub: one per process, fed by the engine's single reader.
 
-Each connection is a `Subscriber` with a bounded buffer. Delivering an event to it is an append;
-waking its writer is batched: the hub wakes every subscriber that has something new in one
-callback, at most once per coalescing window while busy (and at once when it was idle). A
-writer then sends everything buffered in one write. Measured (docs/benchmarks.md): the
-per-wake-up and per-write costs, not the per-event ones, decide fan-out throughput.
+Each connection is a `Subscriber` with a bounded buffer. Delivering an event to it is an append.
+Writing is batched: the hub runs one *wake-up round* for every subscriber that has something new,
+at once when it was idle and at most once per coalescing window while busy. In the round a
+subscriber's `notify` writes its whole buffer (stream sessions), or its waiting task is woken
+(`next_batch`). Measured (docs/benchmarks.md): the per-wake-up and per-write costs, not the
+per-event ones, decide fan-out throughput.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Subscriber:
         "close_reason",
         "hub",
         "limit",
+        "notify",
         "on_close",
         "pending",
         "scheduled",
@@ -67,6 +69,8 @@ class Subscriber:
         self.pending: list[Item] = []
         self.waiter: asyncio.Future[None] | None = None
         self.scheduled = False  # waiting in the hub's next wake-up round
+        # Set by a consumer that writes from the wake-up round itself instead of a waiting task.
+        self.notify: Callable[[], None] | None = None
         self.close_reason: CloseReason | None = None
         # Called once when the subscriber closes, so a writer stuck on a full socket can be freed.
         self.on_close: Callable[[CloseReason], None] | None = None
@@ -83,7 +87,7 @@ class Subscriber:
             self.close("slow")
             return False
         self.pending.append(item)
-        if self.waiter is not None and not self.scheduled:
+        if not self.scheduled and (self.waiter is not None or self.notify is not None):
             self.hub.schedule(self)
         return True
 
@@ -237,6 +241,13 @@ class Hub:
         ready, self._ready = self._ready, []
         for subscriber in ready:
             subscriber.scheduled = False
+            if subscriber.notify is not None:
+                try:
+                    subscriber.notify()
+                except Exception:  # one broken connection must not stop the round
+                    log.exception("delivering to a subscriber failed")
+                    subscriber.close("disconnect")
+                continue
             waiter = subscriber.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -260,7 +271,9 @@ class Hub:
                     slow += 1
                     continue
                 pending.append(event)
-                if not subscriber.scheduled and subscriber.waiter is not None:
+                if not subscriber.scheduled and (
+                    subscriber.waiter is not None or subscriber.notify is not None
+                ):
                     self.schedule(subscriber)
         self.stats.events_in += len(events)
         if slow:

@@ -6,14 +6,21 @@ its position; then live events. Every frame that moves a position carries `id:` 
 *after* it, so a client that drops at any byte resumes exactly where it stopped.
 
 The subscription is open before any position is read, so an event published during the
-handshake is both in the replay and in the live buffer: the live loop skips what is not past
+handshake is both in the replay and in the live buffer: live delivery skips what is not past
 the connection's position (no duplicate), and nothing falls between (no loss).
+
+Live, the connection's task only waits for the client to leave. Writes happen in the hub's
+wake-up round: the session encodes the buffered batch and runs the ASGI `send` coroutine on
+the spot; it finishes without suspending unless the socket is full, and only then is it
+resumed later by its own future. Measured (docs/benchmarks.md): a task wake-up per write cost
+more than the write itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from streams.cursor import Position, encode_cursor
@@ -27,28 +34,32 @@ from streams.event import (
     encode_retry,
     encode_segment,
 )
-from streams.hub import HEARTBEAT, CloseReason, Hub, Reset, Subscriber
+from streams.hub import HEARTBEAT, CloseReason, Hub, Item, Reset, Subscriber
 
-Write = Callable[[bytes], Awaitable[None]]
+log = logging.getLogger("sinal.stream")
+
 Start = Callable[[], Awaitable[None]]
 Send = Callable[[Any], Awaitable[None]]  # ASGI send
+Receive = Callable[[], Awaitable[Any]]  # ASGI receive
 
 CURSOR_PREFIX = "1."
 PING = encode_comment("ping")
 REPLAY_PAGE = 500
-MAX_SEQ = MAX_ID_PART
+DRAIN_WAIT_S = 2.0
 
 
 class StreamSession:
     __slots__ = (
         "_close_early",
         "_epochs",
+        "_in_flight",
         "_index",
         "_offsets",
         "_segments",
+        "_send",
         "_subscriber",
         "_task",
-        "_writing",
+        "_write_done",
         "abandoned",
         "channels",
         "drain_retry_ms",
@@ -80,8 +91,10 @@ class StreamSession:
         self._segments = [""] * len(channels)
         self._subscriber: Subscriber | None = None
         self._close_early: CloseReason | None = None
-        self._task: asyncio.Task[object] | None = None
-        self._writing = False
+        self._task: asyncio.Task[Any] | None = None
+        self._send: Send | None = None
+        self._in_flight: Generator[Any, None, None] | None = None  # a suspended live write
+        self._write_done: asyncio.Future[None] | None = None
         self.abandoned = False
 
     @property
@@ -95,49 +108,61 @@ class StreamSession:
         else:
             self._subscriber.close(reason)
 
-    async def run(self, start: Start, send: Send) -> None:
-        """Stream until the subscriber closes. Sets `abandoned` when a stuck write was cut off.
+    async def run(self, start: Start, send: Send, receive: Receive) -> None:
+        """Stream until the client leaves or the hub closes the subscriber.
 
         `start` is awaited once positions are settled and before the first write: until then a
-        failure (engine unreachable) raises and can still become an error response. `send` is
-        the ASGI send callable; the session emits `http.response.body` messages with it.
+        failure (engine unreachable) raises and can still become an error response. Sets
+        `abandoned` when the response cannot be completed (a write to a full socket is pending).
         """
-
-        async def write(body: bytes) -> None:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-
         self._task = asyncio.current_task()
-        try:
-            async with self.hub.subscription(self.channels) as subscriber:
-                self._subscriber = subscriber
-                subscriber.on_close = self._on_close
-                if self._close_early is not None:
-                    subscriber.close(self._close_early)
-                await self._handshake(subscriber, start, write)
-                await self._live(subscriber, send)
-                if subscriber.close_reason == "shutdown":
-                    await self._write(write, encode_retry(self.drain_retry_ms))
-        except asyncio.CancelledError:
-            if not self.abandoned or self._task is None:
-                raise
-            self._task.uncancel()
+        self._send = send
+        async with self.hub.subscription(self.channels) as subscriber:
+            self._subscriber = subscriber
+            if self._close_early is not None:
+                subscriber.close(self._close_early)
+            await self._handshake(subscriber, start)
+            if subscriber.closed:
+                return
+            subscriber.on_close = self._on_close
+            subscriber.notify = self._flush
+            self._flush()
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                subscriber.close("disconnect")
+            except asyncio.CancelledError:
+                if not subscriber.closed or self._task.cancelling() > 1:
+                    raise  # not ours: the server is cancelling the request
+                self._task.uncancel()
+            subscriber.notify = None
+            await self._finish(subscriber.close_reason)
 
     def _on_close(self, reason: CloseReason) -> None:
-        # A writer blocked on a client that stopped reading would hold the connection forever.
-        if self._writing and reason != "disconnect" and self._task is not None:
-            self.abandoned = True
+        # The task waits in `receive()`; wake it so the response can end.
+        if reason != "disconnect" and self._task is not None:
             self._task.cancel()
 
-    async def _write(self, write: Write, body: bytes) -> None:
-        self._writing = True
-        try:
-            await write(body)
-        finally:
-            self._writing = False
+    async def _finish(self, reason: CloseReason | None) -> None:
+        if reason == "disconnect":
+            return
+        if self._in_flight is not None and self._write_done is not None:
+            # A write to a full socket is pending: give it a moment on shutdown, else give up.
+            if reason == "shutdown":
+                await asyncio.wait({self._write_done}, timeout=DRAIN_WAIT_S)
+            if self._in_flight is not None:
+                self.abandoned = True
+                return
+        if reason == "shutdown":
+            await self._write(encode_retry(self.drain_retry_ms))
+
+    async def _write(self, body: bytes) -> None:
+        assert self._send is not None
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     # -- handshake ---------------------------------------------------------------------------
 
-    async def _handshake(self, subscriber: Subscriber, start: Start, write: Write) -> None:
+    async def _handshake(self, subscriber: Subscriber, start: Start) -> None:
         engine = self.hub.engine
         resets: dict[ResetReason, list[tuple[str, Position]]] = {}
         replay: dict[str, list[Event]] = {}
@@ -162,71 +187,102 @@ class StreamSession:
             frames.append(self._reset_frame([channel for channel, _ in moves], reason))
         frames.append(encode_control("ready", {"channels": self.channels}, self.cursor))
         await start()
-        await self._write(write, b"".join(frames))
+        await self._write(b"".join(frames))
 
         for channel, page in replay.items():
-            await self._replay(channel, page, write)
+            await self._replay(channel, page)
             if subscriber.closed:
                 return
 
-    async def _replay(self, channel: str, page: list[Event], write: Write) -> None:
+    async def _replay(self, channel: str, page: list[Event]) -> None:
         engine = self.hub.engine
         while page:
-            await self._write(write, b"".join(self._deliver(event) for event in page))
+            await self._write(self._encode(page))
             if len(page) < REPLAY_PAGE:
                 return
             try:
                 page = await engine.read_after(channel, self._position(channel), REPLAY_PAGE)
             except PositionLost as lost:
                 self._move(channel, lost.head)
-                await self._write(write, self._reset_frame([channel], lost.reason))
+                await self._write(self._reset_frame([channel], lost.reason))
                 return
 
     # -- live ----------------------------------------------------------------------------------
 
-    async def _live(self, subscriber: Subscriber, send: Send) -> None:
-        # The per-connection hot loop: no helper coroutines between the batch and `send`.
+    def _flush(self) -> None:
+        """Write what the subscriber buffered; called in the hub's wake-up round."""
+        subscriber = self._subscriber
+        if self._in_flight is not None or subscriber is None or subscriber.closed:
+            return  # a pending write flushes again when it completes
+        batch, subscriber.pending = subscriber.pending, []
+        body = self._encode(batch)
+        if body:
+            assert self._send is not None
+            message = {"type": "http.response.body", "body": body, "more_body": True}
+            self._in_flight = self._send(message).__await__()
+            self._step()
+
+    def _step(self, _: object = None) -> None:
+        """Run the pending write until it finishes or waits for the socket to drain."""
+        assert self._in_flight is not None
+        try:
+            waiting_on = self._in_flight.send(None)
+        except StopIteration:
+            self._write_finished()
+            return
+        except Exception:
+            log.exception("writing to a stream failed")
+            self._write_finished()
+            if self._subscriber is not None:
+                self._subscriber.close("disconnect")
+            return
+        if isinstance(waiting_on, asyncio.Future):
+            # What a task does with a future its coroutine awaits: resume once it is done.
+            waiting_on._asyncio_future_blocking = False
+            waiting_on.add_done_callback(self._step)
+            if self._write_done is None:
+                self._write_done = self.hub.loop.create_future()
+        else:  # a bare `yield`: try again on the next loop iteration
+            self.hub.loop.call_soon(self._step)
+
+    def _write_finished(self) -> None:
+        self._in_flight = None
+        if self._write_done is not None:
+            if not self._write_done.done():
+                self._write_done.set_result(None)
+            self._write_done = None
+        subscriber = self._subscriber
+        if subscriber is not None and subscriber.pending and not subscriber.scheduled:
+            self.hub.schedule(subscriber)
+
+    def _encode(self, batch: list[Item] | list[Event]) -> bytes:
+        # The per-connection hot loop: one bytes object for the whole batch.
         epochs, offsets, segments, index = self._epochs, self._offsets, self._segments, self._index
-        while True:
-            batch = await subscriber.next_batch()
-            if not batch:
-                return
-            out: list[bytes] = []
-            for item in batch:
-                if item.__class__ is Event:
-                    event: Event = item
-                    channel = event.channel
-                    if event.epoch == epochs[channel]:
-                        if event.offset <= offsets[channel]:
-                            continue  # already delivered by the replay
-                    else:
-                        # The stream was recreated (Redis lost its data): say so, then go on.
-                        self._move(channel, Position(event.epoch, _before(event.offset)))
-                        out.append(self._reset_frame([channel], "epoch"))
-                    epochs[channel] = event.epoch
-                    offsets[channel] = event.offset
-                    segments[index[channel]] = event.segment
-                    cursor = CURSOR_PREFIX + ".".join(segments)
-                    out.append(b"id: " + cursor.encode() + b"\n" + event.frame)
-                elif item is HEARTBEAT:
-                    out.append(PING)
-                elif isinstance(item, Reset):
-                    self._move(item.channel, item.head)
-                    out.append(self._reset_frame([item.channel], item.reason))
-            if out:
-                self._writing = True
-                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
-                self._writing = False
+        out: list[bytes] = []
+        for item in batch:
+            if item.__class__ is Event:
+                event: Event = item
+                channel = event.channel
+                if event.epoch == epochs[channel]:
+                    if event.offset <= offsets[channel]:
+                        continue  # already delivered by the replay
+                else:
+                    # The stream was recreated (Redis lost its data): say so, then go on.
+                    self._move(channel, Position(event.epoch, _before(event.offset)))
+                    out.append(self._reset_frame([channel], "epoch"))
+                epochs[channel] = event.epoch
+                offsets[channel] = event.offset
+                segments[index[channel]] = event.segment
+                cursor = CURSOR_PREFIX + ".".join(segments)
+                out.append(b"id: " + cursor.encode() + b"\n" + event.frame)
+            elif item is HEARTBEAT:
+                out.append(PING)
+            elif isinstance(item, Reset):
+                self._move(item.channel, item.head)
+                out.append(self._reset_frame([item.channel], item.reason))
+        return b"".join(out)
 
     # -- positions -----------------------------------------------------------------------------
-
-    def _deliver(self, event: Event) -> bytes:
-        channel = event.channel
-        self._epochs[channel] = event.epoch
-        self._offsets[channel] = event.offset
-        self._segments[self._index[channel]] = event.segment
-        cursor = CURSOR_PREFIX + ".".join(self._segments)
-        return b"id: " + cursor.encode() + b"\n" + event.frame
 
     def _move(self, channel: str, position: Position) -> None:
         self._epochs[channel] = position.epoch
@@ -244,4 +300,4 @@ class StreamSession:
 
 def _before(offset: StreamId) -> StreamId:
     ms, seq = offset
-    return (ms, seq - 1) if seq > 0 else (ms - 1, MAX_SEQ)
+    return (ms, seq - 1) if seq > 0 else (ms - 1, MAX_ID_PART)
