@@ -144,15 +144,12 @@ class StreamSession:
             self._task.cancel()
 
     async def _finish(self, reason: CloseReason | None) -> None:
-        if reason == "disconnect":
+        if self._in_flight is not None and reason == "shutdown" and self._write_done is not None:
+            # A write to a full socket is pending: give it a moment to drain.
+            await asyncio.wait({self._write_done}, timeout=DRAIN_WAIT_S)
+        if self._in_flight is not None:
+            self.abandoned = True  # never two sends at once: the server closes the connection
             return
-        if self._in_flight is not None and self._write_done is not None:
-            # A write to a full socket is pending: give it a moment on shutdown, else give up.
-            if reason == "shutdown":
-                await asyncio.wait({self._write_done}, timeout=DRAIN_WAIT_S)
-            if self._in_flight is not None:
-                self.abandoned = True
-                return
         if reason == "shutdown":
             await self._write(encode_retry(self.drain_retry_ms))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import anyio
 import httpx
 import pytest
 
@@ -116,3 +119,42 @@ async def test_garbage_cursor_in_query_is_400(server: ServerProcess) -> None:
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["field"] == "last_event_id"
+
+
+async def test_idle_stream_gets_heartbeat_comments(spawn: Callable[..., ServerProcess]) -> None:
+    server = spawn({"SINAL_HEARTBEAT_INTERVAL": "0.2"})
+    text = ""
+    with anyio.fail_after(10):
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=5) as client,
+            client.stream("GET", "/v1/stream", headers=ALICE) as response,
+        ):
+            async for chunk in response.aiter_text():
+                text += chunk
+                if text.count(": ping\n\n") >= 2:
+                    break
+    assert text.index("event: ready") < text.index(": ping")
+
+
+async def test_client_that_stops_reading_is_cut_off_and_counted(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    """A slow consumer is closed (it would resume by cursor); nothing of it stays behind."""
+    server = spawn({"SINAL_BUFFER_SIZE": "8"})
+    stuck = await anyio.connect_tcp("127.0.0.1", server.port)
+    request = (
+        f"GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: {ALICE['Authorization']}\r\n\r\n"
+    )
+    await stuck.send(request.encode())
+    await stuck.receive()  # the response has started; from now on this client reads nothing
+    admin = bearer("root", "admin")
+    big = {"blob": "x" * 60_000}
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        with anyio.fail_after(20):
+            while True:
+                stats = (await client.get("/v1/admin/stats", headers=admin)).json()
+                if stats["slow_consumer_closes"] >= 1 and stats["connections"] == 0:
+                    break
+                await publish(client, "notifications:alice", "notification.created", big)
+    await stuck.aclose()
+    assert "Traceback" not in server.logs()
