@@ -15,7 +15,7 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Receive, Scope, Send
 
-from api import admin, health, publish, sse, tickets
+from api import admin, health, notifications, publish, sse, tickets
 from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import Runtime
@@ -57,6 +57,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
     litestar = Litestar(
         route_handlers=[
             publish.publish,
+            notifications.poll_notifications,
             tickets.issue_ticket,
             health.healthz,
             health.readyz,
