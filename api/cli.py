@@ -1,4 +1,4 @@
-"""The `sinal` command: `serve`, `token`, `config`."""
+"""The `sinal` command: `serve`, `token`, `migrate`, `config`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--team", action="append", default=[], help="team id; repeatable")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
 
+    commands.add_parser("migrate", help="apply pending database migrations (SINAL_DATABASE_URL)")
     commands.add_parser("config", help="show the settings in effect (secrets hidden)")
 
     args = parser.parse_args(argv)
@@ -35,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args.host, args.port)
         if args.command == "token":
             return _token(settings, args.sub, args.role, args.team, args.ttl)
+        if args.command == "migrate":
+            return _migrate(settings)
         return _config(settings)
     except SettingsError as error:
         print(f"sinal: configuration error: {error}", file=sys.stderr)
@@ -76,6 +79,24 @@ def _token(settings: Settings, sub: str, roles: list[str], teams: list[str], ttl
     settings, _ = settings.with_dev_secret()
     assert settings.jwt_secret is not None  # with_dev_secret guarantees one for HS256
     print(mint_token(settings.jwt_secret, sub, roles, teams, ttl))
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    import asyncio
+
+    from db.engine import DATABASE_ERRORS
+    from db.migrate import migrate
+
+    try:
+        applied = asyncio.run(migrate(settings.database_url))
+    except DATABASE_ERRORS as error:
+        where = redact_url(settings.database_url)
+        print(f"sinal: cannot migrate {where}: {error}", file=sys.stderr)
+        return 1
+    for name in applied:
+        print(f"applied {name}")
+    print(f"{len(applied)} migration(s) applied to {redact_url(settings.database_url)}")
     return 0
 
 

@@ -1,0 +1,5 @@
+"""Schema migrations, applied in file-name order by `db.migrate.migrate`.
+
+Each module defines `STATEMENTS`: SQL that runs unchanged on SQLite and PostgreSQL, all of a
+migration in one transaction. A module's name is its id; never rename or edit an applied one.
+"""

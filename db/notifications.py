@@ -1,0 +1,331 @@
+"""Notification queries. Every one takes the user and touches only that user's rows.
+
+States: *unread* (neither read nor dismissed), *read* (read, not dismissed), *dismissed*.
+Expired rows (`expires_at` passed) are left out of lists and counts until the purge deletes them.
+Tables must be bound to an engine first (`db.engine.open_engine` / `bind`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from piccolo.columns.combination import And, Or, Where
+
+from db.tables import Notification, Severity
+
+State = Literal["unread", "read", "dismissed"]
+STATES: tuple[State, ...] = ("unread", "read", "dismissed")
+MAX_LIMIT = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this module did not produce."""
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key the producer already used for another user's notification."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: uuid.UUID
+    user: str
+    type: str
+    title: str
+    body: str
+    data: Any
+    severity: str
+    link: str | None
+    created: datetime
+    read_at: datetime | None
+    dismissed_at: datetime | None
+    expires_at: datetime | None
+
+    @property
+    def state(self) -> State:
+        if self.dismissed_at is not None:
+            return "dismissed"
+        return "unread" if self.read_at is None else "read"
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self.created, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Record]
+    next_cursor: str | None  # None: no older rows
+
+
+def new_id(now: datetime | None = None) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits."""
+    ms = int((time.time() if now is None else now.timestamp()) * 1000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (ms << 80) | (0x7 << 76) | ((rand >> 68) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    )
+    return uuid.UUID(int=value)
+
+
+def encode_cursor(created: datetime, id: uuid.UUID) -> str:
+    """Opaque, URL-safe, versioned: `v1.` + base64url of microseconds and the id's 16 bytes."""
+    micros = round(created.timestamp() * 1_000_000)
+    raw = micros.to_bytes(8, "big", signed=True) + id.bytes
+    return "v1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+    version, _, payload = text.partition(".")
+    try:
+        if version != "v1":
+            raise ValueError("unknown version")
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        if len(raw) != 24:
+            raise ValueError("wrong length")
+        micros = int.from_bytes(raw[:8], "big", signed=True)
+        created = _EPOCH + timedelta(microseconds=micros)
+        return created, uuid.UUID(bytes=raw[8:])
+    except (ValueError, binascii.Error, OverflowError) as error:
+        raise InvalidCursor(f"invalid cursor: {error}") from None
+
+
+_COLUMNS = (
+    Notification.id,
+    Notification.user_id,
+    Notification.type,
+    Notification.title,
+    Notification.body,
+    Notification.data,
+    Notification.severity,
+    Notification.link,
+    Notification.created,
+    Notification.read_at,
+    Notification.dismissed_at,
+    Notification.expires_at,
+)
+
+
+def _record(row: Mapping[str, Any]) -> Record:
+    values = dict(row)
+    values["user"] = values.pop("user_id")
+    values["id"] = values["id"] if isinstance(values["id"], uuid.UUID) else uuid.UUID(values["id"])
+    values["data"] = (
+        json.loads(values["data"]) if isinstance(values["data"], str) else values["data"]
+    )
+    return Record(**values)
+
+
+def _now(now: datetime | None) -> datetime:
+    # Microseconds kept: PostgreSQL stores them, and the cursor compares exactly.
+    return datetime.now(UTC) if now is None else _aware(now, "now")
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    # SQLite stores timestamps as text: a naive one would compare as if it were UTC.
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return value
+
+
+def _live(now: datetime) -> Or:
+    return Or(Notification.expires_at.is_null(), Notification.expires_at > now)
+
+
+async def create(
+    user: str,
+    type: str,
+    title: str,
+    *,
+    body: str = "",
+    data: Any = None,
+    severity: Severity | str = Severity.info,
+    link: str | None = None,
+    expires_at: datetime | None = None,
+    producer: str | None = None,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Record, bool]:
+    """Insert a notification; `(record, True)`, or `(existing, False)` for a repeated key.
+
+    With an `idempotency_key` (and its `producer`), a retry returns the first row instead of a
+    second one; the unique index decides, so concurrent retries are safe on both databases.
+    """
+    if (producer is None) != (idempotency_key is None):
+        raise ValueError("producer and idempotency_key go together")
+    created = _now(now)
+    row = Notification(
+        id=new_id(created),
+        user_id=user,
+        type=type,
+        title=title,
+        body=body,
+        data=json.dumps({} if data is None else data),
+        severity=Severity(severity).value,
+        link=link,
+        created=created,
+        expires_at=None if expires_at is None else _aware(expires_at, "expires_at"),
+        producer=producer,
+        idempotency_key=idempotency_key,
+    )
+    inserted = (
+        await Notification.insert(row).on_conflict(action="DO NOTHING").returning(*_COLUMNS).run()
+    )
+    if inserted:
+        return _record(inserted[0]), True
+    existing = (
+        await Notification.select(*_COLUMNS)
+        .where(
+            (Notification.producer == producer) & (Notification.idempotency_key == idempotency_key)
+        )
+        .first()
+        .run()
+    )
+    if existing is None:  # the conflict was not on the key: nothing else is expected to clash
+        raise RuntimeError("notification insert ignored without an idempotency match")
+    record = _record(existing)
+    if record.user != user:
+        raise IdempotencyConflict("idempotency key already used for another user")
+    return record, False
+
+
+async def get_for_user(user: str, id: uuid.UUID) -> Record | None:
+    row = (
+        await Notification.select(*_COLUMNS)
+        .where((Notification.user_id == user) & (Notification.id == id))
+        .first()
+        .run()
+    )
+    return None if row is None else _record(row)
+
+
+def _state_filter(state: State | None) -> Where | And | None:
+    if state is None:
+        return Notification.dismissed_at.is_null()
+    if state == "unread":
+        return Notification.read_at.is_null() & Notification.dismissed_at.is_null()
+    if state == "read":
+        return Notification.read_at.is_not_null() & Notification.dismissed_at.is_null()
+    if state == "dismissed":
+        return Notification.dismissed_at.is_not_null()
+    raise ValueError(f"state must be one of {', '.join(STATES)}")
+
+
+async def list_for_user(
+    user: str,
+    state: State | None = None,
+    type: str | None = None,
+    since: datetime | None = None,
+    before_cursor: str | None = None,
+    limit: int = 50,
+    *,
+    now: datetime | None = None,
+) -> Page:
+    """A page of `user`'s notifications, newest first.
+
+    `state=None` is the inbox: everything not dismissed. `since` is inclusive (offline
+    recovery re-fetches from its last seen time and drops ids it has). `before_cursor` is the
+    previous page's `next_cursor`; paging on (created, id) stays stable while newer rows arrive.
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    query = Notification.select(*_COLUMNS).where(Notification.user_id == user, _live(_now(now)))
+    state_filter = _state_filter(state)
+    if state_filter is not None:
+        query = query.where(state_filter)
+    if type is not None:
+        query = query.where(Notification.type == type)
+    if since is not None:
+        query = query.where(Notification.created >= _aware(since, "since"))
+    if before_cursor is not None:
+        created, id = decode_cursor(before_cursor)
+        query = query.where(
+            (Notification.created < created)
+            | ((Notification.created == created) & (Notification.id < id))
+        )
+    rows = (
+        await query.order_by(Notification.created, Notification.id, ascending=False)
+        .limit(limit + 1)
+        .run()
+    )
+    items = [_record(row) for row in rows[:limit]]
+    return Page(items, items[-1].cursor if len(rows) > limit else None)
+
+
+async def unread_count(user: str, *, now: datetime | None = None) -> int:
+    count: int = (
+        await Notification.count()
+        .where(
+            Notification.user_id == user,
+            Notification.read_at.is_null(),
+            Notification.dismissed_at.is_null(),
+            _live(_now(now)),
+        )
+        .run()
+    )
+    return count
+
+
+async def _change(
+    user: str, ids: Iterable[uuid.UUID], values: Mapping[Any, Any], unchanged: Where
+) -> list[uuid.UUID]:
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return []
+    rows = (
+        await Notification.update(dict(values))
+        .where(Notification.user_id == user, Notification.id.is_in(wanted), unchanged)
+        .returning(Notification.id)
+        .run()
+    )
+    return [row["id"] if isinstance(row["id"], uuid.UUID) else uuid.UUID(row["id"]) for row in rows]
+
+
+async def mark_read(
+    user: str, ids: Iterable[uuid.UUID], *, now: datetime | None = None
+) -> list[uuid.UUID]:
+    """Mark `user`'s `ids` read; return those that were unread (others' ids are ignored)."""
+    return await _change(
+        user, ids, {Notification.read_at: _now(now)}, Notification.read_at.is_null()
+    )
+
+
+async def mark_unread(user: str, ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+    return await _change(
+        user, ids, {Notification.read_at: None}, Notification.read_at.is_not_null()
+    )
+
+
+async def dismiss(
+    user: str, ids: Iterable[uuid.UUID], *, now: datetime | None = None
+) -> list[uuid.UUID]:
+    return await _change(
+        user, ids, {Notification.dismissed_at: _now(now)}, Notification.dismissed_at.is_null()
+    )
+
+
+async def read_all(user: str, up_to: datetime | None = None, *, now: datetime | None = None) -> int:
+    """Mark every unread notification of `user` created at or before `up_to` read; return how many.
+
+    `up_to` is the newest `created` the client has shown, so one that arrives during the click
+    stays unread.
+    """
+    query = Notification.update({Notification.read_at: _now(now)}).where(
+        Notification.user_id == user,
+        Notification.read_at.is_null(),
+        Notification.dismissed_at.is_null(),
+    )
+    if up_to is not None:
+        query = query.where(Notification.created <= _aware(up_to, "up_to"))
+    rows = await query.returning(Notification.id).run()
+    return len(rows)
