@@ -49,6 +49,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from api.server import serve
 
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    uses_dev_secret = settings.jwt_secret is None and settings.jwt_algorithm == "HS256"
     settings, created = settings.with_dev_secret()
     if created:
         log.warning(
@@ -56,8 +57,10 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
             "(`sinal token` uses it; set SINAL_JWT_SECRET in production)",
             settings.dev_secret_file,
         )
-    elif settings.jwt_secret and not __import__("os").environ.get("SINAL_JWT_SECRET"):
+    elif uses_dev_secret:
         log.info("using the development JWT secret in %s", settings.dev_secret_file)
+    if _migrate(settings, quiet=True) != 0:
+        return 1
     engine = (
         f"redis ({redact_url(settings.redis_url)})" if settings.redis_url else "memory (embedded)"
     )
@@ -82,21 +85,26 @@ def _token(settings: Settings, sub: str, roles: list[str], teams: list[str], ttl
     return 0
 
 
-def _migrate(settings: Settings) -> int:
+def _migrate(settings: Settings, *, quiet: bool = False) -> int:
+    """Apply pending migrations; `sinal serve` does it too, before it listens."""
     import asyncio
 
     from db.engine import DATABASE_ERRORS
     from db.migrate import migrate
 
+    where = redact_url(settings.database_url)
     try:
         applied = asyncio.run(migrate(settings.database_url))
     except DATABASE_ERRORS as error:
-        where = redact_url(settings.database_url)
         print(f"sinal: cannot migrate {where}: {error}", file=sys.stderr)
         return 1
+    if quiet:
+        if applied:
+            log.info("database %s: applied %s", where, ", ".join(applied))
+        return 0
     for name in applied:
         print(f"applied {name}")
-    print(f"{len(applied)} migration(s) applied to {redact_url(settings.database_url)}")
+    print(f"{len(applied)} migration(s) applied to {where}")
     return 0
 
 

@@ -4,12 +4,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
 from db.migrate import available, migrate
+from tests.support import ServerProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -59,3 +61,13 @@ async def test_concurrent_migrations_apply_each_once(database_url: str) -> None:
         for _ in range(3):
             group.start_soon(run)
     assert sorted(name for result in results for name in result) == available()
+
+
+def test_serve_applies_pending_migrations_before_listening(
+    spawn: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = spawn({})  # SQLite file in tmp_path, as ServerProcess sets it
+    with sqlite3.connect(tmp_path / "sinal.db") as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"notification", "sinal_migration"} <= tables
+    assert "applied m0001_notification" in server.logs()
