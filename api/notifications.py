@@ -9,9 +9,9 @@ from litestar import Request, get
 from litestar.params import Parameter
 
 from api.runtime import Runtime
-from streams.channels import subscription_channels
+from streams.access import authorized_channels
 from streams.cursor import InvalidCursor, decode_cursor
-from streams.errors import BadRequest, Forbidden
+from streams.errors import BadRequest
 from streams.poll import poll
 
 MAX_WAIT_S = 30.0
@@ -39,10 +39,9 @@ async def poll_notifications(
     principal = runtime.auth.authenticate(
         request.headers, request.cookies, request.query_params.get("ticket")
     )
-    channels = subscription_channels(principal.sub, channel or [], runtime.settings.max_channels)
-    for name in channels:
-        if not await runtime.policy.can_subscribe(principal, name):
-            raise Forbidden(f"not allowed to subscribe to {name!r}", field="channel")
+    channels = await authorized_channels(
+        runtime.policy, principal, channel or [], runtime.settings.max_channels
+    )
     try:
         resume = decode_cursor(cursor) if cursor else None
     except InvalidCursor as error:

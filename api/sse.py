@@ -22,9 +22,9 @@ from litestar.types import HTTPScope, Receive, Send
 
 from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
 from api.runtime import Runtime
-from streams.channels import subscription_channels
+from streams.access import authorized_channels
 from streams.cursor import InvalidCursor, Position, decode_cursor
-from streams.errors import BadRequest, Forbidden, SinalError, Unavailable
+from streams.errors import BadRequest, SinalError, Unavailable
 from streams.session import StreamSession
 
 log = logging.getLogger("sinal.stream")
@@ -94,12 +94,9 @@ async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSessio
     if runtime.hub.draining:
         raise Unavailable("the server is shutting down; reconnect to another instance")
     principal = runtime.auth.authenticate(request.headers, request.cookies, request.param("ticket"))
-    channels = subscription_channels(
-        principal.sub, request.params("channel"), settings.max_channels
+    channels = await authorized_channels(
+        runtime.policy, principal, request.params("channel"), settings.max_channels
     )
-    for channel in channels:
-        if not await runtime.policy.can_subscribe(principal, channel):
-            raise Forbidden(f"not allowed to subscribe to {channel!r}", field="channel")
 
     resume: dict[str, Position] | None = None
     resume_invalid = False

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streams.channels import BROADCAST, notifications_of
+from streams.channels import BROADCAST, notifications_of, subscription_channels
+from streams.errors import Forbidden
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +42,15 @@ class DefaultPolicy:
         if channel.startswith("execution:"):
             return principal.is_admin or principal.is_service
         return False
+
+
+async def authorized_channels(
+    policy: ChannelPolicy, principal: Principal, requested: list[str], limit: int
+) -> list[str]:
+    """The channels a stream or long-poll carries for `principal`; Forbidden names the first
+    one the policy refuses."""
+    channels = subscription_channels(principal.sub, requested, limit)
+    for channel in channels:
+        if not await policy.can_subscribe(principal, channel):
+            raise Forbidden(f"not allowed to subscribe to {channel!r}", field="channel")
+    return channels
