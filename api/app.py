@@ -20,6 +20,7 @@ from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import Runtime
 from api.settings import Settings
+from db.engine import close_engine, start_database
 
 # Room for the envelope around the largest payload a publish may carry.
 BODY_OVERHEAD = 16 * 1024
@@ -48,15 +49,34 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        await runtime.hub.start()
+        await start_database(runtime.database)
         try:
-            yield
+            await runtime.hub.start()
+            try:
+                runtime.relay.start()
+                runtime.purge.start()
+                yield
+            finally:
+                await runtime.purge.stop()
+                await runtime.relay.stop()
+                await runtime.hub.stop()
         finally:
-            await runtime.hub.stop()
+            await close_engine(runtime.database)
 
     litestar = Litestar(
         route_handlers=[
             publish.publish,
+            notifications.create_notifications,
+            notifications.list_notifications,
+            notifications.unread_count,
+            notifications.get_notification,
+            notifications.read_one,
+            notifications.unread_one,
+            notifications.dismiss_one,
+            notifications.read_many,
+            notifications.unread_many,
+            notifications.dismiss_many,
+            notifications.read_all,
             notifications.poll_notifications,
             tickets.issue_ticket,
             health.healthz,

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from db.engine import UNAVAILABLE_DATABASE
 from streams.errors import SinalError
 
 log = logging.getLogger("sinal.api")
@@ -24,6 +25,7 @@ _TITLES = {
     409: "Conflict",
     413: "Payload too large",
     415: "Unsupported media type",
+    422: "Unprocessable content",
     429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
@@ -73,6 +75,14 @@ def handle_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Respon
     return _response(problem(error.status_code, error.detail), dict(error.headers or {}))
 
 
+def handle_database_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """The database is down or locked up: worth a retry, not a 500."""
+    log.warning("database error on %s %s: %s", request.method, request.url.path, error)
+    return _response(
+        problem(503, "the database is unavailable; retry shortly"), {"Retry-After": "1"}
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _response(problem(500, "an unexpected error occurred; it has been logged"))
@@ -81,5 +91,6 @@ def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Resp
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     SinalError: handle_sinal_error,
     HTTPException: handle_http_error,
+    **dict.fromkeys(UNAVAILABLE_DATABASE, handle_database_error),
     Exception: handle_unexpected,
 }

@@ -1,11 +1,13 @@
-"""What one running app owns: settings, engine, hub, authenticator and access policy."""
+"""What one running app owns: settings, engine, hub, database, authenticator, access policy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from api.auth import Authenticator
 from api.settings import Settings
+from db.engine import Database, bind, create_engine
+from db.inbox import Inbox
+from db.outbox import Relay
+from db.retention import Purge
 from streams.access import ChannelPolicy, DefaultPolicy
 from streams.engine import Engine, Retention
 from streams.hub import Hub
@@ -13,13 +15,30 @@ from streams.memory import MemoryEngine
 from streams.redis import RedisEngine
 
 
-@dataclass
 class Runtime:
-    settings: Settings
-    engine: Engine
-    hub: Hub
-    auth: Authenticator
-    policy: ChannelPolicy = field(default_factory=DefaultPolicy)
+    # A plain class, not a dataclass: Litestar validates dataclass dependencies field by field,
+    # and msgspec cannot check a union of two engine classes.
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        hub: Hub,
+        auth: Authenticator,
+        database: Database,
+        relay: Relay,
+        inbox: Inbox,
+        purge: Purge,
+        policy: ChannelPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.hub = hub
+        self.auth = auth
+        self.database = database
+        self.relay = relay
+        self.inbox = inbox
+        self.purge = purge
+        self.policy = policy or DefaultPolicy()
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -35,4 +54,19 @@ class Runtime:
             heartbeat_s=settings.heartbeat_s,
             coalesce_s=settings.coalesce_ms / 1000,
         )
-        return cls(settings, engine, hub, Authenticator(settings))
+        database = create_engine(settings.database_url)
+        bind(database)  # one app per process: Sinal's tables run on this database
+        relay = Relay(database, engine)
+        return cls(
+            settings,
+            engine,
+            hub,
+            Authenticator(settings),
+            database,
+            relay,
+            Inbox(database, relay, max_event_bytes=settings.max_payload_bytes),
+            Purge(
+                keep_days=settings.notification_retention_days,
+                interval_s=settings.purge_interval_s,
+            ),
+        )

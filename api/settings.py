@@ -129,6 +129,10 @@ class Settings:
     max_payload_bytes: int = _env("SINAL_MAX_PAYLOAD_BYTES", _positive_int, 65536)
     stream_max_len: int = _env("SINAL_STREAM_MAX_LEN", _positive_int, 10_000)
     stream_max_age_s: float = _env("SINAL_STREAM_MAX_AGE", _non_negative_float, 86400.0)
+    notification_retention_days: float = _env(
+        "SINAL_NOTIFICATION_RETENTION_DAYS", _non_negative_float, 90.0
+    )
+    purge_interval_s: float = _env("SINAL_PURGE_INTERVAL", _positive_float, 3600.0)
     log_level: str = _env("SINAL_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

@@ -21,6 +21,15 @@ Database = SQLiteEngine | PostgresEngine
 # What an unreachable or broken database raises, on either engine.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (OSError, sqlite3.Error, asyncpg.PostgresError)
 
+# Of those, what means "down or busy, retry" rather than a bug: a request gets 503, not 500.
+UNAVAILABLE_DATABASE: tuple[type[Exception], ...] = (
+    OSError,
+    sqlite3.OperationalError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
 SQLITE_PREFIX = "sqlite:///"
 
 
@@ -69,10 +78,15 @@ def bind(engine: Database, tables: Iterable[type[Table]] = TABLES) -> None:
 async def open_engine(url: str) -> Database:
     """`create_engine` + `bind`, with a connection pool on PostgreSQL. Close with `close_engine`."""
     engine = create_engine(url)
-    if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool()
+    await start_database(engine)
     bind(engine)
     return engine
+
+
+async def start_database(engine: Database, pool_size: int = 20) -> None:
+    """Open PostgreSQL's connection pool (SQLite needs none)."""
+    if isinstance(engine, PostgresEngine):
+        await engine.start_connection_pool(min_size=2, max_size=pool_size)
 
 
 async def close_engine(engine: Database) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from piccolo.engine.postgres import PostgresEngine
@@ -36,6 +37,15 @@ def available() -> list[str]:
     return sorted(module.name for module in pkgutil.iter_modules(migrations.__path__))
 
 
+def _statements(
+    statements: Sequence[str] | Mapping[str, Sequence[str]], engine: Database
+) -> Sequence[str]:
+    """A migration's SQL: one list for both databases, or one per dialect where they differ."""
+    if isinstance(statements, Mapping):
+        return statements["postgresql" if isinstance(engine, PostgresEngine) else "sqlite"]
+    return statements
+
+
 async def migrate(url: str) -> list[str]:
     """Apply the migrations not yet applied to the database at `url`; return their ids."""
     engine = create_engine(url)
@@ -59,7 +69,7 @@ async def migrate_engine(engine: Database) -> list[str]:
             if name in done:
                 continue
             module = importlib.import_module(f"{migrations.__name__}.{name}")
-            for statement in module.STATEMENTS:
+            for statement in _statements(module.STATEMENTS, engine):
                 await engine.run_ddl(statement)
             await engine.run_querystring(
                 QueryString(

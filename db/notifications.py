@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from piccolo.columns.combination import And, Or, Where
+from piccolo.query.functions.aggregate import Count
 
 from db.tables import Notification, Severity
 
@@ -32,8 +33,8 @@ class InvalidCursor(ValueError):
     """A pagination cursor that this module did not produce."""
 
 
-class IdempotencyConflict(ValueError):
-    """An idempotency key the producer already used for another user's notification."""
+class IdempotencyMismatch(ValueError):
+    """An idempotency key reused for a different notification (not a retry of the first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,32 @@ class Record:
     @property
     def cursor(self) -> str:
         return encode_cursor(self.created, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """What a producer asks for; the same draft may go to many users."""
+
+    type: str
+    title: str
+    body: str = ""
+    data: Any = None
+    severity: Severity | str = Severity.info
+    link: str | None = None
+    expires_at: datetime | None = None
+
+    def matches(self, record: Record) -> bool:
+        """Whether `record` is what this draft creates (a retry, not a reused key)."""
+        return (self.type, self.title, self.body, {} if self.data is None else self.data) == (
+            record.type,
+            record.title,
+            record.body,
+            record.data,
+        ) and (Severity(self.severity).value, self.link, self.expires_at) == (
+            record.severity,
+            record.link,
+            record.expires_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,47 +183,79 @@ async def create(
     idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> tuple[Record, bool]:
-    """Insert a notification; `(record, True)`, or `(existing, False)` for a repeated key.
+    """One notification for one user; see `create_many`."""
+    draft = Draft(type, title, body, data, severity, link, expires_at)
+    [result] = await create_many(
+        [user], draft, producer=producer, idempotency_key=idempotency_key, now=now
+    )
+    return result
 
-    With an `idempotency_key` (and its `producer`), a retry returns the first row instead of a
-    second one; the unique index decides, so concurrent retries are safe on both databases.
+
+async def create_many(
+    users: Iterable[str],
+    draft: Draft,
+    *,
+    producer: str | None = None,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> list[tuple[Record, bool]]:
+    """Insert `draft` for each user (duplicates collapse): `(record, True)` per new row.
+
+    With an `idempotency_key` (and its `producer`), a retry gets the rows the first call
+    created, as `(existing, False)`; the unique index on (producer, key, user) decides, so
+    concurrent retries are safe on both databases. A key reused for a different draft raises
+    IdempotencyMismatch.
     """
     if (producer is None) != (idempotency_key is None):
         raise ValueError("producer and idempotency_key go together")
+    wanted = list(dict.fromkeys(users))
+    if not wanted:
+        return []
     created = _now(now)
-    row = Notification(
-        id=new_id(created),
-        user_id=user,
-        type=type,
-        title=title,
-        body=body,
-        data=json.dumps({} if data is None else data),
-        severity=Severity(severity).value,
-        link=link,
-        created=created,
-        expires_at=None if expires_at is None else _aware(expires_at, "expires_at"),
-        producer=producer,
-        idempotency_key=idempotency_key,
-    )
-    inserted = (
-        await Notification.insert(row).on_conflict(action="DO NOTHING").returning(*_COLUMNS).run()
-    )
-    if inserted:
-        return _record(inserted[0]), True
-    existing = (
-        await Notification.select(*_COLUMNS)
-        .where(
-            (Notification.producer == producer) & (Notification.idempotency_key == idempotency_key)
+    expires_at = None if draft.expires_at is None else _aware(draft.expires_at, "expires_at")
+    severity = Severity(draft.severity).value
+    data = json.dumps({} if draft.data is None else draft.data)
+    rows = [
+        Notification(
+            id=new_id(created),
+            user_id=user,
+            type=draft.type,
+            title=draft.title,
+            body=draft.body,
+            data=data,
+            severity=severity,
+            link=draft.link,
+            created=created,
+            expires_at=expires_at,
+            producer=producer,
+            idempotency_key=idempotency_key,
         )
-        .first()
-        .run()
+        for user in wanted
+    ]
+    inserted = (
+        await Notification.insert(*rows).on_conflict(action="DO NOTHING").returning(*_COLUMNS).run()
     )
-    if existing is None:  # the conflict was not on the key: nothing else is expected to clash
-        raise RuntimeError("notification insert ignored without an idempotency match")
-    record = _record(existing)
-    if record.user != user:
-        raise IdempotencyConflict("idempotency key already used for another user")
-    return record, False
+    records = {record.user: (record, True) for record in map(_record, inserted)}
+    missing = [user for user in wanted if user not in records]
+    if missing:
+        if idempotency_key is None:  # the conflict was not on the key: nothing else may clash
+            raise RuntimeError("notification insert ignored without an idempotency key")
+        existing = (
+            await Notification.select(*_COLUMNS)
+            .where(
+                Notification.producer == producer,
+                Notification.idempotency_key == idempotency_key,
+                Notification.user_id.is_in(missing),
+            )
+            .run()
+        )
+        for record in map(_record, existing):
+            if not draft.matches(record):
+                raise IdempotencyMismatch(
+                    "this Idempotency-Key was used for a different notification"
+                )
+            records[record.user] = (record, False)
+    return [records[user] for user in wanted]
 
 
 async def get_for_user(user: str, id: uuid.UUID) -> Record | None:
@@ -227,6 +286,7 @@ async def list_for_user(
     type: str | None = None,
     since: datetime | None = None,
     before_cursor: str | None = None,
+    severity: Severity | str | None = None,
     limit: int = 50,
     *,
     now: datetime | None = None,
@@ -245,6 +305,8 @@ async def list_for_user(
         query = query.where(state_filter)
     if type is not None:
         query = query.where(Notification.type == type)
+    if severity is not None:
+        query = query.where(Notification.severity == Severity(severity).value)
     if since is not None:
         query = query.where(Notification.created >= _aware(since, "since"))
     if before_cursor is not None:
@@ -260,6 +322,27 @@ async def list_for_user(
     )
     items = [_record(row) for row in rows[:limit]]
     return Page(items, items[-1].cursor if len(rows) > limit else None)
+
+
+async def unread_counts(users: Iterable[str], *, now: datetime | None = None) -> dict[str, int]:
+    """`unread_count` for several users in one query."""
+    wanted = list(dict.fromkeys(users))
+    if not wanted:
+        return {}
+    rows = (
+        await Notification.select(Notification.user_id, Count())
+        .where(
+            Notification.user_id.is_in(wanted),
+            Notification.read_at.is_null(),
+            Notification.dismissed_at.is_null(),
+            _live(_now(now)),
+        )
+        .group_by(Notification.user_id)
+        .run()
+    )
+    counts = dict.fromkeys(wanted, 0)
+    counts.update((row["user_id"], row["count"]) for row in rows)
+    return counts
 
 
 async def unread_count(user: str, *, now: datetime | None = None) -> int:
@@ -314,11 +397,17 @@ async def dismiss(
     )
 
 
-async def read_all(user: str, up_to: datetime | None = None, *, now: datetime | None = None) -> int:
-    """Mark every unread notification of `user` created at or before `up_to` read; return how many.
+async def read_all(
+    user: str,
+    up_to: datetime | None = None,
+    *,
+    up_to_cursor: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Mark every unread notification of `user` up to a bound read; return how many.
 
-    `up_to` is the newest `created` the client has shown, so one that arrives during the click
-    stays unread.
+    The bound is the newest notification the client has shown: its `created` time
+    (inclusive) or, exactly, its history cursor. One that arrives during the click stays unread.
     """
     query = Notification.update({Notification.read_at: _now(now)}).where(
         Notification.user_id == user,
@@ -327,5 +416,36 @@ async def read_all(user: str, up_to: datetime | None = None, *, now: datetime | 
     )
     if up_to is not None:
         query = query.where(Notification.created <= _aware(up_to, "up_to"))
+    if up_to_cursor is not None:
+        created, id = decode_cursor(up_to_cursor)
+        query = query.where(
+            (Notification.created < created)
+            | ((Notification.created == created) & (Notification.id <= id))
+        )
     rows = await query.returning(Notification.id).run()
     return len(rows)
+
+
+async def purge(older_than: datetime, *, now: datetime | None = None, batch: int = 1000) -> int:
+    """Delete up to `batch` notifications created before `older_than` or expired; how many.
+
+    Ids are time-ordered (UUIDv7), so "created before" is a primary-key range, and expiry has
+    its own partial index: each batch is a short indexed delete, whatever the table's size.
+    """
+    boundary = uuid.UUID(int=_ms(older_than) << 80)  # the smallest id of that millisecond
+    doomed = (
+        Notification.select(Notification.id)
+        .where((Notification.id < boundary) | (Notification.expires_at < _now(now)))
+        .limit(batch)
+    )
+    rows = (
+        await Notification.delete()
+        .where(Notification.id.is_in(doomed))
+        .returning(Notification.id)
+        .run()
+    )
+    return len(rows)
+
+
+def _ms(value: datetime) -> int:
+    return int(_aware(value, "time").timestamp() * 1000)

@@ -56,6 +56,17 @@ class Engine(abc.ABC):
         """Append to the channel's log; the returned event carries its position."""
 
     @abc.abstractmethod
+    async def publish_once(
+        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
+    ) -> Event | None:
+        """`publish`, unless the channel already took `sequence` (or a later one) from `source`.
+
+        For relays that may repeat themselves (the notification outbox): a sequence number is
+        taken at most once per channel, so an event is in the log once whatever the retries.
+        Returns None for a repeat. Sequences from one source must reach a channel in order.
+        """
+
+    @abc.abstractmethod
     async def head(self, channel: str) -> Position:
         """The channel's current position: live events after it are still to come."""
 

@@ -44,6 +44,13 @@ class Conflict(SinalError):
     title = "Conflict"
 
 
+class Unprocessable(SinalError):
+    """Well-formed, but not acceptable: e.g. an idempotency key reused for another request."""
+
+    status = 422
+    title = "Unprocessable content"
+
+
 class PayloadTooLarge(SinalError):
     status = 413
     title = "Payload too large"

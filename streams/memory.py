@@ -18,12 +18,13 @@ from streams.event import Event, StreamId
 
 
 class _Log:
-    __slots__ = ("events", "last", "max_deleted")
+    __slots__ = ("events", "last", "max_deleted", "relayed")
 
     def __init__(self) -> None:
         self.events: deque[Event] = deque()
         self.last: StreamId = (0, 0)
         self.max_deleted: StreamId = (0, 0)
+        self.relayed: tuple[str, int] | None = None  # the last (source, sequence) taken
 
 
 class MemoryEngine(Engine):
@@ -54,6 +55,18 @@ class MemoryEngine(Engine):
         self._trim(log, now_ms)
         if self._sink is not None:
             self._sink.dispatch([event])
+        return event
+
+    async def publish_once(
+        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
+    ) -> Event | None:
+        log = self._logs.get(channel)
+        if log is not None and log.relayed is not None:
+            last_source, last_sequence = log.relayed
+            if last_source == source and last_sequence >= sequence:
+                return None
+        event = await self.publish(channel, type, data_json)
+        self._logs[channel].relayed = (source, sequence)
         return event
 
     async def head(self, channel: str) -> Position:

@@ -42,10 +42,17 @@ CATCH_UP_PAGE = 500
 # Each entry records the id of the entry before it (`p`): Redis does not report what trimming
 # removed, so a reader detects a gap by comparing the first entry it gets with its position.
 
-# KEYS: log, meta. ARGV: candidate epoch, max length, max age ms, type, data, pub/sub name.
+# KEYS: log, meta. ARGV: candidate epoch, max length, max age ms, type, data, pub/sub name,
+# and for `publish_once` a source and sequence ('' otherwise); nil when the sequence was taken.
 PUBLISH = """
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last')
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last', 'src', 'seq')
 local epoch, previous = meta[1], meta[2]
+if ARGV[7] ~= '' then
+  if meta[3] == ARGV[7] and tonumber(meta[4]) >= tonumber(ARGV[8]) then
+    return false
+  end
+  redis.call('HSET', KEYS[2], 'src', ARGV[7], 'seq', ARGV[8])
+end
 if not epoch then
   epoch, previous = ARGV[1], '0-0'
   redis.call('HSET', KEYS[2], 'epoch', epoch)
@@ -163,6 +170,18 @@ class RedisEngine(Engine):
     # -- the log ---------------------------------------------------------------------------
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
+        event = await self._run_publish(channel, type, data_json, "", 0)
+        assert event is not None  # only a sequenced publish is ever skipped
+        return event
+
+    async def publish_once(
+        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
+    ) -> Event | None:
+        return await self._run_publish(channel, type, data_json, source, sequence)
+
+    async def _run_publish(
+        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
+    ) -> Event | None:
         log_key, meta_key = keys(channel)
         args: list[str | int | bytes] = [
             secrets.token_hex(4),
@@ -171,11 +190,16 @@ class RedisEngine(Engine):
             type,
             data_json,
             live_name(channel, self.db),
+            source,
+            sequence,
         ]
         try:
-            epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
+            reply = await self._publish(keys=[log_key, meta_key], args=args)
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
+        if reply is None:
+            return None
+        epoch, sid = reply
         return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
 
     async def head(self, channel: str) -> Position:

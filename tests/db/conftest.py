@@ -28,7 +28,9 @@ async def reset_postgres(url: str) -> None:
     except (OSError, asyncpg.PostgresError) as error:
         require_service("PostgreSQL", f"{url}: {error}")
     try:
-        await connection.execute("DROP TABLE IF EXISTS notification, sinal_migration")
+        await connection.execute(
+            "DROP TABLE IF EXISTS notification, sinal_migration, sinal_outbox, sinal_setting"
+        )
     finally:
         await connection.close()
 

@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 from db import notifications
-from db.notifications import IdempotencyConflict, InvalidCursor, Record
+from db.notifications import Draft, IdempotencyMismatch, InvalidCursor, Record
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("database")]
 
@@ -77,9 +77,43 @@ async def test_idempotency_key_returns_the_first_row() -> None:
     )
     assert created_other
     assert other.id != first.id
-    with pytest.raises(IdempotencyConflict):
-        await notifications.create("bob", "t", "once", producer="billing", idempotency_key="k1")
+    with pytest.raises(IdempotencyMismatch):
+        await notifications.create("alice", "t", "twice", producer="billing", idempotency_key="k1")
     assert (await notifications.list_for_user("alice")).items == [other, first]
+
+
+async def test_one_key_creates_one_notification_per_user() -> None:
+    """A create for many users is retried with its one key: each user keeps one row."""
+    draft = Draft("deploy", "Deployed", data={"v": 2}, severity="success")
+    first = await notifications.create_many(
+        ["alice", "bob", "alice"], draft, producer="ci", idempotency_key="k"
+    )
+    assert [(r.user, created) for r, created in first] == [("alice", True), ("bob", True)]
+    retry = await notifications.create_many(
+        ["bob", "carol", "alice"], draft, producer="ci", idempotency_key="k"
+    )
+    assert [(r.user, created) for r, created in retry] == [
+        ("bob", False),
+        ("carol", True),
+        ("alice", False),
+    ]
+    assert retry[0][0] == first[1][0]
+    assert await notifications.unread_counts(["alice", "bob", "carol", "dave"]) == {
+        "alice": 1,
+        "bob": 1,
+        "carol": 1,
+        "dave": 0,
+    }
+
+
+async def test_concurrent_retries_of_one_key_create_one_row() -> None:
+    async def attempt() -> None:
+        await notifications.create("alice", "t", "x", producer="p", idempotency_key="same")
+
+    async with anyio.create_task_group() as group:
+        for _ in range(10):
+            group.start_soon(attempt)
+    assert await notifications.unread_count("alice") == 1
 
 
 async def test_list_is_newest_first_with_ties_broken_by_id() -> None:
@@ -186,6 +220,14 @@ async def test_read_all_respects_its_upper_bound() -> None:
     stored = await notifications.get_for_user("alice", late.id)
     assert stored is not None
     assert stored.read_at is not None
+
+
+async def test_read_all_up_to_a_cursor_is_exact_among_equal_times() -> None:
+    same = [(await notifications.create("alice", "t", f"tie {i}", now=T0))[0] for i in range(4)]
+    oldest_first = sorted(same, key=lambda r: r.id)
+    assert await notifications.read_all("alice", up_to_cursor=oldest_first[1].cursor) == 2
+    unread = (await notifications.list_for_user("alice", state="unread")).items
+    assert {r.id for r in unread} == {r.id for r in oldest_first[2:]}
 
 
 async def test_users_never_see_or_change_each_others_notifications() -> None:

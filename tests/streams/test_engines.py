@@ -77,6 +77,28 @@ async def test_head_then_nothing_new(hub: Hub) -> None:
     assert await hub.engine.read_after("execution:a", head, 10) == []
 
 
+async def test_publish_once_takes_each_sequence_once_per_channel(hub: Hub) -> None:
+    engine = hub.engine
+    first = await engine.publish_once("notifications:a", "n.created", b"1", "db1", 1)
+    assert first is not None
+    assert await engine.publish_once("notifications:a", "n.created", b"1", "db1", 1) is None
+    assert await engine.publish_once("notifications:a", "n.created", b"0", "db1", 0) is None
+    # Another channel keeps its own sequence; another source (a new database) starts afresh.
+    assert await engine.publish_once("notifications:b", "n.created", b"1", "db1", 1) is not None
+    assert await engine.publish_once("notifications:a", "n.created", b"1", "db2", 1) is not None
+    assert await engine.publish_once("notifications:a", "n.created", b"2", "db2", 2) is not None
+    # Plain publishes in between neither consume nor reset the sequence.
+    await engine.publish("notifications:a", "other", b"null")
+    assert await engine.publish_once("notifications:a", "n.created", b"2", "db2", 2) is None
+    log = await engine.read_after("notifications:a", Position(first.epoch, ORIGIN.offset), 100)
+    assert [(e.type, e.data_json) for e in log] == [
+        ("n.created", b"1"),
+        ("n.created", b"1"),
+        ("n.created", b"2"),
+        ("other", b"null"),
+    ]
+
+
 async def test_fan_out_to_every_subscriber_and_only_its_channels(hub: Hub) -> None:
     async with (
         hub.subscription(["execution:a", "broadcast"]) as first,

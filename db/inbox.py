@@ -1,0 +1,200 @@
+"""Notification changes, each committed with its event and the user's new unread count.
+
+Every change (create, read, unread, dismiss, read-all) runs in one write transaction that also
+writes its `notification.*` event to the outbox (`db.outbox`); the relay publishes it to the
+user's `notifications:<user>` channel. Each event carries `unread`, the count right after the
+change, so every open tab and device converges without refetching.
+
+For that count to be right, one user's changes take turns: on PostgreSQL a transaction-scoped
+advisory lock per user (taken before anything is written, so a user's outbox ids also commit in
+order); SQLite's `BEGIN IMMEDIATE` already lets one writer in at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.querystring import QueryString
+
+from db import notifications
+from db.engine import Database, write_transaction
+from db.notifications import Draft, Record
+from db.outbox import OutboxEvent, Relay, enqueue
+from streams.channels import notifications_of
+from streams.errors import PayloadTooLarge
+
+
+class NotificationView(msgspec.Struct):
+    """A notification as the API and the events show it."""
+
+    id: str
+    user: str
+    type: str
+    title: str
+    body: str
+    data: Any
+    severity: str
+    link: str | None
+    created: datetime
+    read_at: datetime | None
+    dismissed_at: datetime | None
+    expires_at: datetime | None
+    state: str
+    # The history cursor of this notification: `before` for read-all, or a page boundary.
+    cursor: str
+
+    @classmethod
+    def of(cls, record: Record) -> NotificationView:
+        return cls(
+            id=str(record.id),
+            user=record.user,
+            type=record.type,
+            title=record.title,
+            body=record.body,
+            data=record.data,
+            severity=record.severity,
+            link=record.link,
+            created=record.created,
+            read_at=record.read_at,
+            dismissed_at=record.dismissed_at,
+            expires_at=record.expires_at,
+            state=record.state,
+            cursor=record.cursor,
+        )
+
+
+class Created(msgspec.Struct):
+    notification: NotificationView
+    unread: int
+
+
+class Changed(msgspec.Struct):
+    """`notification.read`, `.unread` and `.dismissed`: which ids changed, and the new count."""
+
+    ids: list[str]
+    unread: int
+
+
+class ReadAll(msgspec.Struct):
+    marked: int
+    before: str | None
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    ids: list[uuid.UUID]
+    unread: int
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Inbox:
+    """The writes of the notification API. Reads go straight to `db.notifications`."""
+
+    def __init__(self, database: Database, relay: Relay, *, max_event_bytes: int) -> None:
+        self.database = database
+        self.relay = relay
+        self.max_event_bytes = max_event_bytes
+
+    async def create(
+        self,
+        users: Iterable[str],
+        draft: Draft,
+        *,
+        producer: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[tuple[Record, bool]]:
+        """`notifications.create_many`, publishing `notification.created` for each new row."""
+        wanted = list(dict.fromkeys(users))
+        async with write_transaction(self.database):
+            await self._take_turns(wanted)
+            results = await notifications.create_many(
+                wanted, draft, producer=producer, idempotency_key=idempotency_key
+            )
+            fresh = [record for record, created in results if created]
+            counts = await notifications.unread_counts(record.user for record in fresh)
+            events = [
+                self._event(
+                    record.user,
+                    "notification.created",
+                    Created(NotificationView.of(record), counts[record.user]),
+                )
+                for record in fresh
+            ]
+            await enqueue(self.database, events)
+        if fresh:
+            self.relay.wake()
+        return results
+
+    async def mark_read(self, user: str, ids: Iterable[uuid.UUID]) -> Change:
+        return await self._change(
+            user, "notification.read", lambda: notifications.mark_read(user, ids)
+        )
+
+    async def mark_unread(self, user: str, ids: Iterable[uuid.UUID]) -> Change:
+        return await self._change(
+            user, "notification.unread", lambda: notifications.mark_unread(user, ids)
+        )
+
+    async def dismiss(self, user: str, ids: Iterable[uuid.UUID]) -> Change:
+        return await self._change(
+            user, "notification.dismissed", lambda: notifications.dismiss(user, ids)
+        )
+
+    async def read_all(
+        self, user: str, *, before: datetime | None = None, before_cursor: str | None = None
+    ) -> tuple[int, int]:
+        """Mark unread notifications up to the bound read; `(marked, unread)`."""
+        async with write_transaction(self.database):
+            await self._take_turns([user])
+            marked = await notifications.read_all(user, before, up_to_cursor=before_cursor)
+            unread = await notifications.unread_count(user)
+            if marked:
+                bound = before_cursor or (None if before is None else before.isoformat())
+                event = self._event(user, "notification.read_all", ReadAll(marked, bound, unread))
+                await enqueue(self.database, [event])
+        if marked:
+            self.relay.wake()
+        return marked, unread
+
+    async def _change(
+        self, user: str, type: str, apply: Callable[[], Awaitable[list[uuid.UUID]]]
+    ) -> Change:
+        async with write_transaction(self.database):
+            await self._take_turns([user])
+            changed = await apply()
+            unread = await notifications.unread_count(user)
+            if changed:
+                ids = [str(id) for id in changed]
+                await enqueue(self.database, [self._event(user, type, Changed(ids, unread))])
+        if changed:
+            self.relay.wake()
+        return Change(changed, unread)
+
+    def _event(self, user: str, type: str, payload: msgspec.Struct) -> OutboxEvent:
+        data = _encode(payload)
+        if len(data) > self.max_event_bytes:
+            raise PayloadTooLarge(
+                f"the notification's event is {len(data)} bytes; the limit is "
+                f"{self.max_event_bytes} (SINAL_MAX_PAYLOAD_BYTES)",
+            )
+        return OutboxEvent(notifications_of(user), type, data)
+
+    async def _take_turns(self, users: list[str]) -> None:
+        if isinstance(self.database, PostgresEngine) and users:
+            # Sorted, so two multi-user creates never wait for each other in a cycle.
+            await self.database.run_querystring(
+                QueryString(
+                    "SELECT pg_advisory_xact_lock(key) FROM (SELECT DISTINCT "
+                    "hashtextextended(u, 0) AS key FROM unnest({}::text[]) AS u ORDER BY key) k",
+                    users,
+                )
+            )
