@@ -97,7 +97,11 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Inbox:
-    """The writes of the notification API. Reads go straight to `db.notifications`."""
+    """The writes of the notification API. Reads go straight to `db.notifications`.
+
+    `database` must be the engine the tables are bound to (`db.engine.bind`): Piccolo runs a
+    table's queries in a transaction only when it is opened on that same engine.
+    """
 
     def __init__(self, database: Database, relay: Relay, *, max_event_bytes: int) -> None:
         self.database = database

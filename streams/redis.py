@@ -399,8 +399,16 @@ class RedisEngine(Engine):
                 if len(events) < CATCH_UP_PAGE:
                     return
         except PositionLost as lost:
-            self._last[channel] = lost.head
-            self._sink.reset(channel, lost.reason, lost.head)
+            head = lost.head
+            if lost.reason == "epoch":
+                # Redis lost its data while this process was away: all the new epoch holds was
+                # published after what was delivered here, so it follows the reset (the
+                # notification outbox refills a restarted Redis this way).
+                head = Position(head.epoch, (0, 0))
+            self._last[channel] = head
+            self._sink.reset(channel, lost.reason, head)
+            if lost.reason == "epoch":
+                await self._catch_up(channel)
 
 
 def _fields(entry: Any) -> dict[bytes, bytes]:

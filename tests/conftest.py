@@ -7,16 +7,23 @@ Tests that need Redis skip with a visible reason when it is absent, except under
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 import redis
 
-from tests.support import ServerProcess
+from tests.support import PrivateRedis, ServerProcess
 
 REDIS_URL = os.environ.get("SINAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "SINAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REQUIRE_SERVICES = os.environ.get("SINAL_REQUIRE_SERVICES") == "1"
+# Every table Sinal's migrations create: dropped so that each test starts from nothing.
+SINAL_TABLES = "notification, sinal_outbox, sinal_setting, sinal_migration"
 
 
 def require_service(name: str, problem: str) -> None:
@@ -43,6 +50,27 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+async def reset_postgres(url: str = POSTGRES_URL) -> None:
+    try:
+        connection = await asyncpg.connect(url, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        require_service("PostgreSQL", f"{url}: {error}")
+    try:
+        await connection.execute(f"DROP TABLE IF EXISTS {SINAL_TABLES}")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server environment for each database: SQLite (the server's default file in its working
+    directory) or an emptied PostgreSQL `test` database."""
+    if request.param == "sqlite":
+        return {}
+    await reset_postgres()
+    return {"SINAL_DATABASE_URL": POSTGRES_URL}
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -79,5 +107,15 @@ def server(spawn: Callable[..., ServerProcess], engine_env: dict[str, str]) -> S
 def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One memory-engine server shared by a module's tests, where the engine is irrelevant."""
     server = ServerProcess(tmp_path_factory.mktemp("server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        require_service("redis-server", "the binary is not on PATH")
+    server = PrivateRedis(tmp_path)
+    server.start()
     yield server
     server.stop()

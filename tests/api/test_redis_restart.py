@@ -2,70 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import anyio
 import httpx
 import pytest
-import redis
 
-from tests.conftest import require_service
-from tests.support import ServerProcess, bearer, free_port, open_stream, publish, stream_until
+from tests.support import PrivateRedis, ServerProcess, bearer, open_stream, publish, stream_until
 
 pytestmark = pytest.mark.anyio
 
 ALICE = bearer("alice")
 CHANNEL, KIND = "notifications:alice", "notification.created"
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, with no persistence, so a restart loses everything."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        require_service("redis-server", "the binary is not on PATH")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_open_stream_gets_epoch_reset_then_new_events(

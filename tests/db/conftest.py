@@ -6,33 +6,14 @@ before each test; they skip (or fail under SINAL_REQUIRE_SERVICES=1) when it is 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from db.engine import close_engine, open_engine
 from db.migrate import migrate
-from tests.conftest import require_service
-
-POSTGRES_URL = os.environ.get(
-    "SINAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
-async def reset_postgres(url: str) -> None:
-    try:
-        connection = await asyncpg.connect(url, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        require_service("PostgreSQL", f"{url}: {error}")
-    try:
-        await connection.execute(
-            "DROP TABLE IF EXISTS notification, sinal_migration, sinal_outbox, sinal_setting"
-        )
-    finally:
-        await connection.close()
+from tests.conftest import POSTGRES_URL, reset_postgres
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

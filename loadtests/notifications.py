@@ -1,0 +1,875 @@
+"""Notification benchmark: N users on SSE, notifications created through REST, then unread counts.
+
+    uv run python -m loadtests.notifications [--users 10000 --rate 1000 --duration 20 ...]
+    uv run python -m loadtests.notifications --quick          # smoke run, about 30 s
+
+A fresh `sinal serve` on PostgreSQL (`--database-url`, dropped and recreated first) and a private
+`redis-server`, pinned to `--server-core` (default 0); this process, the load generator, pinned to
+`--client-core` (default 1). PostgreSQL itself is not pinned: its CPU is reported apart.
+
+1. Streams: N users `u0 … u<N-1>` each open `GET /v1/stream` with their own JWT, so each one
+   watches its own `notifications:<user>` channel.
+2. Creates: `POST /v1/notifications` (service token) for random users at `--rate`, open loop
+   (each is sent when due, up to `--max-in-flight` unanswered) over a pool of keep-alive
+   connections, for `--warmup` + `--duration` s. Each carries `data: {"seq", "sent_ns"}`; the
+   owner's stream must show it as `notification.created` once. Latency: request sent → event
+   read by the subscriber; `lost`: created (201) but not received within `--drain` s.
+3. Unread counts: `GET /v1/notifications/unread-count` as rotating users, closed loop over
+   `--unread-concurrency` keep-alive connections for `--unread-seconds`, with the streams still
+   open; each answer is checked against the notifications created for that user.
+
+Progress goes to stderr; the last stdout line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+
+from api.auth import mint_token
+from loadtests.lean import SseSubscriber, Subscriber, Tally, open_many, sse_request
+from loadtests.procs import (
+    OURS,
+    RESULTS,
+    Child,
+    CoreMeter,
+    CpuMeter,
+    cpu_seconds,
+    foreign_cpu_seconds,
+    free_port,
+    log,
+    pin_self,
+    pinned_child,
+    raise_nofile,
+    redis_for_benchmark,
+    self_cpu_seconds,
+)
+
+SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/sinal_bench"
+# Databases this benchmark must never drop: the test suite's and PostgreSQL's own.
+PROTECTED_DATABASES = frozenset({"test", "postgres", "template0", "template1"})
+
+TARGETS = {"creates_per_s": 1000, "p99_ms": 50, "lost": 0, "unread_count_rps": 3000}
+
+# The created event's data as the stream carries it (`data` of the notification, re-encoded by
+# the server; PostgreSQL's jsonb orders keys by length, so `seq` comes before `sent_ns`).
+FIND_CREATED = re.compile(rb'"seq":\s*(\d+),\s*"sent_ns":\s*(\d+)').findall
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE).search
+UNREAD = re.compile(rb'"unread":(\d+)').search
+
+
+@dataclass(frozen=True)
+class Config:
+    users: int
+    rate: float
+    duration: float
+    warmup: float
+    drain: float
+    connections: int
+    max_in_flight: int
+    idempotency_key: bool
+    unread_seconds: float
+    unread_concurrency: int
+    coalesce_ms: float | None
+    skip_creates: bool
+    skip_unread: bool
+    database_url: str
+    redis_url: str | None
+    server_core: int
+    client_core: int
+    connect_concurrency: int
+    seed: int
+    profile: bool
+
+    @property
+    def nofile(self) -> int:
+        return self.users + self.connections + self.unread_concurrency + 1024
+
+
+# Full run and --quick: what an option is when not given.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "full": {"users": 10_000, "rate": 1000.0, "duration": 20.0, "warmup": 5.0, "drain": 5.0,
+             "unread_seconds": 10.0},
+    "quick": {"users": 500, "rate": 200.0, "duration": 5.0, "warmup": 2.0, "drain": 3.0,
+              "unread_seconds": 3.0},
+}  # fmt: skip
+
+
+# -- a lean HTTP/1.1 client ------------------------------------------------------------------
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection, one request at a time; responses need a Content-Length
+    (Litestar sends one for every non-streaming response). A few microseconds per request,
+    where httpx spends well over 100: at thousands of requests/s that is the generator's core."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(ConnectionError(f"connection closed: {exc}"))
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            transport.close()
+        self._fail(ConnectionError("closed by the client"))
+
+    def _fail(self, error: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def request(self, raw: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        """Send one whole request; the future gets (status, body)."""
+        assert self.transport is not None
+        assert self.waiter is None
+        waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        self.transport.write(raw)
+        return waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            self.buffer = data
+            return
+        found = CONTENT_LENGTH(data, 0, head_end)
+        end = head_end + 4 + (int(found.group(1)) if found else 0)
+        if len(data) < end:
+            self.buffer = data
+            return
+        self.buffer = data[end:]
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((int(data[9:12]), data[head_end + 4 : end]))
+
+
+class HttpPool:
+    """Keep-alive connections handed out one request at a time; broken ones are reopened."""
+
+    def __init__(self, port: int, size: int, timeout: float = 10.0) -> None:
+        self.port = port
+        self.size = size
+        self.timeout = timeout
+        self.idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
+        self.all: list[HttpConnection] = []
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self.idle.put_nowait(await self._connect())
+
+    async def _connect(self) -> HttpConnection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(HttpConnection, "127.0.0.1", self.port)
+        self.all.append(connection)
+        return connection
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        connection = await self.idle.get()
+        try:
+            if connection.closed:
+                connection = await self._connect()
+            return await asyncio.wait_for(connection.request(raw), self.timeout)
+        except BaseException:
+            connection.close()  # its next response would be taken for another request's
+            raise
+        finally:
+            self.idle.put_nowait(connection)
+
+    def close(self) -> None:
+        for connection in self.all:
+            connection.close()
+
+
+# -- subscribers -----------------------------------------------------------------------------
+
+
+class Book(Tally):
+    """What the create phase expects and what the streams delivered, per sequence number."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.owner = array.array("i", [-1]) * total  # user index of each create
+        self.created = bytearray(total)  # 1: answered 201
+        self.seen = bytearray(total)
+        self.latency_ns = array.array("q", [0]) * total  # sent → first read
+        self.misrouted = 0  # an event on another user's stream
+        self.unknown = 0  # a sequence this run never sent
+
+    def record_at(self, user: int, found: list[tuple[bytes, bytes]], now_ns: int) -> None:
+        seen = self.seen
+        for q, t in found:
+            seq = int(q)
+            if seq >= len(seen):
+                self.unknown += 1
+                continue
+            if self.owner[seq] != user:
+                self.misrouted += 1
+            if seen[seq]:
+                self.duplicated += 1
+                continue
+            seen[seq] = 1
+            self.received += 1
+            self.latency_ns[seq] = now_ns - int(t)
+
+
+class NotificationSubscriber(SseSubscriber):
+    """`GET /v1/stream` as user `index`; counts `notification.created` events by sequence."""
+
+    def __init__(self, request: bytes, book: Book, index: int) -> None:
+        super().__init__(request, book)  # the tally counts disconnects
+        self.book = book
+        self.index = index
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        if not self.streaming:
+            data = self._handshake(data)
+            if not self.streaming:
+                return
+        end = data.rfind(b"\n\n") + 2
+        if end == 1:
+            self.buffer = data
+            return
+        self.buffer = data[end:]
+        found = FIND_CREATED(data, 0, end)
+        if found:
+            self.book.record_at(self.index, found, time.time_ns())
+
+
+# -- meters ----------------------------------------------------------------------------------
+
+
+def postgres_cpu_seconds_by_pid() -> dict[int, float]:
+    """CPU time of every PostgreSQL process (postmaster, backends, WAL writer …)."""
+    found: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if Path(entry.path, "comm").read_text().strip() == "postgres":
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
+
+
+class PostgresMeter:
+    """PostgreSQL's CPU between two readings, summed over its processes, as % of one core.
+
+    Backends come and go: a new one is billed all its CPU, one that exited its last interval
+    is lost (the pool keeps its backends for the run, so that is little)."""
+
+    def __init__(self) -> None:
+        self._last = postgres_cpu_seconds_by_pid()
+        self._wall = time.monotonic()
+
+    def lap(self) -> float:
+        now, wall = postgres_cpu_seconds_by_pid(), time.monotonic()
+        used = sum(cpu - self._last.get(pid, 0.0) for pid, cpu in now.items())
+        percent = used / max(wall - self._wall, 1e-9) * 100
+        self._last, self._wall = now, wall
+        return percent
+
+
+class Meters:
+    def __init__(self, server_pid: int, redis_pid: int | None, cfg: Config) -> None:
+        self.server = CpuMeter(lambda: cpu_seconds(server_pid))
+        self.generator = CpuMeter(self_cpu_seconds)
+        self.postgres = PostgresMeter()
+        self.redis = CpuMeter(lambda: cpu_seconds(redis_pid)) if redis_pid else None
+        self.server_core = CoreMeter(cfg.server_core)
+        self.client_core = CoreMeter(cfg.client_core)
+        self.foreign = CpuMeter(foreign_cpu_seconds)
+
+    def lap(self, prefix: str = "") -> dict[str, float | None]:
+        postgres = self.postgres.lap()
+        foreign = self.foreign.lap()
+        figures: dict[str, float | None] = {
+            "server_cpu_pct": round(self.server.lap(), 1),
+            "generator_cpu_pct": round(self.generator.lap(), 1),
+            "postgres_cpu_pct": round(postgres, 1),
+            "redis_cpu_pct": None if self.redis is None else round(self.redis.lap(), 1),
+            "server_core_busy_pct": round(self.server_core.lap(), 1),
+            "client_core_busy_pct": round(self.client_core.lap(), 1),
+            # Busy time outside the server, generator, Redis and PostgreSQL (± 10 % noise).
+            "foreign_cpu_pct": round(foreign - postgres, 1),
+        }
+        return {f"{prefix}{key}": value for key, value in figures.items()}
+
+
+def describe(load: dict[str, float | None], prefix: str = "") -> str:
+    def pct(key: str) -> str:
+        value = load.get(prefix + key)
+        return "  -" if value is None else f"{value:3.0f}"
+
+    return (
+        f"server={pct('server_cpu_pct')}% generator={pct('generator_cpu_pct')}% "
+        f"postgres={pct('postgres_cpu_pct')}% redis={pct('redis_cpu_pct')}% "
+        f"others={pct('foreign_cpu_pct')}%"
+    )
+
+
+def percentile(ordered: list[int], q: float) -> float | None:
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 2)
+
+
+async def sleep_until(loop: asyncio.AbstractEventLoop, moment: float) -> None:
+    delay = moment - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def start_profile(
+    cfg: Config, pid: int, name: str, seconds: float
+) -> subprocess.Popen[bytes] | None:
+    """With `--profile`: py-spy samples the server for `seconds` (collapsed stacks, to
+    loadtests/results/notifications-<name>.txt), running on the generator's core."""
+    if not cfg.profile:
+        return None
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"notifications-{name}.txt"
+    argv = [binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds)))]
+    argv += ["--nonblocking", "--format", "raw", "--rate", "200", "-o", str(out)]
+    core = cfg.client_core
+    log(f"profiling the server for {int(seconds)}s into {out}")
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+    )
+
+
+async def finish_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is None:
+        return
+    try:
+        await asyncio.to_thread(profiler.wait, 30)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+        profiler.wait()
+
+
+async def machine_busy(cfg: Config, seconds: float = 1.0) -> float:
+    """How busy the two benchmark cores are before anything starts: other work on the machine
+    (a test suite, another benchmark) competes with the server and the generator."""
+    meters = CoreMeter(cfg.server_core), CoreMeter(cfg.client_core)
+    await asyncio.sleep(seconds)
+    busy = round(max(meter.lap() for meter in meters), 1)
+    if busy > 10:
+        log(f"warning: a benchmark core is {busy}% busy before the run; figures will be low")
+    return busy
+
+
+# -- server and database ---------------------------------------------------------------------
+
+
+def database_name(url: str) -> str:
+    name = urlsplit(url).path.lstrip("/")
+    if not name or "/" in name:
+        raise SystemExit(f"--database-url needs a database name: {url}")
+    if name in PROTECTED_DATABASES:
+        raise SystemExit(f"refusing to drop database {name!r}: pick another (e.g. sinal_bench)")
+    return name
+
+
+async def reset_database(url: str) -> None:
+    """Drop and recreate the benchmark's database; `sinal serve` migrates it at start."""
+    name = database_name(url)
+    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+    connection = await asyncpg.connect(admin_url)
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await connection.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+        await connection.execute(f"CREATE DATABASE {quoted}")
+    finally:
+        await connection.close()
+
+
+def start_server(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SINAL_REDIS_URL": redis_url,
+        "SINAL_JWT_SECRET": SECRET,
+        "SINAL_DATABASE_URL": cfg.database_url,
+        # Access logs for every request would be measured as server work.
+        "SINAL_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(ROOT),
+    }
+    if cfg.coalesce_ms is not None:
+        env["SINAL_COALESCE_MS"] = f"{cfg.coalesce_ms:g}"
+    argv = [sys.executable, "-m", "api", "serve", "--port", str(port)]
+    server = Child(
+        f"sinal-notifications-{port}",
+        argv,
+        env=env,
+        cwd=workdir,
+        preexec=pinned_child(cfg.server_core, cfg.nofile),
+    )
+    server.wait_listening(port, timeout=60)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready:\n{server.tail()}")
+        time.sleep(0.1)
+    return server, port
+
+
+def user_token(index: int) -> str:
+    return mint_token(SECRET, f"u{index}", ttl_s=3600)
+
+
+# -- phase 2: creates ------------------------------------------------------------------------
+
+
+def create_request(port: int, token: str, body: bytes, key: str | None) -> bytes:
+    head = (
+        f"POST /v1/notifications HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+    )
+    if key is not None:
+        head += f"Idempotency-Key: {key}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def create_phase(
+    cfg: Config,
+    port: int,
+    subscribers: list[Subscriber],
+    book: Book,
+    server_pid: int,
+    redis_pid: int | None,
+) -> dict[str, Any]:
+    """Open loop: create `seq` is due at `start + seq / rate` and sent then, stamped with its
+    send time, whether or not earlier ones were answered (up to `max_in_flight`). Waiting for
+    a free pooled connection is part of the latency, as it would be for a real producer."""
+    loop = asyncio.get_running_loop()
+    total = len(book.owner)
+    measure_from = round(cfg.rate * cfg.warmup)
+    token = mint_token(SECRET, "bench-service", ["service"], ttl_s=3600)
+    run_id = secrets.token_hex(4)
+    pool = HttpPool(port, cfg.connections)
+    await pool.open()
+    create_ns: list[int] = []
+    errors: Counter[str] = Counter()
+    in_flight: set[asyncio.Task[None]] = set()
+    max_lag = 0.0
+    stalls = 0
+    ok = 0
+
+    async def create_one(seq: int) -> None:
+        nonlocal ok
+        user = book.owner[seq]
+        sent_ns = time.time_ns()
+        body = (
+            b'{"user":"u%d","type":"bench.created","title":"Benchmark notification %d",'
+            b'"data":{"seq":%d,"sent_ns":%d}}' % (user, seq, seq, sent_ns)
+        )
+        key = f"bench-{run_id}-{seq}" if cfg.idempotency_key else None
+        try:
+            status, answer = await pool.request(create_request(port, token, body, key))
+        except (OSError, TimeoutError) as error:
+            errors[type(error).__name__] += 1
+            if sum(errors.values()) <= 3:
+                log(f"create {seq} failed: {error!r}")
+            return
+        if status != 201:
+            errors[str(status)] += 1
+            if sum(errors.values()) <= 3:
+                log(f"create {seq}: {status} {answer[:200]!r}")
+            return
+        book.created[seq] = 1
+        ok += 1
+        create_ns.append(time.time_ns() - sent_ns)
+
+    async def report() -> None:
+        meters = Meters(server_pid, redis_pid, cfg)
+        last_ok, last_received, started = 0, 0, time.monotonic()
+        while True:
+            await asyncio.sleep(2)
+            load = meters.lap()
+            log(
+                f"creates: t={time.monotonic() - started:4.0f}s "
+                f"creates/s={(ok - last_ok) / 2:6.0f} "
+                f"events/s={(book.received - last_received) / 2:6.0f} "
+                f"in_flight={len(in_flight)} errors={sum(errors.values())} {describe(load)}"
+            )
+            last_ok, last_received = ok, book.received
+
+    progress = asyncio.create_task(report())
+    start = loop.time() + 0.05
+    meters: Meters | None = None
+    profiler: subprocess.Popen[bytes] | None = None
+    window_start, ok_at_start, received_at_start = time.monotonic(), 0, 0
+    try:
+        for seq in range(total):
+            due = start + seq / cfg.rate
+            await sleep_until(loop, due)
+            if seq == measure_from:
+                meters = Meters(server_pid, redis_pid, cfg)
+                profiler = start_profile(cfg, server_pid, "creates", cfg.duration - 1)
+                window_start, ok_at_start = time.monotonic(), ok
+                received_at_start = book.received
+            if len(in_flight) >= cfg.max_in_flight:  # a safety valve, not a pace
+                stalls += 1
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            max_lag = max(max_lag, loop.time() - due)
+            task = asyncio.create_task(create_one(seq))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await sleep_until(loop, start + total / cfg.rate)
+        window = time.monotonic() - window_start
+        created_in_window = ok - ok_at_start
+        received_in_window = book.received - received_at_start
+        load = meters.lap() if meters is not None else {}
+        if in_flight:
+            await asyncio.wait(in_flight)
+        await wait_for_events(book, cfg.drain)
+    finally:
+        progress.cancel()
+        pool.close()
+        await finish_profile(profiler)
+
+    created = [seq for seq in range(total) if book.created[seq]]
+    measured = [seq for seq in created if seq >= measure_from and book.seen[seq]]
+    latencies = sorted(book.latency_ns[seq] for seq in measured)
+    ordered_create = sorted(create_ns)
+    figures: dict[str, Any] = {
+        "creates_sent": total,
+        "creates_ok": ok,
+        "create_errors": dict(errors),
+        "creates_per_s": round(created_in_window / window, 1),
+        "events_per_s": round(received_in_window / window, 1),
+        "p50_ms": percentile(latencies, 0.50),
+        "p90_ms": percentile(latencies, 0.90),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": percentile(latencies, 1.0),
+        "lost": sum(1 for seq in created if not book.seen[seq]),
+        "duplicated": book.duplicated,
+        "misrouted": book.misrouted,
+        "unknown_events": book.unknown,
+        "disconnects": book.disconnects,
+        "create_p50_ms": percentile(ordered_create, 0.50),
+        "create_p99_ms": percentile(ordered_create, 0.99),
+        "create_stalls": stalls,
+        "max_schedule_lag_ms": round(max_lag * 1000, 1),
+        **load,
+    }
+    log(
+        f"creates: {ok}/{total} created, {book.received} received, lost {figures['lost']}, "
+        f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, {describe(load)}"
+    )
+    return figures
+
+
+async def wait_for_events(book: Book, within: float) -> None:
+    """Give events in flight `within` seconds; what has not arrived then is lost."""
+    deadline = time.monotonic() + within
+    while True:
+        missing = sum(1 for seq, made in enumerate(book.created) if made and not book.seen[seq])
+        if missing == 0:
+            return
+        if time.monotonic() > deadline:
+            log(f"creates: {missing} event(s) still missing after {within}s")
+            return
+        await asyncio.sleep(0.1)
+
+
+# -- phase 3: unread counts ------------------------------------------------------------------
+
+
+async def unread_phase(
+    cfg: Config,
+    port: int,
+    tokens: list[str],
+    expected: Counter[int] | None,
+    server_pid: int,
+    redis_pid: int | None,
+    warmup: float = 1.0,
+) -> dict[str, Any]:
+    """Closed loop: each of `unread_concurrency` keep-alive connections asks again as soon as it
+    is answered, as user `worker`, `worker + concurrency`, …; one second of warm-up first."""
+    requests = [
+        (
+            f"GET /v1/notifications/unread-count HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        for token in tokens
+    ]
+    loop = asyncio.get_running_loop()
+    connections: list[HttpConnection] = []
+    for _ in range(cfg.unread_concurrency):
+        _, connection = await loop.create_connection(HttpConnection, "127.0.0.1", port)
+        connections.append(connection)
+    latencies: list[int] = []
+    errors: Counter[str] = Counter()
+    mismatches = 0
+    measuring = False
+    done = 0
+    profiler: subprocess.Popen[bytes] | None = None
+    stop_at = loop.time() + warmup + cfg.unread_seconds
+
+    async def worker(index: int, connection: HttpConnection) -> None:
+        nonlocal done, mismatches
+        user = index
+        while loop.time() < stop_at:
+            sent = time.perf_counter_ns()
+            try:
+                status, body = await asyncio.wait_for(connection.request(requests[user]), 10)
+            except (OSError, TimeoutError) as error:
+                errors[type(error).__name__] += 1
+                connection.close()
+                _, connection = await loop.create_connection(HttpConnection, "127.0.0.1", port)
+                connections.append(connection)
+                continue
+            if status != 200:
+                errors[str(status)] += 1
+            elif measuring:
+                latencies.append(time.perf_counter_ns() - sent)
+                done += 1
+                if expected is not None:
+                    found = UNREAD(body)
+                    if found is None or int(found.group(1)) != expected[user]:
+                        mismatches += 1
+            user = (user + cfg.unread_concurrency) % len(requests)
+
+    workers = [
+        asyncio.create_task(worker(index % len(requests), connection))
+        for index, connection in enumerate(connections)
+    ]
+    try:
+        await asyncio.sleep(warmup)
+        measuring = True
+        meters = Meters(server_pid, redis_pid, cfg)
+        profiler = start_profile(cfg, server_pid, "unread", cfg.unread_seconds - 1)
+        started, done_at_start = time.monotonic(), done
+        reported, last = started, done
+        while loop.time() < stop_at:
+            await asyncio.sleep(min(2.0, max(0.0, stop_at - loop.time())))
+            now = time.monotonic()
+            log(
+                f"unread-count: t={now - started:4.0f}s "
+                f"requests/s={(done - last) / max(now - reported, 1e-9):6.0f} "
+                f"errors={sum(errors.values())}"
+            )
+            reported, last = now, done
+        window = time.monotonic() - started
+        load = meters.lap("unread_")
+        measuring = False
+        counted = done - done_at_start
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        for connection in connections:
+            connection.close()
+        await finish_profile(profiler)
+    ordered = sorted(latencies)
+    figures: dict[str, Any] = {
+        "unread_count_rps": round(counted / window, 1),
+        "unread_p50_ms": percentile(ordered, 0.50),
+        "unread_p99_ms": percentile(ordered, 0.99),
+        "unread_errors": dict(errors),
+        "unread_mismatches": mismatches if expected is not None else None,
+        "unread_concurrency": cfg.unread_concurrency,
+        **load,
+    }
+    log(
+        f"unread-count: {figures['unread_count_rps']} requests/s, "
+        f"p99 {figures['unread_p99_ms']} ms, {describe(load, 'unread_')}"
+    )
+    return figures
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
+    def check(key: str, ok: Callable[[Any], bool]) -> bool | None:
+        value = result.get(key)
+        return None if value is None else ok(value)
+
+    return {
+        "creates_per_s": check("creates_per_s", lambda v: v >= TARGETS["creates_per_s"]),
+        "p99_ms": check("p99_ms", lambda v: v <= TARGETS["p99_ms"]),
+        "lost": check("lost", lambda v: v == TARGETS["lost"]),
+        "unread_count_rps": check("unread_count_rps", lambda v: v >= TARGETS["unread_count_rps"]),
+    }
+
+
+async def run(cfg: Config) -> dict[str, Any]:
+    await reset_database(cfg.database_url)
+    log(f"database {database_name(cfg.database_url)}: dropped and recreated")
+    with (
+        tempfile.TemporaryDirectory(prefix="sinal-notif-", ignore_cleanup_errors=True) as tmp,
+        redis_for_benchmark(cfg.redis_url, Path(tmp)) as redis_url,
+    ):
+        workdir = Path(tmp)
+        redis_pid = next(iter(OURS), None) if cfg.redis_url is None else None
+        server, port = start_server(cfg, redis_url, workdir)
+        log(f"server pid {server.pid} on port {port}, core {cfg.server_core}; redis {redis_url}")
+        result: dict[str, Any] = {
+            "machine_busy_before_pct": await machine_busy(cfg),
+            "users": cfg.users,
+            "rate": cfg.rate,
+            "duration": cfg.duration,
+            "warmup": cfg.warmup,
+            "coalesce_ms": cfg.coalesce_ms if cfg.coalesce_ms is not None else "default",
+            "connections": cfg.connections,
+            "idempotency_key": cfg.idempotency_key,
+        }
+        subscribers: list[Subscriber] = []
+        try:
+            tokens = [user_token(index) for index in range(cfg.users)]
+            total = 0 if cfg.skip_creates else round(cfg.rate * (cfg.warmup + cfg.duration))
+            book = Book(total)
+            rng = random.Random(cfg.seed)
+            for seq in range(total):
+                book.owner[seq] = rng.randrange(cfg.users)
+            opened_at = time.monotonic()
+            subscribers, failures = await open_many(
+                lambda index: NotificationSubscriber(sse_request(port, tokens[index]), book, index),
+                cfg.users,
+                port,
+                concurrency=cfg.connect_concurrency,
+                handshake_s=60,
+                progress=lambda n: log(f"streams: {n} open"),
+            )
+            result["connected"] = len(subscribers)
+            result["connect_failures"] = failures
+            result["connect_s"] = round(time.monotonic() - opened_at, 1)
+            log(f"streams: {len(subscribers)} open ({failures} failed) in {result['connect_s']}s")
+            expected: Counter[int] | None = None
+            if not cfg.skip_creates:
+                result.update(
+                    await create_phase(cfg, port, subscribers, book, server.pid, redis_pid)
+                )
+                expected = Counter(book.owner[seq] for seq in range(total) if book.created[seq])
+            if not cfg.skip_unread:
+                result.update(
+                    await unread_phase(cfg, port, tokens, expected, server.pid, redis_pid)
+                )
+        finally:
+            for subscriber in subscribers:
+                subscriber.close()
+            server.stop()
+    result["targets_met"] = verdict(result)
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.notifications", description=__doc__.splitlines()[0]
+    )
+    add = parser.add_argument
+    add("--quick", action="store_true", help="smoke run: 500 users, 200/s, 2 + 5 s, 3 s unread")
+    add("--users", type=int, help="SSE users u0…u<N-1> (default 10000)")
+    add("--rate", type=float, help="notifications created per second (default 1000)")
+    add("--duration", type=float, help="measured seconds of creates (default 20)")
+    add("--warmup", type=float, help="seconds of creates before measuring (default 5)")
+    add("--drain", type=float, help="seconds to wait for events still in flight (default 5)")
+    add("--connections", type=int, default=32, help="keep-alive connections for creates")
+    add("--max-in-flight", type=int, default=512, help="unanswered creates before pausing")
+    add("--idempotency-key", action="store_true", help="send an Idempotency-Key per create")
+    add("--unread-seconds", type=float, help="measured seconds of unread counts (default 10)")
+    add("--unread-concurrency", type=int, default=64, help="closed-loop unread-count clients")
+    add("--coalesce-ms", type=float, help="SINAL_COALESCE_MS for the server (unset: its default)")
+    add("--skip-creates", action="store_true", help="skip the create phase")
+    add("--skip-unread", action="store_true", help="skip the unread-count phase")
+    add(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help="PostgreSQL database for the server: DROPPED and recreated",
+    )
+    add("--redis-url", help="use this Redis database (flushed!) instead of a private redis-server")
+    add("--server-core", type=int, default=0)
+    add("--client-core", type=int, default=1)
+    add("--connect-concurrency", type=int, default=200, help="stream handshakes in flight")
+    add("--seed", type=int, default=1, help="seed of the users the creates go to")
+    add(
+        "--profile",
+        action="store_true",
+        help="py-spy the server in each measured window (uv pip install py-spy); collapsed "
+        "stacks in loadtests/results/notifications-{creates,unread}.txt",
+    )
+    args = vars(parser.parse_args(argv))
+    for name, value in DEFAULTS["quick" if args.pop("quick") else "full"].items():
+        if args[name] is None:
+            args[name] = value
+    for name in ("users", "rate", "duration", "connections", "max_in_flight"):
+        if args[name] <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args["unread_seconds"] <= 0 or args["unread_concurrency"] <= 0:
+        parser.error("--unread-seconds and --unread-concurrency must be positive")
+    if args["warmup"] < 0 or args["drain"] < 0:
+        parser.error("--warmup and --drain must not be negative")
+    if args["coalesce_ms"] is not None and args["coalesce_ms"] < 0:
+        parser.error("--coalesce-ms must not be negative")
+    database_name(args["database_url"])
+    assert set(args) == {spec.name for spec in fields(Config)}
+    return Config(**args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    limit = raise_nofile(cfg.nofile)
+    if limit < cfg.nofile:
+        log(f"open-file limit is {limit} (hard cap) for {cfg.nofile} wanted: expect failures")
+    pin_self(cfg.client_core)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.Runner()
+    try:
+        with runner:  # Ctrl-C cancels `run`, whose `finally` blocks stop every child
+            result = runner.run(run(cfg))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
