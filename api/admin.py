@@ -9,6 +9,7 @@ from litestar import get
 
 from api.dependencies import require_role
 from api.runtime import Runtime
+from db import outbox
 from streams.access import Principal
 
 
@@ -24,4 +25,8 @@ async def stats(runtime: Runtime, principal: Principal) -> dict[str, Any]:
         "events_in": hub.events_in,
         "resets": hub.resets,
         "tasks": len(asyncio.all_tasks()),
+        # Events committed but not yet on the stream: grows while Redis is unreachable.
+        "outbox_pending": await outbox.pending(runtime.database),
+        "outbox_relayed": runtime.relay.relayed,
+        "notifications_purged": runtime.purge.deleted,
     }
