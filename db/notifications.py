@@ -433,18 +433,18 @@ async def purge(older_than: datetime, *, now: datetime | None = None, batch: int
     its own partial index: each batch is a short indexed delete, whatever the table's size.
     """
     boundary = uuid.UUID(int=_ms(older_than) << 80)  # the smallest id of that millisecond
-    doomed = (
-        Notification.select(Notification.id)
+    rows = (
+        await Notification.select(Notification.id)
         .where((Notification.id < boundary) | (Notification.expires_at < _now(now)))
         .limit(batch)
-    )
-    rows = (
-        await Notification.delete()
-        .where(Notification.id.is_in(doomed))
-        .returning(Notification.id)
         .run()
     )
-    return len(rows)
+    # Ids first, then a delete by primary key: with the select as a subquery, PostgreSQL may
+    # plan the delete as a join over the whole table.
+    doomed = [row["id"] for row in rows]
+    if doomed:
+        await Notification.delete().where(Notification.id.is_in(doomed)).run()
+    return len(doomed)
 
 
 def _ms(value: datetime) -> int:
