@@ -24,6 +24,8 @@ from streams.errors import Unauthorized
 COOKIE = "sinal_token"
 TICKET_AUDIENCE = "sinal:stream"
 TICKET_ALGORITHM = "HS256"
+# Tokens verified recently, kept so that a client's next requests skip the signature check.
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class Authenticator:
@@ -41,6 +43,7 @@ class Authenticator:
         ticket_secret = settings.ticket_secret or settings.jwt_secret or ""
         # A key of its own for tickets: derived, so one configured secret is enough.
         self._ticket_key = hashlib.sha256(b"sinal-ticket\x00" + ticket_secret.encode()).hexdigest()
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     # -- verifying ---------------------------------------------------------------------------
 
@@ -64,6 +67,27 @@ class Authenticator:
         raise Unauthorized("credentials are missing: send a Bearer token")
 
     def verify_token(self, token: str) -> Principal:
+        """Verify `token`, or find it verified before and not expired since.
+
+        A client sends the same token with every request until it expires; verifying it once
+        (signature, claims) instead of on every request saves a large share of a cheap
+        request's time. The cache is keyed by the whole token, so only that exact, already
+        verified string is found in it.
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if time.time() < expires:
+                return principal
+            del self._verified[token]
+        principal, claims = self._decode_token(token)
+        if "nbf" not in claims:  # one that becomes valid later is checked each time
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[token] = (principal, float(claims["exp"]))
+        return principal
+
+    def _decode_token(self, token: str) -> tuple[Principal, dict[str, Any]]:
         options: Any = {"require": ["sub", "exp"], "verify_aud": bool(self.audience)}
         try:
             claims = jwt.decode(
@@ -78,7 +102,7 @@ class Authenticator:
             raise Unauthorized("token has expired") from None
         except jwt.PyJWTError as error:
             raise Unauthorized(f"token is invalid: {error}") from None
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), claims
 
     def verify_ticket(self, ticket: str) -> Principal:
         try:

@@ -22,13 +22,12 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.querystring import QueryString
 
 from db.engine import DATABASE_ERRORS, Database
-from streams.engine import Engine
+from streams.engine import Engine, Sequenced
 from streams.errors import Unavailable
 from streams.tasks import cancel_and_wait
 
@@ -156,33 +155,46 @@ class Relay:
                 self.batch,
             )
         )
-        published: list[int] = []
+        items = [
+            Sequenced(row["channel"], row["type"], row["data"].encode(), source, int(row["id"]))
+            for row in rows
+        ]
         failure = None
-        for row in rows:
-            try:
-                await self._publish(source, row)
-            except Unavailable as error:
-                failure = error
-                break
-            published.append(int(row["id"]))
+        try:
+            await self.engine.publish_once(items)  # one round trip for the batch
+            published = items
+        except Unavailable as error:
+            failure, published = error, []
+        except Exception:
+            published, failure = await self._one_by_one(items)
         if published:
             marks = ", ".join("{}" for _ in published)
+            ids = [item.sequence for item in published]
             await self.database.run_querystring(
-                QueryString(f"DELETE FROM sinal_outbox WHERE id IN ({marks})", *published)
+                QueryString(f"DELETE FROM sinal_outbox WHERE id IN ({marks})", *ids)
             )
             self.relayed += len(published)
         return len(published), failure
 
-    async def _publish(self, source: str, row: dict[str, Any]) -> None:
-        channel, type, data = str(row["channel"]), str(row["type"]), str(row["data"])
-        try:
-            await self.engine.publish_once(channel, type, data.encode(), source, int(row["id"]))
-        except Unavailable:
-            raise
-        except Exception:
-            # Events are validated before they are written, so this is a bug; holding the
-            # outbox back for it would stop every user's notifications.
-            log.exception("outbox event %s for %s could not be published; dropped", type, channel)
+    async def _one_by_one(
+        self, items: list[Sequenced]
+    ) -> tuple[list[Sequenced], Unavailable | None]:
+        """A batch failed for another reason than an outage: find the events at fault.
+
+        Events are validated before they are written, so this is a bug; holding the outbox back
+        for it would stop every user's notifications, so the faulty event is logged and dropped.
+        """
+        done: list[Sequenced] = []
+        for item in items:
+            try:
+                await self.engine.publish_once([item])
+            except Unavailable as error:
+                return done, error
+            except Exception:
+                log.exception("outbox event %s for %s could not be published; dropped",
+                              item.type, item.channel)  # fmt: skip
+            done.append(item)
+        return done, None
 
     async def _source_id(self) -> str:
         """This database's identity: sequences restart with a new database, and must not be

@@ -434,7 +434,8 @@ def start_server(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int
         "SINAL_DATABASE_URL": cfg.database_url,
         # Access logs for every request would be measured as server work.
         "SINAL_LOG_LEVEL": "warning",
-        "PYTHONPATH": str(ROOT),
+        # An existing PYTHONPATH is kept after the repository (e.g. a sitecustomize for a trial).
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     if cfg.coalesce_ms is not None:
         env["SINAL_COALESCE_MS"] = f"{cfg.coalesce_ms:g}"
@@ -746,6 +747,7 @@ async def run(cfg: Config) -> dict[str, Any]:
         redis_for_benchmark(cfg.redis_url, Path(tmp)) as redis_url,
     ):
         workdir = Path(tmp)
+        # The private redis-server is the only process this run has started so far.
         redis_pid = next(iter(OURS), None) if cfg.redis_url is None else None
         server, port = start_server(cfg, redis_url, workdir)
         log(f"server pid {server.pid} on port {port}, core {cfg.server_core}; redis {redis_url}")

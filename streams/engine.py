@@ -7,6 +7,7 @@ conformance suite (`tests/streams/test_engines.py`) runs against both.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -22,6 +23,17 @@ class Retention:
 
     max_len: int = 10_000
     max_age_s: float = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """An event with its relay's sequence number (see `Engine.publish_once`)."""
+
+    channel: str
+    type: str
+    data_json: bytes
+    source: str
+    sequence: int
 
 
 class PositionLost(Exception):
@@ -56,14 +68,14 @@ class Engine(abc.ABC):
         """Append to the channel's log; the returned event carries its position."""
 
     @abc.abstractmethod
-    async def publish_once(
-        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
-    ) -> Event | None:
-        """`publish`, unless the channel already took `sequence` (or a later one) from `source`.
+    async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
+        """Publish each item unless its channel already took its sequence (or a later one)
+        from its source; in order, None for a repeat.
 
         For relays that may repeat themselves (the notification outbox): a sequence number is
         taken at most once per channel, so an event is in the log once whatever the retries.
-        Returns None for a repeat. Sequences from one source must reach a channel in order.
+        Sequences from one source must reach a channel in increasing order. Raises Unavailable
+        when the engine cannot be reached; some items may have been published by then.
         """
 
     @abc.abstractmethod

@@ -11,9 +11,10 @@ import bisect
 import secrets
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from streams.cursor import Position
-from streams.engine import Engine, Retention, Sink, check_position
+from streams.engine import Engine, Retention, Sequenced, Sink, check_position
 from streams.event import Event, StreamId
 
 
@@ -57,16 +58,17 @@ class MemoryEngine(Engine):
             self._sink.dispatch([event])
         return event
 
-    async def publish_once(
-        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
-    ) -> Event | None:
-        log = self._logs.get(channel)
+    async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
+        return [await self._publish_once(item) for item in items]
+
+    async def _publish_once(self, item: Sequenced) -> Event | None:
+        log = self._logs.get(item.channel)
         if log is not None and log.relayed is not None:
             last_source, last_sequence = log.relayed
-            if last_source == source and last_sequence >= sequence:
+            if last_source == item.source and last_sequence >= item.sequence:
                 return None
-        event = await self.publish(channel, type, data_json)
-        self._logs[channel].relayed = (source, sequence)
+        event = await self.publish(item.channel, item.type, item.data_json)
+        self._logs[item.channel].relayed = (item.source, item.sequence)
         return event
 
     async def head(self, channel: str) -> Position:

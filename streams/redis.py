@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.cursor import Position
-from streams.engine import Engine, PositionLost, Retention, Sink, check_position
+from streams.engine import Engine, PositionLost, Retention, Sequenced, Sink, check_position
 from streams.errors import Unavailable
 from streams.event import Event, StreamId, parse_stream_id
 from streams.tasks import cancel_and_wait
@@ -170,20 +171,45 @@ class RedisEngine(Engine):
     # -- the log ---------------------------------------------------------------------------
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
-        event = await self._run_publish(channel, type, data_json, "", 0)
-        assert event is not None  # only a sequenced publish is ever skipped
-        return event
-
-    async def publish_once(
-        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
-    ) -> Event | None:
-        return await self._run_publish(channel, type, data_json, source, sequence)
-
-    async def _run_publish(
-        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
-    ) -> Event | None:
         log_key, meta_key = keys(channel)
-        args: list[str | int | bytes] = [
+        args = self._publish_args(channel, type, data_json, "", 0)
+        try:
+            epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
+        except RedisError as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+        return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
+
+    async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
+        """One round trip for the whole batch: a pipeline of publish scripts."""
+        if not items:
+            return []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for item in items:
+                    args = self._publish_args(
+                        item.channel, item.type, item.data_json, item.source, item.sequence
+                    )
+                    await self._publish(keys=list(keys(item.channel)), args=args, client=pipe)
+                replies = await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+        return [
+            None
+            if reply is None
+            else Event(
+                item.channel,
+                item.type,
+                item.data_json,
+                reply[0].decode(),
+                parse_stream_id(reply[1].decode()),
+            )
+            for item, reply in zip(items, replies, strict=True)
+        ]
+
+    def _publish_args(
+        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
+    ) -> list[str | int | bytes]:
+        return [
             secrets.token_hex(4),
             self.retention.max_len,
             int(self.retention.max_age_s * 1000),
@@ -193,14 +219,6 @@ class RedisEngine(Engine):
             source,
             sequence,
         ]
-        try:
-            reply = await self._publish(keys=[log_key, meta_key], args=args)
-        except RedisError as error:
-            raise Unavailable(f"redis is unreachable: {error}") from error
-        if reply is None:
-            return None
-        epoch, sid = reply
-        return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
 
     async def head(self, channel: str) -> Position:
         epoch, last, _ = await self._run_read(channel, "0-0", 0)

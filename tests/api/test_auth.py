@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -372,3 +373,31 @@ async def test_tickets_and_tokens_are_not_logged(spawn: Callable[..., ServerProc
         assert secret not in logs
         # Nor any recognisable part of one (a JWT's signature is its last segment).
         assert secret.rsplit(".", 1)[-1] not in logs
+
+
+def test_a_cached_verification_ends_when_the_token_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verified tokens are remembered, but never past their `exp`."""
+    from api import auth
+    from api.settings import Settings
+
+    authenticator = auth.Authenticator(Settings(jwt_secret=SECRET))
+    now = time.time()
+    token = signed({"sub": "alice", "exp": int(now) + 60})
+    assert authenticator.verify_token(token).sub == "alice"
+    assert authenticator.verify_token(token).sub == "alice"  # from the cache
+    later = now + 61  # both clocks, ours and PyJWT's, move past `exp`
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Later:
+            return cls.fromtimestamp(later, tz)
+
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    with pytest.raises(auth.Unauthorized, match="expired"):
+        authenticator.verify_token(token)
+    # A different (forged) string is never served from the cache.
+    with pytest.raises(auth.Unauthorized):
+        authenticator.verify_token(token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))

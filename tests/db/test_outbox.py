@@ -5,6 +5,7 @@ conformance suite; Redis stopped and restarted is in tests/api/test_notification
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from db.outbox import OutboxEvent, Relay, enqueue, pending
 from db.retention import Purge
 from db.tables import Notification
 from streams.cursor import ORIGIN, Position
-from streams.engine import Engine
+from streams.engine import Engine, Sequenced
 from streams.errors import Unavailable
 from streams.event import Event
 from streams.memory import MemoryEngine
@@ -64,15 +65,13 @@ class FlakyEngine(MemoryEngine):
     down = False
     after_publish: Exception | None = None
 
-    async def publish_once(
-        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
-    ) -> Event | None:
+    async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
         if self.down:
             raise Unavailable("engine is down")
-        event = await super().publish_once(channel, type, data_json, source, sequence)
+        events = await super().publish_once(items)
         if self.after_publish is not None:  # published, but the relay never hears of it
             raise self.after_publish
-        return event
+        return events
 
 
 async def test_every_change_is_published_with_the_unread_count(db: Database) -> None:
@@ -205,3 +204,30 @@ async def test_purge_deletes_old_and_expired_in_batches(db: Database) -> None:
     forever = Purge(keep_days=0, interval_s=3600)
     await notifications.create("bob", "t", "ancient", now=now - timedelta(days=10_000))
     assert await forever.run_once(now) == 0
+
+
+class PoisonEngine(MemoryEngine):
+    """Refuses one channel's events as a bug would (not an outage)."""
+
+    async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
+        if any(item.channel == "notifications:poison" for item in items):
+            raise ValueError("cannot encode")
+        return await super().publish_once(items)
+
+
+async def test_an_event_the_engine_refuses_is_dropped_not_blocking_the_rest(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = PoisonEngine()
+    relay = Relay(db, engine)
+    inbox = Inbox(db, relay, max_event_bytes=65536)
+    await inbox.create(["alice"], Draft("t", "before"))
+    await inbox.create(["poison"], Draft("t", "bad"))
+    await inbox.create(["alice"], Draft("t", "after"))
+    assert await relay.relay_once() == 3
+    assert await pending(db) == 0
+    titles = [
+        d["notification"]["title"] for d in payloads(await log_of(engine, "notifications:alice"))
+    ]
+    assert titles == ["before", "after"]
+    assert "could not be published; dropped" in caplog.text

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams.cursor import ORIGIN, Position
-from streams.engine import Engine, PositionLost, Retention
+from streams.engine import Engine, PositionLost, Retention, Sequenced
 from streams.event import Event
 from streams.hub import Hub, Reset, Subscriber
 from streams.memory import MemoryEngine
@@ -79,23 +79,36 @@ async def test_head_then_nothing_new(hub: Hub) -> None:
 
 async def test_publish_once_takes_each_sequence_once_per_channel(hub: Hub) -> None:
     engine = hub.engine
-    first = await engine.publish_once("notifications:a", "n.created", b"1", "db1", 1)
+
+    async def once(channel: str, data: bytes, source: str, sequence: int) -> Event | None:
+        [event] = await engine.publish_once(
+            [Sequenced(channel, "n.created", data, source, sequence)]
+        )
+        return event
+
+    first = await once("notifications:a", b"1", "db1", 1)
     assert first is not None
-    assert await engine.publish_once("notifications:a", "n.created", b"1", "db1", 1) is None
-    assert await engine.publish_once("notifications:a", "n.created", b"0", "db1", 0) is None
+    assert await once("notifications:a", b"1", "db1", 1) is None
+    assert await once("notifications:a", b"0", "db1", 0) is None
     # Another channel keeps its own sequence; another source (a new database) starts afresh.
-    assert await engine.publish_once("notifications:b", "n.created", b"1", "db1", 1) is not None
-    assert await engine.publish_once("notifications:a", "n.created", b"1", "db2", 1) is not None
-    assert await engine.publish_once("notifications:a", "n.created", b"2", "db2", 2) is not None
+    assert await once("notifications:b", b"1", "db1", 1) is not None
+    assert await once("notifications:a", b"1", "db2", 1) is not None
     # Plain publishes in between neither consume nor reset the sequence.
     await engine.publish("notifications:a", "other", b"null")
-    assert await engine.publish_once("notifications:a", "n.created", b"2", "db2", 2) is None
+    # A batch: repeats inside it are skipped too, and the results keep its order.
+    batch = [
+        Sequenced("notifications:a", "n.created", b"1", "db2", 1),
+        Sequenced("notifications:a", "n.created", b"2", "db2", 2),
+        Sequenced("notifications:b", "n.created", b"2", "db1", 2),
+        Sequenced("notifications:a", "n.created", b"2", "db2", 2),
+    ]
+    assert [e is not None for e in await engine.publish_once(batch)] == [False, True, True, False]
     log = await engine.read_after("notifications:a", Position(first.epoch, ORIGIN.offset), 100)
     assert [(e.type, e.data_json) for e in log] == [
         ("n.created", b"1"),
         ("n.created", b"1"),
-        ("n.created", b"2"),
         ("other", b"null"),
+        ("n.created", b"2"),
     ]
 
 
