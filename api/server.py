@@ -7,6 +7,7 @@ a short `retry:` hint and ends, and `EventSource` clients reconnect (elsewhere) 
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import socket
@@ -64,4 +65,9 @@ def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
         # Streams are long-lived; headers still must arrive promptly.
         timeout_keep_alive=30,
     )
+    # With many open streams, the collector's full passes over all their long-lived objects
+    # took 16 % of the server's CPU under the default thresholds (700, 10, 10); collecting
+    # young objects less often, and never rescanning what start-up created, removes most of it.
+    gc.set_threshold(50_000, 20, 20)
+    gc.freeze()
     DrainingServer(config, app.runtime).run()

@@ -86,7 +86,13 @@ async def open_engine(url: str) -> Database:
 async def start_database(engine: Database, pool_size: int = 20) -> None:
     """Open PostgreSQL's connection pool (SQLite needs none)."""
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=2, max_size=pool_size)
+        await engine.start_connection_pool(min_size=2, max_size=pool_size, reset=_keep_session)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset on release, a round trip per query (unlock advisory locks, close
+    cursors, UNLISTEN, RESET ALL): Sinal takes only transaction-scoped locks and changes no
+    session state. An open transaction is still rolled back by the pool."""
 
 
 async def close_engine(engine: Database) -> None:

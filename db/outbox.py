@@ -17,7 +17,6 @@ and on PostgreSQL only one relay at a time works, whatever the number of process
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -89,23 +88,31 @@ class Relay:
         self.relayed = 0
         self._source: str | None = None
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="sinal-outbox-relay")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the batch in hand (so no query is cut off midway), then end."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
             await cancel_and_wait(self._task)
-            self._task = None
+        self._task = None
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping.is_set():
             self._wake.clear()
             try:
                 moved = await self.relay_once()
@@ -113,7 +120,7 @@ class Relay:
                 if not self._failing:
                     log.warning("outbox relay paused, will retry: %s", error)
                     self._failing = True
-                await asyncio.sleep(backoff)
+                await self._pause(backoff, self._stopping)  # commits do not hurry a retry
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             if self._failing:
@@ -121,10 +128,18 @@ class Relay:
                 self._failing = False
             backoff = 0.05
             if moved < 0:  # another process's relay holds the turn: look again soon
-                await asyncio.sleep(0.02)
-            elif moved < self.batch and not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                await self._pause(0.02, self._stopping)
+            elif moved < self.batch:
+                await self._pause(self.poll_s, self._wake, self._stopping)
+
+    async def _pause(self, seconds: float, *until: asyncio.Event) -> None:
+        """Wait `seconds`, or less if one of `until` is set."""
+        waits = [asyncio.ensure_future(event.wait()) for event in until]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def relay_once(self) -> int:
         """Publish and delete up to one batch; the count, or -1 if another relay has the turn.

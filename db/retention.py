@@ -7,6 +7,7 @@ long row locks (PostgreSQL) for long enough to be felt by requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -31,18 +32,26 @@ class Purge:
         self.batch = batch
         self.pause_s = pause_s
         self.deleted = 0
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="sinal-retention-purge")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """End after the batch in hand, so that no statement is cut off midway."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
             await cancel_and_wait(self._task)
-            self._task = None
+        self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 deleted = await self.run_once()
             except DATABASE_ERRORS as error:
@@ -50,7 +59,8 @@ class Purge:
             else:
                 if deleted:
                     log.info("retention purge deleted %d notification(s)", deleted)
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Delete everything due now, batch by batch; return how many."""
@@ -62,7 +72,7 @@ class Purge:
             deleted = await notifications.purge(older_than, now=now, batch=self.batch)
             total += deleted
             self.deleted += deleted
-            if deleted < self.batch:
+            if deleted < self.batch or self._stopping.is_set():
                 return total
             await asyncio.sleep(self.pause_s)
 
