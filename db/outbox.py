@@ -28,7 +28,7 @@ from piccolo.querystring import QueryString
 from db.engine import DATABASE_ERRORS, Database
 from streams.engine import Engine, Sequenced
 from streams.errors import Unavailable
-from streams.tasks import cancel_and_wait
+from streams.tasks import finish_or_cancel
 
 log = logging.getLogger("sinal.outbox")
 
@@ -97,15 +97,9 @@ class Relay:
         self._task = asyncio.create_task(self._run(), name="sinal-outbox-relay")
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the batch in hand (so no query is cut off midway), then end."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-        except TimeoutError:
-            await cancel_and_wait(self._task)
-        self._task = None
+        if self._task is not None:
+            await finish_or_cancel(self._task, self._stopping, timeout_s)
+            self._task = None
 
     def wake(self) -> None:
         self._wake.set()

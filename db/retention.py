@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from db import notifications
 from db.engine import DATABASE_ERRORS
-from streams.tasks import cancel_and_wait
+from streams.tasks import finish_or_cancel
 
 log = logging.getLogger("sinal.retention")
 
@@ -40,15 +40,9 @@ class Purge:
         self._task = asyncio.create_task(self._run(), name="sinal-retention-purge")
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """End after the batch in hand, so that no statement is cut off midway."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-        except TimeoutError:
-            await cancel_and_wait(self._task)
-        self._task = None
+        if self._task is not None:
+            await finish_or_cancel(self._task, self._stopping, timeout_s)
+            self._task = None
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -48,16 +47,18 @@ from loadtests.procs import (
     Child,
     CoreMeter,
     CpuMeter,
+    cores_busy_before,
     cpu_seconds,
     foreign_cpu_seconds,
     free_port,
     log,
-    pin_self,
+    percentile,
     pinned_child,
-    raise_nofile,
     redis_for_benchmark,
     rss_kb,
+    run_benchmark,
     self_cpu_seconds,
+    sleep_until,
 )
 from loadtests.socketio_baseline import external_emitter
 
@@ -193,7 +194,7 @@ async def drive(
     try:
         for seq in range(total):
             target = start + seq / cfg.rate
-            await _sleep_until(loop, target)
+            await sleep_until(loop, target)
             if seq == measure_from:
                 tally.measuring = True
                 meters = Meters(server_pid, cfg)
@@ -205,7 +206,7 @@ async def drive(
             task = asyncio.create_task(publish_one(seq, time.time_ns()))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-        await _sleep_until(loop, start + total / cfg.rate)
+        await sleep_until(loop, start + total / cfg.rate)
         tally.measuring = False
         window = time.monotonic() - window_start
         delivered = tally.received - received_at_start
@@ -221,27 +222,21 @@ async def drive(
         connect_failures=connect_failures,
         deliveries_per_s=round(delivered / window),
         expected_deliveries_per_s=round(cfg.rate * len(subscribers)),
-        p50_ms=_percentile(latencies, 0.50),
-        p90_ms=_percentile(latencies, 0.90),
-        p99_ms=_percentile(latencies, 0.99),
-        max_ms=_percentile(latencies, 1.0),
+        p50_ms=percentile(latencies, 0.50),
+        p90_ms=percentile(latencies, 0.90),
+        p99_ms=percentile(latencies, 0.99),
+        max_ms=percentile(latencies, 1.0),
         lost=sum(subscriber.missing(total, failed) for subscriber in subscribers),
         duplicated=tally.duplicated,
         disconnects=tally.disconnects,
         published=total - len(failed),
         publish_errors=len(failed),
-        publish_p50_ms=_percentile(sorted(publish_ns), 0.50),
-        publish_p99_ms=_percentile(sorted(publish_ns), 0.99),
+        publish_p50_ms=percentile(sorted(publish_ns), 0.50),
+        publish_p99_ms=percentile(sorted(publish_ns), 0.99),
         publish_stalls=stalls,
         max_schedule_lag_ms=round(max_lag * 1000, 1),
         **load,
     )
-
-
-async def _sleep_until(loop: asyncio.AbstractEventLoop, moment: float) -> None:
-    delay = moment - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
 
 
 async def _drain(name: str, subscribers: list[Subscriber], expected: int, within: float) -> None:
@@ -271,12 +266,6 @@ async def _report(name: str, tally: Tally, subscribers: list[Subscriber], meters
             f"cores={load['server_core_busy_pct']:3.0f}%/{load['client_core_busy_pct']:3.0f}% "
             f"others={load['foreign_cpu_pct']:3.0f}%"
         )
-
-
-def _percentile(ordered: list[int], q: float) -> float | None:
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 2)
 
 
 def _close_all(subscribers: list[Subscriber]) -> None:
@@ -528,17 +517,6 @@ def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
-async def idle_load(cfg: Config, seconds: float = 1.0) -> float:
-    """How busy the two benchmark cores are before anything starts: other work on the machine
-    (a test suite, another benchmark) competes with the server and the generator."""
-    meters = CoreMeter(cfg.server_core), CoreMeter(cfg.client_core)
-    await asyncio.sleep(seconds)
-    busy = round(max(meter.lap() for meter in meters), 1)
-    if busy > 10:
-        log(f"warning: a benchmark core is {busy}% busy before the run; figures will be low")
-    return busy
-
-
 async def run(cfg: Config) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="sinal-fanout-", ignore_cleanup_errors=True) as tmp,
@@ -546,7 +524,7 @@ async def run(cfg: Config) -> dict[str, Any]:
     ):
         workdir = Path(tmp)
         log(f"redis: {redis_url}; workdir {workdir}")
-        quiet = await idle_load(cfg)
+        quiet = await cores_busy_before(cfg.server_core, cfg.client_core)
         result: dict[str, Any] = {
             "machine_busy_before_pct": quiet,
             "subscribers": cfg.subscribers,
@@ -615,22 +593,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
-    limit = raise_nofile(cfg.nofile)
-    if limit < cfg.nofile:
-        log(f"open-file limit is {limit} (hard cap) for {cfg.nofile} wanted: expect failures")
-    pin_self(cfg.client_core)
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        runner = asyncio.Runner()
-    try:
-        with runner:  # Ctrl-C cancels `run`, whose `finally` blocks stop every child
-            result = runner.run(run(cfg))
-    except KeyboardInterrupt:
-        sys.exit(130)
-    print(json.dumps(result))
+    run_benchmark(lambda: run(cfg), cfg.nofile, cfg.client_core)
 
 
 if __name__ == "__main__":

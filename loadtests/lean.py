@@ -143,6 +143,10 @@ class SseSubscriber(Subscriber):
             self.buffer = data
             return
         self.buffer = data[end:]
+        self.frames(data, end)
+
+    def frames(self, data: bytes, end: int) -> None:
+        """`data[:end]` holds whole SSE frames only: count the events in them."""
         found = FIND_EVENTS(data, 0, end)
         if found:
             self.record(found, time.time_ns())

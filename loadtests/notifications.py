@@ -27,7 +27,6 @@ import argparse
 import array
 import asyncio
 import contextlib
-import json
 import os
 import random
 import re
@@ -55,15 +54,17 @@ from loadtests.procs import (
     Child,
     CoreMeter,
     CpuMeter,
+    cores_busy_before,
     cpu_seconds,
     foreign_cpu_seconds,
     free_port,
     log,
-    pin_self,
+    percentile,
     pinned_child,
-    raise_nofile,
     redis_for_benchmark,
+    run_benchmark,
     self_cpu_seconds,
+    sleep_until,
 )
 
 SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
@@ -257,18 +258,7 @@ class NotificationSubscriber(SseSubscriber):
         self.book = book
         self.index = index
 
-    def data_received(self, data: bytes) -> None:
-        if self.buffer:
-            data = self.buffer + data
-        if not self.streaming:
-            data = self._handshake(data)
-            if not self.streaming:
-                return
-        end = data.rfind(b"\n\n") + 2
-        if end == 1:
-            self.buffer = data
-            return
-        self.buffer = data[end:]
+    def frames(self, data: bytes, end: int) -> None:
         found = FIND_CREATED(data, 0, end)
         if found:
             self.book.record_at(self.index, found, time.time_ns())
@@ -345,18 +335,6 @@ def describe(load: dict[str, float | None], prefix: str = "") -> str:
     )
 
 
-def percentile(ordered: list[int], q: float) -> float | None:
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 2)
-
-
-async def sleep_until(loop: asyncio.AbstractEventLoop, moment: float) -> None:
-    delay = moment - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 def start_profile(
     cfg: Config, pid: int, name: str, seconds: float
 ) -> subprocess.Popen[bytes] | None:
@@ -387,17 +365,6 @@ async def finish_profile(profiler: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         profiler.kill()
         profiler.wait()
-
-
-async def machine_busy(cfg: Config, seconds: float = 1.0) -> float:
-    """How busy the two benchmark cores are before anything starts: other work on the machine
-    (a test suite, another benchmark) competes with the server and the generator."""
-    meters = CoreMeter(cfg.server_core), CoreMeter(cfg.client_core)
-    await asyncio.sleep(seconds)
-    busy = round(max(meter.lap() for meter in meters), 1)
-    if busy > 10:
-        log(f"warning: a benchmark core is {busy}% busy before the run; figures will be low")
-    return busy
 
 
 # -- server and database ---------------------------------------------------------------------
@@ -752,7 +719,7 @@ async def run(cfg: Config) -> dict[str, Any]:
         server, port = start_server(cfg, redis_url, workdir)
         log(f"server pid {server.pid} on port {port}, core {cfg.server_core}; redis {redis_url}")
         result: dict[str, Any] = {
-            "machine_busy_before_pct": await machine_busy(cfg),
+            "machine_busy_before_pct": await cores_busy_before(cfg.server_core, cfg.client_core),
             "users": cfg.users,
             "rate": cfg.rate,
             "duration": cfg.duration,
@@ -855,22 +822,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
-    limit = raise_nofile(cfg.nofile)
-    if limit < cfg.nofile:
-        log(f"open-file limit is {limit} (hard cap) for {cfg.nofile} wanted: expect failures")
-    pin_self(cfg.client_core)
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        runner = asyncio.Runner()
-    try:
-        with runner:  # Ctrl-C cancels `run`, whose `finally` blocks stop every child
-            result = runner.run(run(cfg))
-    except KeyboardInterrupt:
-        sys.exit(130)
-    print(json.dumps(result))
+    run_benchmark(lambda: run(cfg), cfg.nofile, cfg.client_core)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Everything here is Linux-only on purpose: the figures come from /proc and from C
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -14,8 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -229,3 +232,52 @@ def redis_for_benchmark(url: str | None, workdir: Path, db: int = 14) -> Iterato
     finally:
         if child is not None:
             child.stop()
+
+
+# -- shared by the benchmarks ----------------------------------------------------------------
+
+
+def percentile(ordered: list[int], q: float) -> float | None:
+    """The `q` quantile of sorted nanosecond figures, in milliseconds."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 2)
+
+
+async def sleep_until(loop: asyncio.AbstractEventLoop, moment: float) -> None:
+    delay = moment - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def cores_busy_before(server_core: int, client_core: int, seconds: float = 1.0) -> float:
+    """How busy the two benchmark cores are before anything starts: other work on the machine
+    (a test suite, another benchmark) competes with the server and the generator."""
+    meters = CoreMeter(server_core), CoreMeter(client_core)
+    await asyncio.sleep(seconds)
+    busy = round(max(meter.lap() for meter in meters), 1)
+    if busy > 10:
+        log(f"warning: a benchmark core is {busy}% busy before the run; figures will be low")
+    return busy
+
+
+def run_benchmark(
+    run: Callable[[], Coroutine[Any, Any, dict[str, Any]]], nofile: int, client_core: int
+) -> None:
+    """Raise the open-file limit, pin to the generator's core, run on uvloop, print the JSON."""
+    limit = raise_nofile(nofile)
+    if limit < nofile:
+        log(f"open-file limit is {limit} (hard cap) for {nofile} wanted: expect failures")
+    pin_self(client_core)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.Runner()
+    try:
+        with runner:  # Ctrl-C cancels `run`, whose `finally` blocks stop every child
+            result = runner.run(run())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(json.dumps(result))
