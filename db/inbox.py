@@ -12,12 +12,16 @@ order); SQLite's `BEGIN IMMEDIATE` already lets one writer in at a time.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import msgspec
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.querystring import QueryString
@@ -118,6 +122,10 @@ class Inbox:
     ) -> list[tuple[Record, bool]]:
         """`notifications.create_many`, publishing `notification.created` for each new row."""
         wanted = list(dict.fromkeys(users))
+        if isinstance(self.database, PostgresEngine) and self.database.pool is not None:
+            return await self._create_on_postgres(
+                self.database.pool, wanted, draft, producer, idempotency_key
+            )
         async with write_transaction(self.database):
             await self._take_turns(wanted)
             results = await notifications.create_many(
@@ -129,7 +137,7 @@ class Inbox:
                 self._event(
                     record.user,
                     "notification.created",
-                    Created(NotificationView.of(record), counts[record.user]),
+                    _created(record, counts[record.user]),
                 )
                 for record in fresh
             ]
@@ -137,6 +145,70 @@ class Inbox:
         if fresh:
             self.relay.wake()
         return results
+
+    async def _create_on_postgres(
+        self,
+        pool: asyncpg.Pool,
+        users: list[str],
+        draft: Draft,
+        producer: str | None,
+        idempotency_key: str | None,
+    ) -> list[tuple[Record, bool]]:
+        """`create` in three round trips instead of six: the busiest write of the service.
+
+        1. BEGIN and the users' turns, in one simple query (the lock keys are integers).
+        2. One statement inserts the notifications and, for each one inserted, its outbox
+           event. The event is encoded here up to its count; the statement appends the user's
+           unread count: its snapshot is taken after the turn was granted and does not hold
+           the new row, hence the `+ 1` (`+ 0` for one that is already expired).
+        3. COMMIT.
+        """
+        if (producer is None) != (idempotency_key is None):
+            raise ValueError("producer and idempotency_key go together")
+        records = notifications.new_records(users, draft)
+        if not records:
+            return []
+        first = records[0]
+        live = first.expires_at is None or first.expires_at > first.created
+        heads = [self._event_head(record) for record in records]
+        async with pool.acquire() as connection:
+            await connection.execute(f"BEGIN; {_turns_sql(users)}")
+            try:
+                rows = await connection.fetch(
+                    _CREATE_WITH_EVENTS,
+                    [record.id for record in records],
+                    [record.user for record in records],
+                    first.type,
+                    first.title,
+                    first.body,
+                    json.dumps(first.data),
+                    first.severity,
+                    first.link,
+                    first.created,
+                    first.expires_at,
+                    producer,
+                    idempotency_key,
+                    heads,
+                    1 if live else 0,
+                )
+                results = await notifications.with_replays(
+                    records, {row["id"] for row in rows}, draft, producer, idempotency_key
+                )
+            except BaseException:
+                # If even this fails (a cancelled query), the pool rolls back on release.
+                with contextlib.suppress(Exception):
+                    await connection.execute("ROLLBACK")
+                raise
+            await connection.execute("COMMIT")
+        if rows:
+            self.relay.wake()
+        return results
+
+    def _event_head(self, record: Record) -> str:
+        """The `notification.created` event of `record` without its count: `…"unread":`."""
+        data = self._event(record.user, "notification.created", _created(record, 0)).data_json
+        assert data.endswith(b'"unread":0}'), "`unread` must stay the last field of `Created`"
+        return data.removesuffix(b"0}").decode()
 
     async def mark_read(self, user: str, ids: Iterable[uuid.UUID]) -> Change:
         return await self._change(
@@ -194,11 +266,43 @@ class Inbox:
 
     async def _take_turns(self, users: list[str]) -> None:
         if isinstance(self.database, PostgresEngine) and users:
-            # Sorted, so two multi-user creates never wait for each other in a cycle.
-            await self.database.run_querystring(
-                QueryString(
-                    "SELECT pg_advisory_xact_lock(key) FROM (SELECT DISTINCT "
-                    "hashtextextended(u, 0) AS key FROM unnest({}::text[]) AS u ORDER BY key) k",
-                    users,
-                )
-            )
+            await self.database.run_querystring(QueryString(_turns_sql(users)))
+
+
+def _turns_sql(users: list[str]) -> str:
+    """Take the users' transaction-scoped advisory locks (PostgreSQL), in key order, so that two
+    multi-user creates never wait for each other in a cycle. The keys are integers computed
+    here, so the statement needs no parameters and can follow a BEGIN in one query."""
+    keys = sorted({_turn_key(user) for user in users})
+    return "SELECT " + ", ".join(f"pg_advisory_xact_lock({key})" for key in keys)
+
+
+def _turn_key(user: str) -> int:
+    return int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), signed=True)
+
+
+def _created(record: Record, unread: int) -> Created:
+    return Created(NotificationView.of(record), unread)
+
+
+# The notifications of `create` for $2 (users, with ids $1), and for each one inserted its
+# outbox event: $13 (the encoded event up to its count) + the user's unread count + $14 + "}".
+_CREATE_WITH_EVENTS = """
+WITH inserted AS (
+    INSERT INTO notification (id, user_id, type, title, body, data, severity, link, created,
+                              expires_at, producer, idempotency_key)
+    SELECT r.id, r.user_id, $3, $4, $5, $6::json, $7, $8, $9, $10, $11, $12
+    FROM unnest($1::uuid[], $2::text[]) AS r(id, user_id)
+    ON CONFLICT DO NOTHING
+    RETURNING id, user_id
+), events AS (
+    INSERT INTO sinal_outbox (channel, type, data)
+    SELECT 'notifications:' || i.user_id, 'notification.created',
+           e.head || ((SELECT count(*) FROM notification n
+                       WHERE n.user_id = i.user_id AND n.read_at IS NULL
+                         AND n.dismissed_at IS NULL
+                         AND (n.expires_at IS NULL OR n.expires_at > $9)) + $14)::text || '}'
+    FROM inserted i JOIN unnest($1::uuid[], $13::text[]) AS e(id, head) ON e.id = i.id
+)
+SELECT id FROM inserted
+"""

@@ -147,13 +147,16 @@ _INSERTED = (
     "id", "user_id", "type", "title", "body", "data", "severity", "link", "created", "expires_at",
     "producer", "idempotency_key",
 )  # fmt: skip
-_RETURNED = tuple(column._meta.db_column_name for column in _COLUMNS)
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _record(row: Mapping[str, Any]) -> Record:
     values = dict(row)
     values["user"] = values.pop("user_id")
-    values["id"] = values["id"] if isinstance(values["id"], uuid.UUID) else uuid.UUID(values["id"])
+    values["id"] = _uuid(values["id"])
     values["data"] = (
         json.loads(values["data"]) if isinstance(values["data"], str) else values["data"]
     )
@@ -215,28 +218,63 @@ async def create_many(
     """
     if (producer is None) != (idempotency_key is None):
         raise ValueError("producer and idempotency_key go together")
-    wanted = list(dict.fromkeys(users))
-    if not wanted:
+    records = new_records(users, draft, now)
+    if not records:
         return []
-    created = _now(now)
-    expires_at = None if draft.expires_at is None else _aware(draft.expires_at, "expires_at")
-    severity = Severity(draft.severity).value
-    data = json.dumps({} if draft.data is None else draft.data)
-    values = [
-        (new_id(created), user, draft.type, draft.title, draft.body, data, severity, draft.link,
-         created, expires_at, producer, idempotency_key)
-        for user in wanted
-    ]  # fmt: skip
+    values = [_inserted(record, producer, idempotency_key) for record in records]
     row = "(" + ", ".join("{}" for _ in _INSERTED) + ")"
     # Plain SQL: on the busiest write path, the query builder cost more than the insert.
     inserted = await _raw(
         f"INSERT INTO notification ({', '.join(_INSERTED)}) "
         f"VALUES {', '.join(row for _ in values)} "
-        f"ON CONFLICT DO NOTHING RETURNING {', '.join(_RETURNED)}",
+        f"ON CONFLICT DO NOTHING RETURNING id",
         *(value for one in values for value in one),
     )
-    records = {record.user: (record, True) for record in map(_record, inserted)}
-    missing = [user for user in wanted if user not in records]
+    return await with_replays(records, {_uuid(row["id"]) for row in inserted}, draft,
+                              producer, idempotency_key)  # fmt: skip
+
+
+def new_records(users: Iterable[str], draft: Draft, now: datetime | None = None) -> list[Record]:
+    """The rows `draft` makes for `users` (duplicates collapse), as they will be stored."""
+    created = _now(now)
+    return [
+        Record(
+            id=new_id(created),
+            user=user,
+            type=draft.type,
+            title=draft.title,
+            body=draft.body,
+            data={} if draft.data is None else draft.data,
+            severity=Severity(draft.severity).value,
+            link=draft.link,
+            created=created,
+            read_at=None,
+            dismissed_at=None,
+            expires_at=None if draft.expires_at is None else _aware(draft.expires_at, "expires_at"),
+        )
+        for user in dict.fromkeys(users)
+    ]
+
+
+def _inserted(record: Record, producer: str | None, key: str | None) -> tuple[Any, ...]:
+    """`record`'s values for the `_INSERTED` columns."""
+    return (
+        record.id, record.user, record.type, record.title, record.body, json.dumps(record.data),
+        record.severity, record.link, record.created, record.expires_at, producer, key,
+    )  # fmt: skip
+
+
+async def with_replays(
+    records: list[Record],
+    inserted: set[uuid.UUID],
+    draft: Draft,
+    producer: str | None,
+    idempotency_key: str | None,
+) -> list[tuple[Record, bool]]:
+    """`(record, True)` for each inserted record; for the others, the row an earlier call
+    with the same idempotency key created, `(existing, False)`."""
+    missing = [record.user for record in records if record.id not in inserted]
+    replayed: dict[str, Record] = {}
     if missing:
         if idempotency_key is None:  # the conflict was not on the key: nothing else may clash
             raise RuntimeError("notification insert ignored without an idempotency key")
@@ -254,8 +292,11 @@ async def create_many(
                 raise IdempotencyMismatch(
                     "this Idempotency-Key was used for a different notification"
                 )
-            records[record.user] = (record, False)
-    return [records[user] for user in wanted]
+            replayed[record.user] = record
+    return [
+        (record, True) if record.id in inserted else (replayed[record.user], False)
+        for record in records
+    ]
 
 
 async def get_for_user(user: str, id: uuid.UUID) -> Record | None:
@@ -377,7 +418,7 @@ async def _change(
         .returning(Notification.id)
         .run()
     )
-    return [row["id"] if isinstance(row["id"], uuid.UUID) else uuid.UUID(row["id"]) for row in rows]
+    return [_uuid(row["id"]) for row in rows]
 
 
 async def mark_read(

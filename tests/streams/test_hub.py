@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
+import anyio
 import pytest
 
 from streams.event import Event
-from streams.hub import Hub, Item
+from streams.hub import FULL_ROUND, Hub, Item, Subscriber
 from streams.memory import MemoryEngine
 
 pytestmark = pytest.mark.anyio
@@ -53,18 +55,51 @@ async def test_next_batch_returns_nothing_only_when_closed(coalesce_s: float) ->
         await hub.stop()
 
 
-async def test_coalescing_window_batches_wake_ups() -> None:
+async def read_batches(
+    subscriber: Subscriber, want: int, batches: list[int], got: anyio.Event
+) -> None:
+    """Read as a connection does; record each batch's number of events."""
+    seen = 0
+    while seen < want:
+        batch = [item for item in await subscriber.next_batch() if isinstance(item, Event)]
+        batches.append(len(batch))
+        seen += len(batch)
+        got.set()
+
+
+async def test_coalescing_window_batches_wake_ups_of_large_rounds() -> None:
     hub = Hub(MemoryEngine(), coalesce_s=0.05)
+    await hub.start()
+    try:
+        async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as readers:
+            batches: list[list[int]] = []
+            first_round = anyio.Event()
+            for _ in range(FULL_ROUND):
+                subscriber = await stack.enter_async_context(hub.subscription(["broadcast"]))
+                batches.append([])
+                readers.start_soon(read_batches, subscriber, 6, batches[-1], first_round)
+            await asyncio.sleep(0)  # every reader waits for news
+            hub.dispatch([event(0)])  # after an idle spell: at once
+            with anyio.fail_after(5):
+                await first_round.wait()
+            for n in range(1, 6):  # within the window that follows a full round: one round
+                hub.dispatch([event(n)])
+                await asyncio.sleep(0.001)
+        assert all(got == [1, 5] for got in batches), batches[0]
+    finally:
+        await hub.stop()
+
+
+async def test_a_small_round_does_not_hold_back_the_next() -> None:
+    """One subscriber per round (per-user channels): no whole window between rounds."""
+    hub = Hub(MemoryEngine(), coalesce_s=5.0)
     await hub.start()
     try:
         async with hub.subscription(["broadcast"]) as subscriber:
             hub.dispatch([event(0)])
-            first = await subscriber.next_batch()  # after an idle spell: at once
-            for n in range(1, 6):
-                hub.dispatch([event(n)])
-                await asyncio.sleep(0.001)
-            second = await subscriber.next_batch()  # within the window: one round
-        assert len(first) == 1
-        assert len(second) == 5
+            assert len(await subscriber.next_batch()) == 1
+            hub.dispatch([event(1)])
+            with anyio.fail_after(1):  # far less than the 5 s window
+                assert len(await subscriber.next_batch()) == 1
     finally:
         await hub.stop()
