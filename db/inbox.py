@@ -13,6 +13,7 @@ order); SQLite's `BEGIN IMMEDIATE` already lets one writer in at a time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import uuid
@@ -192,7 +193,12 @@ class Inbox:
                     1 if live else 0,
                 )
                 results = await notifications.with_replays(
-                    records, {row["id"] for row in rows}, draft, producer, idempotency_key
+                    records,
+                    {row["id"] for row in rows},
+                    draft,
+                    producer,
+                    idempotency_key,
+                    functools.partial(_fetch, connection),
                 )
             except BaseException:
                 # If even this fails (a cancelled query), the pool rolls back on release.
@@ -267,6 +273,13 @@ class Inbox:
     async def _take_turns(self, users: list[str]) -> None:
         if isinstance(self.database, PostgresEngine) and users:
             await self.database.run_querystring(QueryString(_turns_sql(users)))
+
+
+async def _fetch(connection: asyncpg.Connection, sql: str, *args: Any) -> list[Any]:
+    """Run SQL with `{}` placeholders on a raw asyncpg connection."""
+    query, values = QueryString(sql, *args).compile_string(engine_type="postgres")
+    rows: list[Any] = await connection.fetch(query, *values)
+    return rows
 
 
 def _turns_sql(users: list[str]) -> str:

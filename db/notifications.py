@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -264,28 +264,37 @@ def _inserted(record: Record, producer: str | None, key: str | None) -> tuple[An
     )  # fmt: skip
 
 
+Fetch = Callable[..., Awaitable[Sequence[Mapping[str, Any]]]]
+"""Runs SQL with `{}` placeholders and its arguments; returns the rows."""
+
+
 async def with_replays(
     records: list[Record],
     inserted: set[uuid.UUID],
     draft: Draft,
     producer: str | None,
     idempotency_key: str | None,
+    fetch: Fetch | None = None,
 ) -> list[tuple[Record, bool]]:
     """`(record, True)` for each inserted record; for the others, the row an earlier call
-    with the same idempotency key created, `(existing, False)`."""
+    with the same idempotency key created, `(existing, False)`.
+
+    `fetch` runs the lookup on the caller's connection (default: the bound engine's): a caller
+    that holds a pooled connection in a transaction must not wait for a second one.
+    """
     missing = [record.user for record in records if record.id not in inserted]
     replayed: dict[str, Record] = {}
     if missing:
         if idempotency_key is None:  # the conflict was not on the key: nothing else may clash
             raise RuntimeError("notification insert ignored without an idempotency key")
-        existing = (
-            await Notification.select(*_COLUMNS)
-            .where(
-                Notification.producer == producer,
-                Notification.idempotency_key == idempotency_key,
-                Notification.user_id.is_in(missing),
-            )
-            .run()
+        columns = ", ".join(column._meta.db_column_name for column in _COLUMNS)
+        marks = ", ".join("{}" for _ in missing)
+        existing = await (fetch or _raw)(
+            f"SELECT {columns} FROM notification WHERE producer = {{}} "
+            f"AND idempotency_key = {{}} AND user_id IN ({marks})",
+            producer,
+            idempotency_key,
+            *missing,
         )
         for record in map(_record, existing):
             if not draft.matches(record):

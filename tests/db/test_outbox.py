@@ -231,3 +231,27 @@ async def test_an_event_the_engine_refuses_is_dropped_not_blocking_the_rest(
     ]
     assert titles == ["before", "after"]
     assert "could not be published; dropped" in caplog.text
+
+
+async def test_many_concurrent_retries_of_one_create_make_one_event(db: Database) -> None:
+    """More retries at once than the pool has connections: each finds the first row on its
+    own connection, none waits for a second one."""
+    engine = MemoryEngine()
+    relay = Relay(db, engine)
+    inbox = Inbox(db, relay, max_event_bytes=65536)
+    results: list[bool] = []
+
+    async def retry() -> None:
+        [(_, created)] = await inbox.create(
+            ["alice"], Draft("t", "once"), producer="p", idempotency_key="k"
+        )
+        results.append(created)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for _ in range(50):
+                group.start_soon(retry)
+    assert sorted(results) == [False] * 49 + [True]
+    while await relay.relay_once():
+        pass
+    assert len(await log_of(engine, "notifications:alice")) == 1
