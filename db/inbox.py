@@ -164,8 +164,7 @@ class Inbox:
            the new row, hence the `+ 1` (`+ 0` for one that is already expired).
         3. COMMIT.
         """
-        if (producer is None) != (idempotency_key is None):
-            raise ValueError("producer and idempotency_key go together")
+        notifications.check_idempotency(producer, idempotency_key)
         records = notifications.new_records(users, draft)
         if not records:
             return []

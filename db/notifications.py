@@ -216,8 +216,7 @@ async def create_many(
     concurrent retries are safe on both databases. A key reused for a different draft raises
     IdempotencyMismatch.
     """
-    if (producer is None) != (idempotency_key is None):
-        raise ValueError("producer and idempotency_key go together")
+    check_idempotency(producer, idempotency_key)
     records = new_records(users, draft, now)
     if not records:
         return []
@@ -232,6 +231,11 @@ async def create_many(
     )
     return await with_replays(records, {_uuid(row["id"]) for row in inserted}, draft,
                               producer, idempotency_key)  # fmt: skip
+
+
+def check_idempotency(producer: str | None, idempotency_key: str | None) -> None:
+    if (producer is None) != (idempotency_key is None):
+        raise ValueError("producer and idempotency_key go together")
 
 
 def new_records(users: Iterable[str], draft: Draft, now: datetime | None = None) -> list[Record]:
