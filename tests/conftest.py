@@ -23,7 +23,10 @@ POSTGRES_URL = os.environ.get(
 )
 REQUIRE_SERVICES = os.environ.get("SINAL_REQUIRE_SERVICES") == "1"
 # Every table Sinal's migrations create: dropped so that each test starts from nothing.
-SINAL_TABLES = "notification, sinal_outbox, sinal_setting, sinal_migration"
+SINAL_TABLES = (
+    "notification, sinal_outbox, sinal_setting, sinal_migration, "
+    "execution, execution_step, execution_log"
+)
 
 
 def require_service(name: str, problem: str) -> None:

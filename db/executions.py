@@ -1,0 +1,493 @@
+"""Executions: their state, steps and log lines, changed only by sequenced ingest events.
+
+The execution service numbers the events of each execution 1, 2, 3, … (`seq`). `apply` takes a
+batch: events already applied are ignored (a retry), the next ones are applied in order, and a
+batch that skips a number, or asks for a transition the execution cannot make, is refused whole
+with what was expected, so the producer can resend from there.
+
+Status transitions: queued → running | failed | cancelled; running → succeeded | failed |
+cancelled; succeeded, failed and cancelled are final. Progress and step events on a queued
+execution start it. A finished execution never runs again: a retry is a new execution (next
+attempt) linked to the one it retries.
+
+Every function takes the database engine; writes run in one write transaction, with the
+execution's row locked on PostgreSQL (SQLite admits one writer anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.querystring import QueryString
+
+from db.engine import Database, write_transaction
+from db.notifications import decode_cursor, encode_cursor, new_id
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+NEXT_STATUS: Mapping[str, frozenset[str]] = {
+    "queued": frozenset({"running", "failed", "cancelled"}),
+    "running": frozenset({"succeeded", "failed", "cancelled"}),
+}
+MAX_LIMIT = 200
+
+Seq = Annotated[int, msgspec.Meta(ge=1)]
+StepNumber = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+Text = Annotated[str, msgspec.Meta(max_length=4096)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+# -- the ingest protocol ---------------------------------------------------------------------
+
+
+class Progress(msgspec.Struct, tag="progress", forbid_unknown_fields=True):
+    seq: Seq
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+
+class StepStarted(msgspec.Struct, tag="step_started", forbid_unknown_fields=True):
+    seq: Seq
+    step: StepNumber
+    name: Name
+    total_steps: StepNumber | None = None
+
+
+class StepFinished(msgspec.Struct, tag="step_finished", forbid_unknown_fields=True):
+    seq: Seq
+    step: StepNumber
+    outcome: Literal["succeeded", "failed", "skipped"] = "succeeded"
+
+
+class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
+    seq: Seq
+    message: Text
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    step: StepNumber | None = None
+    data: dict[str, Any] | None = None
+    time: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+class StatusChange(msgspec.Struct, tag="status", forbid_unknown_fields=True):
+    seq: Seq
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class Failure(msgspec.Struct, tag="error", forbid_unknown_fields=True):
+    """The execution failed: with what code and message, at which step, and any details."""
+
+    seq: Seq
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    message: Text
+    step: StepNumber | None = None
+    details: dict[str, Any] | None = None
+
+
+IngestEvent = Progress | StepStarted | StepFinished | Log | StatusChange | Failure
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class ExecutionNotFound(LookupError):
+    pass
+
+
+class SequenceGap(ValueError):
+    """A batch skipped a sequence number; `expected` is the next one to send."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"expected seq {expected}, got {got}")
+        self.expected, self.got = expected, got
+
+
+class InvalidTransition(ValueError):
+    """The execution cannot do what an event asks in its state; `seq` is that event's."""
+
+    def __init__(self, message: str, *, status: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.seq = status, seq
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    number: int
+    name: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    id: uuid.UUID
+    team: str
+    owner: str
+    name: str
+    kind: str
+    status: str
+    progress: int
+    step: int | None
+    step_name: str | None
+    total_steps: int | None
+    attempt: int
+    retry_of: uuid.UUID | None
+    error_code: str | None
+    error_message: str | None
+    error_step: int | None
+    error_details: Any
+    created: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated: datetime
+    next_seq: int
+    steps: tuple[Step, ...] = field(default=())
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self.created, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    seq: int
+    time: datetime
+    level: str
+    step: int | None
+    message: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a batch did: the events applied (duplicates left out) and the execution after."""
+
+    execution: Execution
+    events: list[IngestEvent]
+    duplicates: int
+
+
+_COLUMNS = (
+    "id, team, owner, name, kind, status, progress, step, step_name, total_steps, attempt, "
+    "retry_of, error_code, error_message, error_step, error_details, created, started_at, "
+    "finished_at, updated, next_seq"
+)
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+async def create(
+    database: Database,
+    *,
+    team: str,
+    owner: str,
+    name: str,
+    kind: str = "",
+    total_steps: int | None = None,
+    retry_of: Execution | None = None,
+    now: datetime | None = None,
+) -> Execution:
+    created = now or datetime.now(UTC)
+    execution = Execution(
+        id=new_id(created), team=team, owner=owner, name=name, kind=kind, status="queued",
+        progress=0, step=None, step_name=None, total_steps=total_steps,
+        attempt=1 if retry_of is None else retry_of.attempt + 1,
+        retry_of=None if retry_of is None else retry_of.id, error_code=None, error_message=None,
+        error_step=None, error_details=None, created=created, started_at=None, finished_at=None,
+        updated=created, next_seq=1,
+    )  # fmt: skip
+    await _run(database, f"INSERT INTO execution ({_COLUMNS}) VALUES ({_marks(21)})",
+               *_row(execution))  # fmt: skip
+    return execution
+
+
+async def retry(database: Database, id: uuid.UUID, *, now: datetime | None = None) -> Execution:
+    """A new attempt of a failed or cancelled execution, linked to it."""
+    async with write_transaction(database):
+        old = await _locked(database, id)
+        if old.status not in ("failed", "cancelled"):
+            raise InvalidTransition(
+                f"only a failed or cancelled execution can be retried; this one is {old.status}",
+                status=old.status,
+            )
+        new = await create(
+            database, team=old.team, owner=old.owner, name=old.name, kind=old.kind,
+            total_steps=old.total_steps, retry_of=old, now=now,
+        )  # fmt: skip
+    return new
+
+
+async def get(database: Database, id: uuid.UUID) -> Execution | None:
+    rows = await _run(database, f"SELECT {_COLUMNS} FROM execution WHERE id = {{}}", id)
+    if not rows:
+        return None
+    steps = await _run(
+        database,
+        "SELECT number, name, status, started_at, finished_at FROM execution_step "
+        "WHERE execution_id = {} ORDER BY number",
+        id,
+    )
+    return replace(_execution(rows[0]), steps=tuple(Step(**row) for row in steps))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPage:
+    items: list[Execution]
+    next_cursor: str | None
+
+
+async def list_executions(
+    database: Database,
+    teams: Sequence[str],
+    *,
+    status: str | None = None,
+    owner: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_cursor: str | None = None,
+    limit: int = 50,
+) -> ExecutionPage:
+    """Executions of `teams`, newest first, keyset-paginated on (created, id)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    if not teams:
+        return ExecutionPage([], None)
+    where = [f"team IN ({_marks(len(teams))})"]
+    args: list[Any] = list(teams)
+    for clause, value in (
+        ("status = {}", status),
+        ("owner = {}", owner),
+        ("created >= {}", since),
+        ("created < {}", until),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if before_cursor is not None:
+        created, id = decode_cursor(before_cursor)
+        where.append("(created < {} OR (created = {} AND id < {}))")
+        args += [created, created, id]
+    rows = await _run(
+        database,
+        f"SELECT {_COLUMNS} FROM execution WHERE {' AND '.join(where)} "
+        f"ORDER BY created DESC, id DESC LIMIT {{}}",
+        *args,
+        limit + 1,
+    )
+    items = [_execution(row) for row in rows[:limit]]
+    return ExecutionPage(items, items[-1].cursor if len(rows) > limit else None)
+
+
+async def logs(
+    database: Database,
+    id: uuid.UUID,
+    *,
+    level: str | None = None,
+    step: int | None = None,
+    after_seq: int = 0,
+    limit: int = 100,
+) -> list[LogLine]:
+    """Log lines of an execution in order, after `after_seq` (a page's last `seq`)."""
+    if not 1 <= limit <= MAX_LIMIT * 5:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT * 5}")
+    where, args = ["execution_id = {}", "seq > {}"], [id, after_seq]
+    if level is not None:
+        where.append("level = {}")
+        args.append(level)
+    if step is not None:
+        where.append("step = {}")
+        args.append(step)
+    rows = await _run(
+        database,
+        f"SELECT seq, time, level, step, message, data FROM execution_log "
+        f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT {{}}",
+        *args,
+        limit,
+    )
+    return [LogLine(**{**row, "data": _json(row["data"])}) for row in rows]
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+
+async def apply(
+    database: Database,
+    id: uuid.UUID,
+    events: Sequence[IngestEvent],
+    *,
+    now: datetime | None = None,
+) -> Applied:
+    """Apply a batch of sequenced events to execution `id`, all or nothing."""
+    now = now or datetime.now(UTC)
+    async with write_transaction(database):
+        execution = await _locked(database, id)
+        state = _State(execution)
+        applied: list[IngestEvent] = []
+        duplicates = 0
+        for event in events:
+            if event.seq < state.next_seq:
+                duplicates += 1
+                continue
+            if event.seq > state.next_seq:
+                raise SequenceGap(state.next_seq, event.seq)
+            state.apply(event, now)
+            applied.append(event)
+        if applied:
+            await _store(database, state, now)
+        after = state.execution(now) if applied else execution
+    return Applied(after, applied, duplicates)
+
+
+class _State:
+    """An execution being changed by a batch: the columns, the steps touched, the logs."""
+
+    def __init__(self, execution: Execution) -> None:
+        self.base = execution
+        self.values: dict[str, Any] = {}  # the columns this batch changes
+        self.status = execution.status
+        self.next_seq = execution.next_seq
+        self.steps: dict[int, dict[str, Any]] = {}
+        self.logs: list[tuple[Any, ...]] = []
+
+    def apply(self, event: IngestEvent, now: datetime) -> None:
+        self.next_seq = event.seq + 1
+        self.values["next_seq"] = self.next_seq
+        if isinstance(event, Log):
+            self.logs.append((self.base.id, event.seq, event.time or now, event.level,
+                              event.step, event.message, json.dumps(event.data or {})))  # fmt: skip
+            return
+        if self.status in FINAL:
+            raise InvalidTransition(
+                f"the execution is {self.status}: it takes no more {type(event).__name__} "
+                "events (a retry is a new execution)",
+                status=self.status,
+                seq=event.seq,
+            )
+        if isinstance(event, StatusChange):
+            self._move(event.status, event.seq, now)
+        elif isinstance(event, Failure):
+            self.values.update(error_code=event.code, error_message=event.message,
+                               error_step=event.step, error_details=event.details)  # fmt: skip
+            self._move("failed", event.seq, now)
+        else:
+            self._start(now)
+            if isinstance(event, Progress):
+                self.values["progress"] = event.progress
+            elif isinstance(event, StepStarted):
+                self.values.update(step=event.step, step_name=event.name)
+                if event.total_steps is not None:
+                    self.values["total_steps"] = event.total_steps
+                self.steps[event.step] = {"name": event.name, "status": "running",
+                                          "started_at": now, "finished_at": None}  # fmt: skip
+            elif isinstance(event, StepFinished):
+                step = self.steps.setdefault(event.step, {"name": "", "started_at": None})
+                step.update(status=event.outcome, finished_at=now)
+
+    def _start(self, now: datetime) -> None:
+        if self.status == "queued":
+            self._move("running", None, now)
+
+    def _move(self, status: str, seq: int | None, now: datetime) -> None:
+        if status == self.status:
+            return
+        if status not in NEXT_STATUS.get(self.status, ()):
+            raise InvalidTransition(
+                f"cannot go from {self.status} to {status}; from {self.status}: "
+                f"{', '.join(sorted(NEXT_STATUS.get(self.status, ()))) or 'nothing (final)'}",
+                status=self.status,
+                seq=seq,
+            )
+        self.status = self.values["status"] = status
+        if status == "running":
+            self.values["started_at"] = now
+        if status in FINAL:
+            self.values["finished_at"] = now
+            if status == "succeeded":
+                self.values["progress"] = 100
+
+    def execution(self, now: datetime) -> Execution:
+        return replace(self.base, **self.values, updated=now)
+
+
+async def _store(database: Database, state: _State, now: datetime) -> None:
+    values = {**state.values, "updated": now}
+    if "error_details" in values:
+        details = values["error_details"]
+        values["error_details"] = None if details is None else json.dumps(details)
+    sets = ", ".join(f"{column} = {{}}" for column in values)
+    await _run(database, f"UPDATE execution SET {sets} WHERE id = {{}}", *values.values(),
+               state.base.id)  # fmt: skip
+    for number, step in state.steps.items():
+        if step.get("started_at") is not None:  # started in this batch: (re)create the row
+            await _run(
+                database,
+                "INSERT INTO execution_step (execution_id, number, name, status, started_at, "
+                "finished_at) VALUES ({}, {}, {}, {}, {}, {}) ON CONFLICT (execution_id, number) "
+                "DO UPDATE SET name = excluded.name, status = excluded.status, "
+                "started_at = excluded.started_at, finished_at = excluded.finished_at",
+                state.base.id, number, step["name"], step["status"], step["started_at"],
+                step["finished_at"],
+            )  # fmt: skip
+        else:  # finished in this batch, started in an earlier one (or never announced)
+            await _run(
+                database,
+                "INSERT INTO execution_step (execution_id, number, name, status, finished_at) "
+                "VALUES ({}, {}, '', {}, {}) ON CONFLICT (execution_id, number) "
+                "DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at",
+                state.base.id, number, step["status"], step["finished_at"],
+            )  # fmt: skip
+    if state.logs:
+        rows = ", ".join(f"({_marks(7)})" for _ in state.logs)
+        await _run(
+            database,
+            "INSERT INTO execution_log (execution_id, seq, time, level, step, message, data) "
+            f"VALUES {rows}",
+            *(value for row in state.logs for value in row),
+        )
+
+
+async def _locked(database: Database, id: uuid.UUID) -> Execution:
+    lock = " FOR UPDATE" if isinstance(database, PostgresEngine) else ""
+    rows = await _run(database, f"SELECT {_COLUMNS} FROM execution WHERE id = {{}}{lock}", id)
+    if not rows:
+        raise ExecutionNotFound(f"no execution {id}")
+    return _execution(rows[0])
+
+
+async def _run(database: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await database.run_querystring(QueryString(sql, *args))
+    return rows
+
+
+def _marks(count: int) -> str:
+    return ", ".join("{}" for _ in range(count))
+
+
+def _row(execution: Execution) -> tuple[Any, ...]:
+    values = [getattr(execution, name.strip()) for name in _COLUMNS.split(",")]
+    index = _COLUMNS.replace(" ", "").split(",").index("error_details")
+    values[index] = None if values[index] is None else json.dumps(values[index])
+    return tuple(values)
+
+
+def _execution(row: Mapping[str, Any]) -> Execution:
+    values = dict(row)
+    for name in ("id", "retry_of"):
+        if isinstance(values[name], str):
+            values[name] = uuid.UUID(values[name])
+    values["error_details"] = _json(values["error_details"])
+    return Execution(**values)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
