@@ -18,6 +18,9 @@ _CHANNEL = re.compile(rf"broadcast|notifications:{IDENTIFIER}|execution:{IDENTIF
 _IDENTIFIER = re.compile(IDENTIFIER)
 
 BROADCAST = "broadcast"
+# Internal: the command queue's log (streams/commands.py). Deliberately not matched by
+# `_CHANNEL`, so nobody can subscribe to it or publish to it through the API.
+COMMANDS = "commands"
 
 
 def is_valid_channel(name: str) -> bool:
@@ -30,6 +33,16 @@ def is_valid_identifier(name: str) -> bool:
 
 def notifications_of(user: str) -> str:
     return f"notifications:{user}"
+
+
+def execution_channel(id: str) -> str:
+    return f"execution:{id}"
+
+
+def execution_of(channel: str) -> str | None:
+    """The execution id of an `execution:<id>` channel, else None."""
+    prefix, _, id = channel.partition(":")
+    return id if prefix == "execution" and id else None
 
 
 def require_channel(name: str, field: str = "channel") -> str:

@@ -7,11 +7,13 @@ logs. The epoch is drawn anew at every start, so a cursor from before a restart 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from streams.cursor import Position
 from streams.engine import Engine, Retention, Sequenced, Sink, check_position
@@ -36,6 +38,7 @@ class MemoryEngine(Engine):
         self.epoch = secrets.token_hex(4)
         self._logs: dict[str, _Log] = {}
         self._sink: Sink | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = {}
 
     async def connect(self, sink: Sink) -> None:
         self._sink = sink
@@ -56,6 +59,8 @@ class MemoryEngine(Engine):
         self._trim(log, now_ms)
         if self._sink is not None:
             self._sink.dispatch([event])
+        for waiter in self._waiters.get(channel, ()):
+            waiter.set()
         return event
 
     async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
@@ -81,6 +86,29 @@ class MemoryEngine(Engine):
         check_position(position, self.epoch, log.last, trimmed=log.max_deleted > position.offset)
         start = bisect.bisect_right(log.events, position.offset, key=lambda e: e.offset)
         return [log.events[i] for i in range(start, min(start + limit, len(log.events)))]
+
+    def held(self, channel: str) -> Sequence[Event]:
+        """The events of `channel` still held, oldest first, without `read_after`'s resume
+        checks: for internal consumers (the command queue) that take whatever is left."""
+        log = self._logs.get(channel)
+        if log is None:
+            return ()
+        self._trim(log, time.time_ns() // 1_000_000)
+        return log.events
+
+    @contextlib.contextmanager
+    def published(self, channel: str) -> Iterator[asyncio.Event]:
+        """An event that every publish to `channel` sets while the block runs, so that internal
+        consumers wait for new entries instead of polling the log."""
+        waiter = asyncio.Event()
+        waiters = self._waiters.setdefault(channel, set())
+        waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[channel]
 
     async def watch(self, channel: str) -> None:
         """Every publish already reaches the sink: there is nothing to subscribe to."""

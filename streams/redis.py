@@ -144,6 +144,12 @@ class RedisEngine(Engine):
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The command client (short socket timeout), for internal users of Sinal's keys such
+        as the command queue."""
+        return self._redis
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def connect(self, sink: Sink) -> None:
