@@ -15,7 +15,7 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Receive, Scope, Send
 
-from api import admin, health, notifications, publish, sse, tickets
+from api import admin, executions, health, notifications, publish, sse, tickets
 from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import Runtime
@@ -55,8 +55,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             try:
                 runtime.relay.start()
                 runtime.purge.start()
+                runtime.tracker.start()
                 yield
             finally:
+                await runtime.tracker.stop()
                 await runtime.purge.stop()
                 await runtime.relay.stop()
                 await runtime.hub.stop()
@@ -78,6 +80,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             notifications.dismiss_many,
             notifications.read_all,
             notifications.poll_notifications,
+            *executions.ROUTES,
             tickets.issue_ticket,
             health.healthz,
             health.readyz,

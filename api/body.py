@@ -1,8 +1,9 @@
-"""Decoding JSON request bodies into typed structs, with errors that name the field."""
+"""Decoding request bodies and query values, with errors that name the field."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import TypeVar
 
 import msgspec
@@ -37,3 +38,15 @@ def _field_of(message: str) -> str | None:
     path, named = _PATH.search(message), _NAMED.match(message)
     parts = [match.group(1) for match in (path, named) if match and match.group(1)]
     return ".".join(parts) or None
+
+
+def parse_time(text: str, field: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(
+            f"{field} must be an ISO 8601 time, e.g. 2026-11-25T08:00:00Z", field=field
+        ) from None
+    if value.tzinfo is None:
+        raise BadRequest(f"{field} needs a timezone (e.g. a trailing Z)", field=field)
+    return value

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import decode_body
+from api.body import decode_body, parse_time
 from api.dependencies import require_role
 from api.runtime import Runtime
 from db import notifications
@@ -206,7 +206,7 @@ async def list_notifications(
             state=_state(state_filter),
             type=type,
             severity=severity,
-            since=None if since is None else _time(since, "since"),
+            since=None if since is None else parse_time(since, "since"),
             before_cursor=cursor,
             limit=limit,
         )
@@ -282,7 +282,7 @@ async def read_all(
         if before.startswith("v1."):
             before_cursor = before
         else:
-            before_time = _time(before, "before")
+            before_time = parse_time(before, "before")
     try:
         marked, unread = await runtime.inbox.read_all(
             principal.sub, before=before_time, before_cursor=before_cursor
@@ -315,18 +315,6 @@ def _state(text: str | None) -> State | None:
         if text == state:
             return state
     raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state")
-
-
-def _time(text: str, field: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(
-            f"{field} must be an ISO 8601 time, e.g. 2026-11-25T08:00:00Z", field=field
-        ) from None
-    if value.tzinfo is None:
-        raise BadRequest(f"{field} needs a timezone (e.g. a trailing Z)", field=field)
-    return value
 
 
 # -- long-poll -------------------------------------------------------------------------------

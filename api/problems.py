@@ -44,7 +44,7 @@ def problem(status: int, detail: str, **extra: Any) -> dict[str, Any]:
 
 
 def problem_of(error: SinalError) -> dict[str, Any]:
-    return problem(error.status, error.detail, field=error.field)
+    return problem(error.status, error.detail, field=error.field, **error.extra)
 
 
 def encode_problem(body: dict[str, Any]) -> bytes:

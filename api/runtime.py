@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 from api.auth import Authenticator
 from api.settings import Settings
+from db import executions
 from db.engine import Database, bind, create_engine
 from db.inbox import Inbox
 from db.outbox import Relay
 from db.retention import Purge
+from db.tracking import Tracker
 from streams.access import ChannelPolicy, DefaultPolicy
+from streams.commands import CommandQueue, command_queue
 from streams.engine import Engine, Retention
 from streams.hub import Hub
 from streams.memory import MemoryEngine
@@ -28,6 +33,8 @@ class Runtime:
         relay: Relay,
         inbox: Inbox,
         purge: Purge,
+        tracker: Tracker,
+        commands: CommandQueue,
         policy: ChannelPolicy | None = None,
     ) -> None:
         self.settings = settings
@@ -38,7 +45,9 @@ class Runtime:
         self.relay = relay
         self.inbox = inbox
         self.purge = purge
-        self.policy = policy or DefaultPolicy()
+        self.tracker = tracker
+        self.commands = commands
+        self.policy = policy or DefaultPolicy(functools.partial(executions.team_of, database))
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -57,6 +66,7 @@ class Runtime:
         database = create_engine(settings.database_url)
         bind(database)  # one app per process: Sinal's tables run on this database
         relay = Relay(database, engine)
+        inbox = Inbox(database, relay, max_event_bytes=settings.max_payload_bytes)
         return cls(
             settings,
             engine,
@@ -64,9 +74,17 @@ class Runtime:
             Authenticator(settings),
             database,
             relay,
-            Inbox(database, relay, max_event_bytes=settings.max_payload_bytes),
+            inbox,
             Purge(
                 keep_days=settings.notification_retention_days,
                 interval_s=settings.purge_interval_s,
             ),
+            Tracker(
+                database,
+                relay,
+                inbox,
+                max_event_bytes=settings.max_payload_bytes,
+                progress_interval_s=settings.progress_interval_ms / 1000,
+            ),
+            command_queue(engine),
         )

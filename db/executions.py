@@ -31,6 +31,7 @@ from db.engine import Database, write_transaction
 from db.notifications import decode_cursor, encode_cursor, new_id
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 NEXT_STATUS: Mapping[str, frozenset[str]] = {
     "queued": frozenset({"running", "failed", "cancelled"}),
@@ -169,8 +170,10 @@ class LogLine:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What a batch did: the events applied (duplicates left out) and the execution after."""
+    """What a batch did: the events applied (duplicates left out), the execution before and
+    after."""
 
+    before: Execution
     execution: Execution
     events: list[IngestEvent]
     duplicates: int
@@ -195,11 +198,12 @@ async def create(
     kind: str = "",
     total_steps: int | None = None,
     retry_of: Execution | None = None,
+    id: uuid.UUID | None = None,
     now: datetime | None = None,
 ) -> Execution:
     created = now or datetime.now(UTC)
     execution = Execution(
-        id=new_id(created), team=team, owner=owner, name=name, kind=kind, status="queued",
+        id=id or new_id(created), team=team, owner=owner, name=name, kind=kind, status="queued",
         progress=0, step=None, step_name=None, total_steps=total_steps,
         attempt=1 if retry_of is None else retry_of.attempt + 1,
         retry_of=None if retry_of is None else retry_of.id, error_code=None, error_message=None,
@@ -214,7 +218,7 @@ async def create(
 async def retry(database: Database, id: uuid.UUID, *, now: datetime | None = None) -> Execution:
     """A new attempt of a failed or cancelled execution, linked to it."""
     async with write_transaction(database):
-        old = await _locked(database, id)
+        old = await locked(database, id)
         if old.status not in ("failed", "cancelled"):
             raise InvalidTransition(
                 f"only a failed or cancelled execution can be retried; this one is {old.status}",
@@ -240,6 +244,16 @@ async def get(database: Database, id: uuid.UUID) -> Execution | None:
     return replace(_execution(rows[0]), steps=tuple(Step(**row) for row in steps))
 
 
+async def team_of(database: Database, id: str) -> str | None:
+    """The team of execution `id` (any text: a channel name's), None if there is none."""
+    try:
+        key = uuid.UUID(id)
+    except ValueError:
+        return None
+    rows = await _run(database, "SELECT team FROM execution WHERE id = {}", key)
+    return str(rows[0]["team"]) if rows else None
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionPage:
     items: list[Execution]
@@ -248,7 +262,7 @@ class ExecutionPage:
 
 async def list_executions(
     database: Database,
-    teams: Sequence[str],
+    teams: Sequence[str] | None,
     *,
     status: str | None = None,
     owner: str | None = None,
@@ -257,13 +271,14 @@ async def list_executions(
     before_cursor: str | None = None,
     limit: int = 50,
 ) -> ExecutionPage:
-    """Executions of `teams`, newest first, keyset-paginated on (created, id)."""
+    """Executions of `teams` (None: of every team), newest first, keyset-paginated on
+    (created, id)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-    if not teams:
+    if teams is not None and not teams:
         return ExecutionPage([], None)
-    where = [f"team IN ({_marks(len(teams))})"]
-    args: list[Any] = list(teams)
+    where = ["1 = 1"] if teams is None else [f"team IN ({_marks(len(teams))})"]
+    args: list[Any] = [] if teams is None else list(teams)
     for clause, value in (
         ("status = {}", status),
         ("owner = {}", owner),
@@ -330,7 +345,7 @@ async def apply(
     """Apply a batch of sequenced events to execution `id`, all or nothing."""
     now = now or datetime.now(UTC)
     async with write_transaction(database):
-        execution = await _locked(database, id)
+        execution = await locked(database, id)
         state = _State(execution)
         applied: list[IngestEvent] = []
         duplicates = 0
@@ -345,7 +360,7 @@ async def apply(
         if applied:
             await _store(database, state, now)
         after = state.execution(now) if applied else execution
-    return Applied(after, applied, duplicates)
+    return Applied(execution, after, applied, duplicates)
 
 
 class _State:
@@ -368,8 +383,8 @@ class _State:
             return
         if self.status in FINAL:
             raise InvalidTransition(
-                f"the execution is {self.status}: it takes no more {type(event).__name__} "
-                "events (a retry is a new execution)",
+                f"the execution is {self.status}: it takes no more "
+                f"{event.__struct_config__.tag} events (a retry is a new execution)",
                 status=self.status,
                 seq=event.seq,
             )
@@ -456,7 +471,8 @@ async def _store(database: Database, state: _State, now: datetime) -> None:
         )
 
 
-async def _locked(database: Database, id: uuid.UUID) -> Execution:
+async def locked(database: Database, id: uuid.UUID) -> Execution:
+    """Execution `id`, its row locked until the caller's transaction ends (PostgreSQL)."""
     lock = " FOR UPDATE" if isinstance(database, PostgresEngine) else ""
     rows = await _run(database, f"SELECT {_COLUMNS} FROM execution WHERE id = {{}}{lock}", id)
     if not rows:

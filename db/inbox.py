@@ -123,7 +123,11 @@ class Inbox:
     ) -> list[tuple[Record, bool]]:
         """`notifications.create_many`, publishing `notification.created` for each new row."""
         wanted = list(dict.fromkeys(users))
-        if isinstance(self.database, PostgresEngine) and self.database.pool is not None:
+        if (
+            isinstance(self.database, PostgresEngine)
+            and self.database.pool is not None
+            and not self.database.transaction_exists()  # else: part of the caller's
+        ):
             return await self._create_on_postgres(
                 self.database.pool, wanted, draft, producer, idempotency_key
             )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streams.channels import BROADCAST, notifications_of, subscription_channels
+from streams.channels import BROADCAST, execution_of, notifications_of, subscription_channels
 from streams.errors import Forbidden
 
 
@@ -30,18 +32,48 @@ class ChannelPolicy(Protocol):
     async def can_subscribe(self, principal: Principal, channel: str) -> bool: ...
 
 
-class DefaultPolicy:
-    """Own notifications and `broadcast` for everyone; executions for admins and services.
+TeamOf = Callable[[str], Awaitable[str | None]]
 
-    Team members' access to `execution:<id>` needs the executions store and is added there.
+
+class DefaultPolicy:
+    """Own notifications and `broadcast` for everyone; `execution:<id>` for admins, services,
+    and the members of the execution's team (the JWT `teams` claim).
+
+    `team_of(id)` finds an execution's team (None: no such execution). An execution never
+    changes team, so answers are cached. A caller outside the team is refused whether or not
+    the execution exists: the answer must not tell.
     """
+
+    CACHE_SIZE = 100_000
+
+    def __init__(self, team_of: TeamOf | None = None) -> None:
+        self._team_of = team_of
+        self._teams: OrderedDict[str, str] = OrderedDict()
 
     async def can_subscribe(self, principal: Principal, channel: str) -> bool:
         if channel == BROADCAST or channel == notifications_of(principal.sub):
             return True
-        if channel.startswith("execution:"):
-            return principal.is_admin or principal.is_service
-        return False
+        execution = execution_of(channel)
+        if execution is None:
+            return False
+        if principal.is_admin or principal.is_service:
+            return True
+        team = await self.team(execution)
+        return team is not None and team in principal.teams
+
+    async def team(self, execution: str) -> str | None:
+        team = self._teams.get(execution)
+        if team is not None:
+            self._teams.move_to_end(execution)
+            return team
+        if self._team_of is None:
+            return None
+        team = await self._team_of(execution)
+        if team is not None:  # an unknown id is not cached: it may be created later
+            self._teams[execution] = team
+            if len(self._teams) > self.CACHE_SIZE:
+                self._teams.popitem(last=False)
+        return team
 
 
 async def authorized_channels(

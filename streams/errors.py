@@ -13,10 +13,13 @@ class SinalError(Exception):
     status = 500
     title = "Internal error"
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, field: str | None = None, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.extra = extra or {}  # more members of the problem, e.g. what a conflict expected
 
 
 class BadRequest(SinalError):

@@ -25,7 +25,7 @@ REQUIRE_SERVICES = os.environ.get("SINAL_REQUIRE_SERVICES") == "1"
 # Every table Sinal's migrations create: dropped so that each test starts from nothing.
 SINAL_TABLES = (
     "notification, sinal_outbox, sinal_setting, sinal_migration, "
-    "execution, execution_step, execution_log"
+    "execution, execution_step, execution_log, execution_command"
 )
 
 

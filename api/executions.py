@@ -1,0 +1,376 @@
+"""`/v1/executions/…`: ingest for the execution service, live and history for team members,
+retry and cancel commands; `/v1/commands`: where the execution service takes those commands.
+
+Who sees what: the members of an execution's team (the JWT `teams` claim), admins and services.
+For anyone else an execution does not exist: its REST paths answer 404 exactly like an unknown
+id, and its stream channel 403 whether it exists or not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from api.body import decode_body, parse_time
+from api.dependencies import require_role
+from api.notifications import MAX_WAIT_S, PollResponse
+from api.runtime import Runtime
+from db import executions
+from db.executions import (
+    MAX_LIMIT,
+    STATUSES,
+    Execution,
+    ExecutionNotFound,
+    IngestEvent,
+    InvalidTransition,
+    SequenceGap,
+)
+from db.notifications import InvalidCursor
+from db.tracking import Command, ExecutionConflict, ExecutionView, Spec
+from streams import cursor as stream_cursor
+from streams.access import Principal, authorized_channels
+from streams.channels import IDENTIFIER, execution_channel
+from streams.errors import BadRequest, Conflict, Forbidden, NotFound
+from streams.poll import poll
+
+TAGS = ["executions"]
+MAX_BATCH = 500
+MAX_BATCH_BYTES = 1024 * 1024
+MAX_LOG_DATA_BYTES = 16 * 1024
+MAX_LOG_PAGE = 1000
+MAX_COMMANDS = 100
+LEVELS = ("debug", "info", "warning", "error")
+
+Identifier = Annotated[str, msgspec.Meta(pattern=f"^{IDENTIFIER}$")]
+
+
+class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    team: Identifier
+    owner: Identifier
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    kind: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    total_steps: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+    # Chosen by the service so that a retried create answers with the first one (200).
+    id: uuid.UUID | None = None
+
+
+class EventsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[list[IngestEvent], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class EventsResponse(msgspec.Struct):
+    applied: int
+    duplicates: int
+    next_seq: int
+    status: str
+
+
+class ExecutionPage(msgspec.Struct):
+    executions: list[ExecutionView]
+    next_cursor: str | None
+
+
+class LogLineView(msgspec.Struct):
+    seq: int
+    time: datetime
+    level: str
+    step: int | None
+    message: str
+    data: Any
+
+
+class LogPage(msgspec.Struct):
+    logs: list[LogLineView]
+    next_after: int | None  # `after` for the next page; None: no more lines for now
+
+
+class RetryResponse(msgspec.Struct):
+    command: Command
+    execution: ExecutionView  # the new attempt, queued
+
+
+class CancelResponse(msgspec.Struct):
+    command: Command
+
+
+class DeliveryView(msgspec.Struct):
+    delivery: str  # what to acknowledge
+    deliveries: int  # 1, then more each time it is delivered again
+    command: msgspec.Raw
+
+
+class CommandsResponse(msgspec.Struct):
+    commands: list[DeliveryView]
+
+
+class AckRequest(msgspec.Struct, forbid_unknown_fields=True):
+    deliveries: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_COMMANDS)]
+
+
+class AckResponse(msgspec.Struct):
+    acked: int
+
+
+# -- ingest (the execution service) ----------------------------------------------------------
+
+
+@post("/v1/executions", summary="Create an execution (service)", tags=TAGS, status_code=201)
+async def create_execution(
+    request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
+) -> Response[ExecutionView]:
+    require_role(principal, "service")
+    body = decode_body(await request.body(), CreateRequest)
+    spec = Spec(body.team, body.owner, body.name, body.kind, body.total_steps, body.id)
+    try:
+        execution, created = await runtime.tracker.create(spec)
+    except ExecutionConflict as error:
+        raise Conflict(str(error), field="id") from None
+    return Response(
+        ExecutionView.of(execution),
+        status_code=201 if created else 200,
+        headers=None if created else {"Idempotent-Replayed": "true"},
+    )
+
+
+@post(
+    "/v1/executions/{id:uuid}/events",
+    summary="Append a batch of sequenced events (service)",
+    tags=TAGS,
+    status_code=200,
+    request_max_body_size=MAX_BATCH_BYTES,
+)
+async def append_events(
+    request: Request[Any, Any, Any], runtime: Runtime, principal: Principal, id: uuid.UUID
+) -> EventsResponse:
+    """Events already applied (same `seq`) are ignored; a gap or a transition the execution
+    cannot make refuses the whole batch with 409 and `expected_seq`, where to resend from."""
+    require_role(principal, "service")
+    batch = decode_body(await request.body(), EventsRequest).events
+    for index, event in enumerate(batch):
+        data = getattr(event, "data", None) or getattr(event, "details", None)
+        if data is not None and len(msgspec.json.encode(data)) > MAX_LOG_DATA_BYTES:
+            raise BadRequest(
+                f"larger than {MAX_LOG_DATA_BYTES} bytes as JSON", field=f"events[{index}]"
+            )
+    try:
+        applied = await runtime.tracker.ingest(id, batch)
+    except ExecutionNotFound:
+        raise NotFound(f"no execution {id}") from None
+    except SequenceGap as gap:
+        raise Conflict(
+            f"sequence gap: expected seq {gap.expected}, got {gap.got}; nothing was applied",
+            field="events",
+            extra={"expected_seq": gap.expected},
+        ) from None
+    except InvalidTransition as error:
+        raise Conflict(
+            f"{error}; nothing was applied",
+            field="events",
+            extra={"seq": error.seq, "execution_status": error.status,
+                   "expected_seq": _first_seq(batch, error.seq)},
+        ) from None  # fmt: skip
+    after = applied.execution
+    return EventsResponse(len(applied.events), applied.duplicates, after.next_seq, after.status)
+
+
+def _first_seq(batch: list[IngestEvent], failed: int | None) -> int | None:
+    """Where the execution stands after a refused batch: the batch's first new seq."""
+    return None if failed is None else min(event.seq for event in batch if event.seq <= failed)
+
+
+# -- reading (team members, admins, services) ------------------------------------------------
+
+
+@get("/v1/executions", summary="Executions of the caller's teams, newest first", tags=TAGS)
+async def list_executions(
+    runtime: Runtime,
+    principal: Principal,
+    team: str | None = None,
+    status: str | None = None,
+    owner: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 50,
+) -> ExecutionPage:
+    """`since` (inclusive) and `until` (exclusive) bound the creation time (ISO 8601 with a
+    timezone); `cursor` is the previous page's `next_cursor`."""
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
+    try:
+        page = await executions.list_executions(
+            runtime.database,
+            _teams(principal, team),
+            status=status,
+            owner=owner,
+            since=None if since is None else parse_time(since, "since"),
+            until=None if until is None else parse_time(until, "until"),
+            before_cursor=cursor,
+            limit=limit,
+        )
+    except InvalidCursor as error:
+        raise BadRequest(str(error), field="cursor") from None
+    return ExecutionPage([ExecutionView.of(e) for e in page.items], page.next_cursor)
+
+
+def _teams(principal: Principal, team: str | None) -> list[str] | None:
+    if principal.is_admin or principal.is_service:
+        return None if team is None else [team]
+    if team is None:
+        return sorted(principal.teams)
+    if team not in principal.teams:
+        raise Forbidden(f"not a member of team {team[:128]!r}", field="team")
+    return [team]
+
+
+@get("/v1/executions/{id:uuid}", summary="One execution: status, progress, steps, error", tags=TAGS)
+async def get_execution(runtime: Runtime, principal: Principal, id: uuid.UUID) -> ExecutionView:
+    return ExecutionView.of(await _visible(runtime, principal, id))
+
+
+@get("/v1/executions/{id:uuid}/logs", summary="Log lines in order, paginated", tags=TAGS)
+async def execution_logs(
+    runtime: Runtime,
+    principal: Principal,
+    id: uuid.UUID,
+    level: str | None = None,
+    step: Annotated[int | None, Parameter(ge=1)] = None,
+    after: Annotated[int, Parameter(ge=0)] = 0,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_LOG_PAGE)] = 100,
+) -> LogPage:
+    """`after` is the previous page's `next_after` (a `seq`); for a live tail, subscribe to
+    the `execution:<id>` channel."""
+    if level is not None and level not in LEVELS:
+        raise BadRequest(f"level must be one of {', '.join(LEVELS)}", field="level")
+    await _visible(runtime, principal, id)
+    lines = await executions.logs(
+        runtime.database, id, level=level, step=step, after_seq=after, limit=limit
+    )
+    views = [LogLineView(x.seq, x.time, x.level, x.step, x.message, x.data) for x in lines]
+    return LogPage(views, views[-1].seq if len(views) == limit else None)
+
+
+@get(
+    "/v1/executions/{id:uuid}/poll",
+    summary="Long-poll the execution's events after a cursor",
+    tags=TAGS,
+)
+async def poll_execution(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    id: uuid.UUID,
+    cursor: str | None = None,
+    wait: Annotated[float, Parameter(ge=0, le=MAX_WAIT_S)] = 25.0,
+) -> PollResponse:
+    """The cursor of `/v1/stream?channel=execution:<id>` works here too, and the other way
+    round."""
+    principal = runtime.auth.authenticate(
+        request.headers, request.cookies, request.query_params.get("ticket")
+    )
+    channel = execution_channel(str(id))
+    await authorized_channels(runtime.policy, principal, [channel], runtime.settings.max_channels)
+    try:
+        resume = stream_cursor.decode_cursor(cursor) if cursor else None
+    except stream_cursor.InvalidCursor as error:
+        raise BadRequest(f"cursor: {error}", field="cursor") from None
+    reply = await poll(runtime.hub, [channel], resume, wait_s=wait)
+    return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)
+
+
+async def _visible(runtime: Runtime, principal: Principal, id: uuid.UUID) -> Execution:
+    execution = await executions.get(runtime.database, id)
+    if execution is None or not _may_read(principal, execution.team):
+        raise NotFound(f"no execution {id}")
+    return execution
+
+
+def _may_read(principal: Principal, team: str) -> bool:
+    return principal.is_admin or principal.is_service or team in principal.teams
+
+
+# -- commands (team members) -----------------------------------------------------------------
+
+
+@post(
+    "/v1/executions/{id:uuid}/retry", summary="Retry as a new attempt", tags=TAGS, status_code=202
+)
+async def retry_execution(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryResponse:
+    """Only a failed or cancelled execution; the new attempt is queued for the service."""
+    await _commandable(runtime, principal, id)
+    try:
+        command, new = await runtime.tracker.retry(id, principal.sub)
+    except InvalidTransition as error:
+        raise Conflict(str(error), extra={"execution_status": error.status}) from None
+    return RetryResponse(command, ExecutionView.of(new))
+
+
+@post("/v1/executions/{id:uuid}/cancel", summary="Ask for cancellation", tags=TAGS, status_code=202)
+async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
+    """The execution is cancelled when the execution service reports it (`execution.status`)."""
+    await _commandable(runtime, principal, id)
+    try:
+        command = await runtime.tracker.cancel(id, principal.sub)
+    except InvalidTransition as error:
+        raise Conflict(str(error), extra={"execution_status": error.status}) from None
+    return CancelResponse(command)
+
+
+async def _commandable(runtime: Runtime, principal: Principal, id: uuid.UUID) -> None:
+    execution = await executions.get(runtime.database, id)
+    if execution is None or not (principal.is_admin or execution.team in principal.teams):
+        raise NotFound(f"no execution {id}")
+
+
+# -- the execution service takes commands ----------------------------------------------------
+
+
+@get("/v1/commands", summary="Take retry and cancel commands (service)", tags=TAGS)
+async def take_commands(
+    runtime: Runtime,
+    principal: Principal,
+    consumer: Annotated[str, Parameter(pattern=f"^{IDENTIFIER}$")],
+    wait: Annotated[float, Parameter(ge=0, le=MAX_WAIT_S)] = 25.0,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_COMMANDS)] = 10,
+) -> CommandsResponse:
+    """At least once: a command not acknowledged within `SINAL_COMMAND_ACK_TIMEOUT` seconds
+    is delivered again, to this consumer or another. Handle them idempotently."""
+    require_role(principal, "service")
+    deliveries = await runtime.commands.claim(
+        consumer,
+        limit=limit,
+        wait_s=wait,
+        redeliver_after_s=runtime.settings.command_ack_timeout_s,
+    )
+    return CommandsResponse(
+        [DeliveryView(d.id, d.deliveries, msgspec.Raw(d.data_json)) for d in deliveries]
+    )
+
+
+@post(
+    "/v1/commands/ack", summary="Acknowledge handled commands (service)", tags=TAGS, status_code=200
+)
+async def ack_commands(
+    request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
+) -> AckResponse:
+    require_role(principal, "service")
+    body = decode_body(await request.body(), AckRequest)
+    return AckResponse(await runtime.commands.ack(body.deliveries))
+
+
+ROUTES = [
+    create_execution,
+    append_events,
+    list_executions,
+    get_execution,
+    execution_logs,
+    poll_execution,
+    retry_execution,
+    cancel_execution,
+    take_commands,
+    ack_commands,
+]
