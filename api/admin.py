@@ -29,4 +29,6 @@ async def stats(runtime: Runtime, principal: Principal) -> dict[str, Any]:
         "outbox_pending": await outbox.pending(runtime.database),
         "outbox_relayed": runtime.relay.relayed,
         "notifications_purged": runtime.purge.deleted,
+        # Retry/cancel commands delivered to the execution service and not yet acknowledged.
+        "commands_pending": await runtime.commands.pending(),
     }

@@ -567,6 +567,10 @@ class ProgressThrottle:
     def has_pending(self) -> bool:
         return bool(self._held)
 
+    def remembered(self) -> int:
+        """How many executions the throttle keeps state for."""
+        return len(self._last)
+
     def due_in(self, now: float | None = None) -> float | None:
         if not self._held:
             return None
