@@ -304,6 +304,8 @@ async def retry_execution(runtime: Runtime, principal: Principal, id: uuid.UUID)
     await _commandable(runtime, principal, id)
     try:
         command, new = await runtime.tracker.retry(id, principal.sub)
+    except ExecutionNotFound:
+        raise NotFound(f"no execution {id}") from None
     except InvalidTransition as error:
         raise Conflict(str(error), extra={"execution_status": error.status}) from None
     return RetryResponse(command, ExecutionView.of(new))
@@ -315,6 +317,8 @@ async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID
     await _commandable(runtime, principal, id)
     try:
         command = await runtime.tracker.cancel(id, principal.sub)
+    except ExecutionNotFound:
+        raise NotFound(f"no execution {id}") from None
     except InvalidTransition as error:
         raise Conflict(str(error), extra={"execution_status": error.status}) from None
     return CancelResponse(command)

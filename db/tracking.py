@@ -261,23 +261,20 @@ class Tracker:
             existing = await executions.get(self.database, spec.id)
             if existing is not None:
                 return _replayed(existing, spec), False
-        async with write_transaction(self.database):
-            try:
+        try:
+            async with write_transaction(self.database):
                 execution = await executions.create(
                     self.database, team=spec.team, owner=spec.owner, name=spec.name,
                     kind=spec.kind, total_steps=spec.total_steps, id=spec.id,
                 )  # fmt: skip
-            except DATABASE_ERRORS as error:
-                if spec.id is None or "unique" not in str(error).lower():
-                    raise
-                created = False  # a concurrent retry of the same create won
-            else:
-                created = True
                 await enqueue(self.database, [self._created(execution)])
-        if not created:
-            assert spec.id is not None
+        except DATABASE_ERRORS as error:
+            if spec.id is None or "unique" not in str(error).lower():
+                raise
+            # A concurrent retry of the same create committed first.
             existing = await executions.get(self.database, spec.id)
-            assert existing is not None
+            if existing is None:
+                raise
             return _replayed(existing, spec), False
         self.relay.wake()
         return execution, True

@@ -318,6 +318,8 @@ async def test_bad_input_is_a_clear_problem(memory_server: ServerProcess) -> Non
             response = await client.post(path, json=body, headers=SERVICE)
             assert_problem(response, 400, field)
         assert_problem(await client.post(path, content=b"{not json", headers=SERVICE), 400)
+        huge = {"events": [{"type": "log", "seq": n, "message": "x" * 4000} for n in range(1, 300)]}
+        assert_problem(await client.post(path, json=huge, headers=SERVICE), 413)
         missing = f"/v1/executions/{uuid.uuid4()}/events"
         response = await client.post(
             missing, json={"events": [{"type": "log", "seq": 1, "message": "x"}]}, headers=SERVICE
