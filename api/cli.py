@@ -1,9 +1,10 @@
-"""The `sinal` command: `serve`, `token`, `migrate`, `config`."""
+"""The `sinal` command: `serve`, `token`, `migrate`, `config`, `demo`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply pending database migrations (SINAL_DATABASE_URL)")
     commands.add_parser("config", help="show the settings in effect (secrets hidden)")
 
+    demo = commands.add_parser("demo", help="simulate an execution service against a server")
+    demo.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="server (default: %(default)s)"
+    )
+    demo.add_argument("--executions", type=_positive_int, default=4, help="at a time (default: 4)")
+    demo.add_argument("--team", default="demo", help="team that owns them (default: demo)")
+    demo.add_argument(
+        "--owner", default=_default_owner(), help="their owner (default: %(default)s)"
+    )
+    demo.add_argument("--speed", type=_positive_float, default=1.0, help="2 runs twice as fast")
+    demo.add_argument("--once", action="store_true", help="one round of executions, then exit")
+
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -38,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _token(settings, args.sub, args.role, args.team, args.ttl)
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "demo":
+            return _demo(settings, args)
         return _config(settings)
     except SettingsError as error:
         print(f"sinal: configuration error: {error}", file=sys.stderr)
@@ -112,10 +127,57 @@ def _migrate(settings: Settings, *, quiet: bool = False) -> int:
     return 0
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run `api.demo` with a service token signed like `sinal token` signs one."""
+    import asyncio
+
+    from api.auth import mint_token
+    from api.demo import Options, run_demo
+    from streams.channels import is_valid_identifier
+
+    if settings.jwt_algorithm != "HS256":
+        print("sinal: `sinal demo` signs HS256 tokens only", file=sys.stderr)
+        return 2
+    for flag, value in (("--owner", args.owner), ("--team", args.team)):
+        if not is_valid_identifier(value):
+            print(f"sinal: {flag} must be 1-128 characters of A-Z a-z 0-9 _ @ . -", file=sys.stderr)
+            return 2
+    settings, _ = settings.with_dev_secret()
+    assert settings.jwt_secret is not None  # with_dev_secret guarantees one for HS256
+    token = mint_token(settings.jwt_secret, "demo-service", ["service"], [args.team], 7 * 86400)
+    options = Options(args.url, args.executions, args.team, args.owner, args.speed, args.once)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    return asyncio.run(run_demo(options, token, say))
+
+
+def _default_owner() -> str:
+    from streams.channels import is_valid_identifier
+
+    user = os.environ.get("USER", "")
+    return user if is_valid_identifier(user) else "alice"
+
+
 def _config(settings: Settings) -> int:
     for variable, value, default in settings.describe():
         print(f"{variable:28} {value:32} (default: {default})")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+    return value
 
 
 def _port(text: str) -> int:
