@@ -20,6 +20,7 @@ from api.body import decode_body, parse_time
 from api.dependencies import require_role
 from api.notifications import MAX_WAIT_S, PollResponse
 from api.runtime import Runtime
+from api.waiting import unless_gone
 from db import executions
 from db.executions import (
     MAX_LIMIT,
@@ -165,22 +166,17 @@ async def append_events(
         raise Conflict(
             f"sequence gap: expected seq {gap.expected}, got {gap.got}; nothing was applied",
             field="events",
-            extra={"expected_seq": gap.expected},
+            extra={"expected_seq": gap.expected, "execution_status": gap.status},
         ) from None
     except InvalidTransition as error:
         raise Conflict(
             f"{error}; nothing was applied",
             field="events",
             extra={"seq": error.seq, "execution_status": error.status,
-                   "expected_seq": _first_seq(batch, error.seq)},
+                   "expected_seq": error.expected},
         ) from None  # fmt: skip
     after = applied.execution
     return EventsResponse(len(applied.events), applied.duplicates, after.next_seq, after.status)
-
-
-def _first_seq(batch: list[IngestEvent], failed: int | None) -> int | None:
-    """Where the execution stands after a refused batch: the batch's first new seq."""
-    return None if failed is None else min(event.seq for event in batch if event.seq <= failed)
 
 
 # -- reading (team members, admins, services) ------------------------------------------------
@@ -278,7 +274,11 @@ async def poll_execution(
         resume = stream_cursor.decode_cursor(cursor) if cursor else None
     except stream_cursor.InvalidCursor as error:
         raise BadRequest(f"cursor: {error}", field="cursor") from None
-    reply = await poll(runtime.hub, [channel], resume, wait_s=wait)
+    reply = await unless_gone(
+        request, runtime.hub, poll(runtime.hub, [channel], resume, wait_s=wait)
+    )
+    if reply is None:  # the client left, or the server is stopping: nothing was taken
+        return PollResponse(events=[], resets=[], next_cursor=cursor or "")
     return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)
 
 
@@ -301,6 +301,19 @@ def _may_read(principal: Principal, team: str) -> bool:
 )
 async def retry_execution(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryResponse:
     """Only a failed or cancelled execution; the new attempt is queued for the service."""
+    return await retry(runtime, principal, id)
+
+
+@post("/v1/executions/{id:uuid}/cancel", summary="Ask for cancellation", tags=TAGS, status_code=202)
+async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
+    """The execution is cancelled when the execution service reports it (`execution.status`)."""
+    return await cancel(runtime, principal, id)
+
+
+# The commands themselves, shared by REST and the action channel (`api/actions.py`).
+
+
+async def retry(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryResponse:
     await _commandable(runtime, principal, id)
     try:
         command, new = await runtime.tracker.retry(id, principal.sub)
@@ -311,9 +324,7 @@ async def retry_execution(runtime: Runtime, principal: Principal, id: uuid.UUID)
     return RetryResponse(command, ExecutionView.of(new))
 
 
-@post("/v1/executions/{id:uuid}/cancel", summary="Ask for cancellation", tags=TAGS, status_code=202)
-async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
-    """The execution is cancelled when the execution service reports it (`execution.status`)."""
+async def cancel(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
     await _commandable(runtime, principal, id)
     try:
         command = await runtime.tracker.cancel(id, principal.sub)
@@ -335,6 +346,7 @@ async def _commandable(runtime: Runtime, principal: Principal, id: uuid.UUID) ->
 
 @get("/v1/commands", summary="Take retry and cancel commands (service)", tags=TAGS)
 async def take_commands(
+    request: Request[Any, Any, Any],
     runtime: Runtime,
     principal: Principal,
     consumer: Annotated[str, Parameter(pattern=f"^{IDENTIFIER}$")],
@@ -344,12 +356,15 @@ async def take_commands(
     """At least once: a command not acknowledged within `SINAL_COMMAND_ACK_TIMEOUT` seconds
     is delivered again, to this consumer or another. Handle them idempotently."""
     require_role(principal, "service")
-    deliveries = await runtime.commands.claim(
+    claim = runtime.commands.claim(
         consumer,
         limit=limit,
         wait_s=wait,
         redeliver_after_s=runtime.settings.command_ack_timeout_s,
     )
+    # A consumer that went away must not take commands it will never see (they would wait for
+    # the ack timeout), and a stopping server must not wait for the long-poll to run out.
+    deliveries = await unless_gone(request, runtime.hub, claim) or []
     return CommandsResponse(
         [DeliveryView(d.id, d.deliveries, msgspec.Raw(d.data_json)) for d in deliveries]
     )

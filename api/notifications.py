@@ -18,6 +18,7 @@ from litestar.params import Parameter
 from api.body import decode_body, parse_time
 from api.dependencies import require_role
 from api.runtime import Runtime
+from api.waiting import unless_gone
 from db import notifications
 from db.inbox import Change, NotificationView
 from db.notifications import MAX_LIMIT, STATES, Draft, IdempotencyMismatch, InvalidCursor, State
@@ -76,6 +77,10 @@ class IdsRequest(msgspec.Struct, forbid_unknown_fields=True):
 class ManyChanged(msgspec.Struct):
     changed: list[str]
     unread: int
+
+    @classmethod
+    def of(cls, change: Change) -> ManyChanged:
+        return cls([str(id) for id in change.ids], change.unread)
 
 
 class ReadAllRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -248,7 +253,7 @@ async def read_many(
     request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
 ) -> ManyChanged:
     ids = decode_body(await request.body(), IdsRequest).ids
-    return _many_changed(await runtime.inbox.mark_read(principal.sub, ids))
+    return ManyChanged.of(await runtime.inbox.mark_read(principal.sub, ids))
 
 
 @post("/v1/notifications/unread", summary="Mark several unread", tags=TAGS, status_code=200)
@@ -256,7 +261,7 @@ async def unread_many(
     request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
 ) -> ManyChanged:
     ids = decode_body(await request.body(), IdsRequest).ids
-    return _many_changed(await runtime.inbox.mark_unread(principal.sub, ids))
+    return ManyChanged.of(await runtime.inbox.mark_unread(principal.sub, ids))
 
 
 @post("/v1/notifications/dismiss", summary="Dismiss several", tags=TAGS, status_code=200)
@@ -264,7 +269,7 @@ async def dismiss_many(
     request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
 ) -> ManyChanged:
     ids = decode_body(await request.body(), IdsRequest).ids
-    return _many_changed(await runtime.inbox.dismiss(principal.sub, ids))
+    return ManyChanged.of(await runtime.inbox.dismiss(principal.sub, ids))
 
 
 @post(
@@ -277,6 +282,14 @@ async def read_all(
     time); one that arrived since stays unread. Without it, everything unread is marked."""
     raw = await request.body()
     before = decode_body(raw, ReadAllRequest).before if raw.strip() else None
+    return await mark_all_read(runtime, principal, before)
+
+
+async def mark_all_read(
+    runtime: Runtime, principal: Principal, before: str | None
+) -> ReadAllResponse:
+    """Mark the caller's unread notifications read, up to `before` (a `cursor` or a time); also
+    the action channel's `mark_all_read`."""
     before_time = before_cursor = None
     if before is not None:
         if before.startswith("v1."):
@@ -302,10 +315,6 @@ async def _own(principal: Principal, id: uuid.UUID) -> notifications.Record:
 async def _one_changed(principal: Principal, id: uuid.UUID, unread: int) -> OneChanged:
     # Already in that state is fine (no event): the answer is the notification as it is.
     return OneChanged(NotificationView.of(await _own(principal, id)), unread)
-
-
-def _many_changed(change: Change) -> ManyChanged:
-    return ManyChanged([str(id) for id in change.ids], change.unread)
 
 
 def _state(text: str | None) -> State | None:
@@ -343,5 +352,9 @@ async def poll_notifications(
         resume = stream_cursor.decode_cursor(cursor) if cursor else None
     except stream_cursor.InvalidCursor as error:
         raise BadRequest(f"cursor: {error}", field="cursor") from None
-    reply = await poll(runtime.hub, channels, resume, wait_s=wait)
+    reply = await unless_gone(
+        request, runtime.hub, poll(runtime.hub, channels, resume, wait_s=wait)
+    )
+    if reply is None:  # the client left, or the server is stopping: nothing was taken
+        return PollResponse(events=[], resets=[], next_cursor=cursor or "")
     return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)

@@ -103,17 +103,20 @@ class ExecutionNotFound(LookupError):
 class SequenceGap(ValueError):
     """A batch skipped a sequence number; `expected` is the next one to send."""
 
-    def __init__(self, expected: int, got: int) -> None:
+    def __init__(self, expected: int, got: int, *, status: str) -> None:
         super().__init__(f"expected seq {expected}, got {got}")
-        self.expected, self.got = expected, got
+        self.expected, self.got, self.status = expected, got, status
 
 
 class InvalidTransition(ValueError):
-    """The execution cannot do what an event asks in its state; `seq` is that event's."""
+    """The execution cannot do what an event asks in its state; `seq` is that event's, and
+    `expected` the seq the execution still expects (nothing of the batch was applied)."""
 
-    def __init__(self, message: str, *, status: str, seq: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: str, seq: int | None = None, expected: int | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.seq = status, seq
+        self.status, self.seq, self.expected = status, seq, expected
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -171,12 +174,14 @@ class LogLine:
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What a batch did: the events applied (duplicates left out), the execution before and
-    after."""
+    after, and the steps its end closed (still running when it finished) with their outcome."""
 
     before: Execution
     execution: Execution
     events: list[IngestEvent]
     duplicates: int
+    closed_steps: list[int] = field(default_factory=list)
+    closed_outcome: str | None = None
 
 
 _COLUMNS = (
@@ -354,13 +359,40 @@ async def apply(
                 duplicates += 1
                 continue
             if event.seq > state.next_seq:
-                raise SequenceGap(state.next_seq, event.seq)
-            state.apply(event, now)
+                raise SequenceGap(state.next_seq, event.seq, status=state.status)
+            try:
+                state.apply(event, now)
+            except InvalidTransition as error:
+                error.expected = execution.next_seq
+                raise
             applied.append(event)
+        closed: list[int] = []
         if applied:
             await _store(database, state, now)
+            if state.status in FINAL and execution.status not in FINAL:
+                closed = await _close_steps(database, id, CLOSED_STEP[state.status], now)
         after = state.execution(now) if applied else execution
-    return Applied(execution, after, applied, duplicates)
+    return Applied(execution, after, applied, duplicates, closed, CLOSED_STEP.get(after.status))
+
+
+# A step still running when its execution ends takes the execution's outcome.
+CLOSED_STEP: Mapping[str, str] = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "skipped",
+}
+
+
+async def _close_steps(database: Database, id: uuid.UUID, outcome: str, now: datetime) -> list[int]:
+    rows = await _run(
+        database,
+        "UPDATE execution_step SET status = {}, finished_at = {} "
+        "WHERE execution_id = {} AND status = 'running' RETURNING number",
+        outcome,
+        now,
+        id,
+    )
+    return sorted(int(row["number"]) for row in rows)
 
 
 class _State:

@@ -338,6 +338,11 @@ class Tracker:
             nonlocal status
             if new != status:
                 status = new
+                if new in FINAL:  # the steps its end closed, then the end
+                    outcome = applied.closed_outcome or new
+                    for step in applied.closed_steps:
+                        closed = StepFinishedEvent(id, seq, step, outcome)
+                        outgoing.append(self._event(channel, "execution.step_finished", closed))
                 outgoing.append(self._event(channel, "execution.status", StatusEvent(
                     id, seq, new, after.progress, after.started_at, after.finished_at,
                 )))  # fmt: skip

@@ -154,6 +154,7 @@ class Hub:
         self._by_channel: dict[str, set[Subscriber]] = {}
         self._all: set[Subscriber] = set()
         self._draining = False
+        self._drained = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
         self._ready: list[Subscriber] = []
         self._wake: asyncio.Handle | None = None
@@ -169,6 +170,7 @@ class Hub:
 
     async def start(self) -> None:
         self._draining = False
+        self._drained = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         await self.engine.connect(self)
         self._heartbeat = asyncio.create_task(self._beat(), name="sinal-hub-heartbeat")
@@ -186,12 +188,17 @@ class Hub:
     def drain(self) -> None:
         """Close every stream with a reconnect hint and refuse new ones (graceful shutdown)."""
         self._draining = True
+        self._drained.set()
         for subscriber in list(self._all):
             subscriber.close("shutdown")
 
     @property
     def draining(self) -> bool:
         return self._draining
+
+    async def wait_drained(self) -> None:
+        """Returns once the server starts draining: long waits end then."""
+        await self._drained.wait()
 
     @contextlib.asynccontextmanager
     async def subscription(self, channels: list[str]) -> AsyncIterator[Subscriber]:

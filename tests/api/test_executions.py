@@ -98,6 +98,7 @@ async def test_a_watcher_sees_the_whole_run_and_the_owner_is_notified(
                 "execution.step_finished",
                 "execution.step_started",
                 "execution.error",
+                "execution.step_finished",  # the step still running ends with the execution
                 "execution.status",  # -> failed
             ]
             statuses = carol.payloads("execution.status")
@@ -124,7 +125,7 @@ async def test_a_watcher_sees_the_whole_run_and_the_owner_is_notified(
         }  # fmt: skip
         assert [(s["number"], s["name"], s["status"]) for s in snapshot["steps"]] == [
             (1, "fetch", "succeeded"),
-            (2, "train", "running"),
+            (2, "train", "failed"),
         ]
 
 
@@ -147,7 +148,7 @@ async def test_ingest_ignores_duplicates_and_refuses_gaps_and_bad_transitions(
                 headers=SERVICE,
             )
             body = assert_problem(gap, 409, "events")
-            assert body["expected_seq"] == 4
+            assert (body["expected_seq"], body["execution_status"]) == (4, "queued")
 
             await send(client, id, {"type": "status", "seq": 4, "status": "succeeded"},
                        expect=409)  # fmt: skip  # queued cannot succeed without running
@@ -155,7 +156,8 @@ async def test_ingest_ignores_duplicates_and_refuses_gaps_and_bad_transitions(
                        {"type": "status", "seq": 5, "status": "succeeded"})  # fmt: skip
             late = await client.post(
                 f"/v1/executions/{id}/events",
-                json={"events": [{"type": "log", "seq": 6, "message": "after the end is fine"},
+                json={"events": [{"type": "status", "seq": 5, "status": "succeeded"},  # a repeat
+                                 {"type": "log", "seq": 6, "message": "after the end is fine"},
                                  {"type": "progress", "seq": 7, "progress": 10}]},
                 headers=SERVICE,
             )  # fmt: skip
@@ -462,3 +464,26 @@ async def test_commands_reach_the_execution_service_at_least_once(server: Server
         assert_problem(await client.get("/v1/commands?consumer=w", headers=ALICE), 403)
         bad = await client.post("/v1/commands/ack", json={"deliveries": ["x"]}, headers=SERVICE)
         assert_problem(bad, 400, "deliveries")
+
+
+async def test_a_consumer_that_left_takes_no_commands(
+    spawn: Callable[..., ServerProcess], engine_env: dict[str, str]
+) -> None:
+    """A long-poll for commands abandoned by its client stops claiming: the next command goes
+    to a consumer that is still there, at once, instead of waiting for the ack timeout."""
+    server = spawn(engine_env)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        id = (await create(client))["id"]
+        await send(client, id, {"type": "status", "seq": 1, "status": "running"})
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as leaving:
+            with anyio.move_on_after(1):  # the consumer gives up (and closes) mid-wait
+                await leaving.get(
+                    "/v1/commands", params={"consumer": "gone", "wait": 20}, headers=SERVICE
+                )
+        await client.post(f"/v1/executions/{id}/cancel", headers=ALICE)
+        with anyio.fail_after(5):
+            taken = await client.get(
+                "/v1/commands", params={"consumer": "here", "wait": 4}, headers=SERVICE
+            )
+        [delivery] = taken.json()["commands"]
+        assert (delivery["command"]["command"], delivery["deliveries"]) == ("cancel", 1)
