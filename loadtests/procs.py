@@ -1,4 +1,6 @@
-"""Processes a benchmark starts and watches: pinned servers, a private Redis, /proc readings.
+"""Processes a benchmark starts and watches: pinned servers, a private Redis, /proc readings;
+and what the benchmarks share: the benchmark database, a lean HTTP/1.1 client, CPU meters,
+percentiles, py-spy profiles.
 
 Everything here is Linux-only on purpose: the figures come from /proc and from CPU affinity.
 """
@@ -9,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -16,16 +19,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg  # type: ignore[import-untyped]
+import httpx
 import redis
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def log(message: str) -> None:
@@ -281,3 +288,280 @@ def run_benchmark(
     except KeyboardInterrupt:
         sys.exit(130)
     print(json.dumps(result))
+
+
+# -- the benchmark database ------------------------------------------------------------------
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/sinal_bench"
+# Databases a benchmark must never drop: the test suite's and PostgreSQL's own.
+PROTECTED_DATABASES = frozenset({"test", "postgres", "template0", "template1"})
+
+
+def database_name(url: str) -> str:
+    name = urlsplit(url).path.lstrip("/")
+    if not name or "/" in name:
+        raise SystemExit(f"--database-url needs a database name: {url}")
+    if name in PROTECTED_DATABASES:
+        raise SystemExit(f"refusing to drop database {name!r}: pick another (e.g. sinal_bench)")
+    return name
+
+
+async def reset_database(url: str) -> None:
+    """Drop and recreate the benchmark's database; `sinal serve` migrates it at start."""
+    name = database_name(url)
+    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+    connection = await asyncpg.connect(admin_url)
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await connection.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+        await connection.execute(f"CREATE DATABASE {quoted}")
+    finally:
+        await connection.close()
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def start_sinal(
+    name: str,
+    *,
+    database_url: str,
+    redis_url: str,
+    secret: str,
+    workdir: Path,
+    core: int,
+    nofile: int,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Child, int]:
+    """`sinal serve` on a free port, pinned to `core`, once `/readyz` answers 200; `env` adds
+    or overrides variables (e.g. SINAL_COALESCE_MS)."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "SINAL_REDIS_URL": redis_url,
+        "SINAL_JWT_SECRET": secret,
+        "SINAL_DATABASE_URL": database_url,
+        # Access logs for every request would be measured as server work.
+        "SINAL_LOG_LEVEL": "warning",
+        # An existing PYTHONPATH is kept after the repository (e.g. a sitecustomize for a trial).
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **(env or {}),
+    }
+    argv = [sys.executable, "-m", "api", "serve", "--port", str(port)]
+    server = Child(
+        f"{name}-{port}", argv, env=environ, cwd=workdir, preexec=pinned_child(core, nofile)
+    )
+    server.wait_listening(port, timeout=60)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready:\n{server.tail()}")
+        time.sleep(0.1)
+    return server, port
+
+
+# -- a lean HTTP/1.1 client ------------------------------------------------------------------
+
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE).search
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection, one request at a time; responses need a Content-Length
+    (Litestar sends one for every non-streaming response). A few microseconds per request,
+    where httpx spends well over 100: at thousands of requests/s that is the generator's core."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(ConnectionError(f"connection closed: {exc}"))
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            transport.close()
+        self._fail(ConnectionError("closed by the client"))
+
+    def _fail(self, error: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def request(self, raw: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        """Send one whole request; the future gets (status, body)."""
+        assert self.transport is not None
+        assert self.waiter is None
+        waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        self.transport.write(raw)
+        return waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            self.buffer = data
+            return
+        found = CONTENT_LENGTH(data, 0, head_end)
+        end = head_end + 4 + (int(found.group(1)) if found else 0)
+        if len(data) < end:
+            self.buffer = data
+            return
+        self.buffer = data[end:]
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((int(data[9:12]), data[head_end + 4 : end]))
+
+
+class HttpPool:
+    """Keep-alive connections handed out one request at a time; broken ones are reopened."""
+
+    def __init__(self, port: int, size: int, timeout: float = 10.0) -> None:
+        self.port = port
+        self.size = size
+        self.timeout = timeout
+        self.idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
+        self.all: list[HttpConnection] = []
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self.idle.put_nowait(await self._connect())
+
+    async def _connect(self) -> HttpConnection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(HttpConnection, "127.0.0.1", self.port)
+        self.all.append(connection)
+        return connection
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        connection = await self.idle.get()
+        try:
+            if connection.closed:
+                connection = await self._connect()
+            return await asyncio.wait_for(connection.request(raw), self.timeout)
+        except BaseException:
+            connection.close()  # its next response would be taken for another request's
+            raise
+        finally:
+            self.idle.put_nowait(connection)
+
+    def close(self) -> None:
+        for connection in self.all:
+            connection.close()
+
+
+# -- meters ----------------------------------------------------------------------------------
+
+
+def postgres_cpu_seconds_by_pid() -> dict[int, float]:
+    """CPU time of every PostgreSQL process (postmaster, backends, WAL writer …)."""
+    found: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if Path(entry.path, "comm").read_text().strip() == "postgres":
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
+
+
+class PostgresMeter:
+    """PostgreSQL's CPU between two readings, summed over its processes, as % of one core.
+
+    Backends come and go: a new one is billed all its CPU, one that exited its last interval
+    is lost (the pool keeps its backends for the run, so that is little)."""
+
+    def __init__(self) -> None:
+        self._last = postgres_cpu_seconds_by_pid()
+        self._wall = time.monotonic()
+
+    def lap(self) -> float:
+        now, wall = postgres_cpu_seconds_by_pid(), time.monotonic()
+        used = sum(cpu - self._last.get(pid, 0.0) for pid, cpu in now.items())
+        percent = used / max(wall - self._wall, 1e-9) * 100
+        self._last, self._wall = now, wall
+        return percent
+
+
+class Meters:
+    """CPU of the server, this generator, PostgreSQL, Redis, the two cores, and everything
+    else on the machine, between two readings (`lap`)."""
+
+    def __init__(
+        self, server_pid: int, redis_pid: int | None, server_core: int, client_core: int
+    ) -> None:
+        self.server = CpuMeter(lambda: cpu_seconds(server_pid))
+        self.generator = CpuMeter(self_cpu_seconds)
+        self.postgres = PostgresMeter()
+        self.redis = CpuMeter(lambda: cpu_seconds(redis_pid)) if redis_pid else None
+        self.server_core = CoreMeter(server_core)
+        self.client_core = CoreMeter(client_core)
+        self.foreign = CpuMeter(foreign_cpu_seconds)
+
+    def lap(self, prefix: str = "") -> dict[str, float | None]:
+        postgres = self.postgres.lap()
+        foreign = self.foreign.lap()
+        figures: dict[str, float | None] = {
+            "server_cpu_pct": round(self.server.lap(), 1),
+            "generator_cpu_pct": round(self.generator.lap(), 1),
+            "postgres_cpu_pct": round(postgres, 1),
+            "redis_cpu_pct": None if self.redis is None else round(self.redis.lap(), 1),
+            "server_core_busy_pct": round(self.server_core.lap(), 1),
+            "client_core_busy_pct": round(self.client_core.lap(), 1),
+            # Busy time outside the server, generator, Redis and PostgreSQL (± 10 % noise).
+            "foreign_cpu_pct": round(foreign - postgres, 1),
+        }
+        return {f"{prefix}{key}": value for key, value in figures.items()}
+
+
+def describe(load: dict[str, float | None], prefix: str = "") -> str:
+    def pct(key: str) -> str:
+        value = load.get(prefix + key)
+        return "  -" if value is None else f"{value:3.0f}"
+
+    return (
+        f"server={pct('server_cpu_pct')}% generator={pct('generator_cpu_pct')}% "
+        f"postgres={pct('postgres_cpu_pct')}% redis={pct('redis_cpu_pct')}% "
+        f"others={pct('foreign_cpu_pct')}%"
+    )
+
+
+# -- profiles --------------------------------------------------------------------------------
+
+
+def start_profile(pid: int, name: str, seconds: float, core: int) -> subprocess.Popen[bytes]:
+    """py-spy samples process `pid` for `seconds` (collapsed stacks, to
+    loadtests/results/<name>.txt), running on `core` (the generator's)."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.txt"
+    argv = [binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds)))]
+    argv += ["--nonblocking", "--format", "raw", "--rate", "200", "-o", str(out)]
+    log(f"profiling the server for {int(seconds)}s into {out}")
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+    )
+
+
+async def finish_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is None:
+        return
+    try:
+        await asyncio.to_thread(profiler.wait, 30)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+        profiler.wait()
