@@ -19,16 +19,19 @@ from litestar.params import Parameter
 from api.body import decode_body, parse_time
 from api.dependencies import require_role
 from api.notifications import MAX_WAIT_S, PollResponse
+from api.problems import problem_of
 from api.runtime import Runtime
 from api.waiting import unless_gone
 from db import executions
 from db.executions import (
     MAX_LIMIT,
     STATUSES,
+    Applied,
     Execution,
     ExecutionNotFound,
     IngestEvent,
     InvalidTransition,
+    Refusal,
     SequenceGap,
 )
 from db.notifications import InvalidCursor
@@ -36,12 +39,15 @@ from db.tracking import Command, ExecutionConflict, ExecutionView, Spec
 from streams import cursor as stream_cursor
 from streams.access import Principal, authorized_channels
 from streams.channels import IDENTIFIER, execution_channel
-from streams.errors import BadRequest, Conflict, Forbidden, NotFound
+from streams.errors import BadRequest, Conflict, Forbidden, NotFound, SinalError
 from streams.poll import poll
 
 TAGS = ["executions"]
 MAX_BATCH = 500
 MAX_BATCH_BYTES = 1024 * 1024
+MAX_BULK_BATCHES = 1000
+MAX_BULK_EVENTS = 5000
+MAX_BULK_BYTES = 4 * 1024 * 1024
 MAX_LOG_DATA_BYTES = 16 * 1024
 MAX_LOG_PAGE = 1000
 MAX_COMMANDS = 100
@@ -69,6 +75,43 @@ class EventsResponse(msgspec.Struct):
     duplicates: int
     next_seq: int
     status: str
+
+    @classmethod
+    def of(cls, result: Applied) -> EventsResponse:
+        after = result.execution
+        return cls(len(result.events), result.duplicates, after.next_seq, after.status)
+
+
+class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    execution: uuid.UUID
+    events: Annotated[list[IngestEvent], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BulkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    batches: Annotated[list[Batch], msgspec.Meta(min_length=1, max_length=MAX_BULK_BATCHES)]
+
+
+class AppliedBatch(msgspec.Struct):
+    execution: str
+    applied: int
+    duplicates: int
+    next_seq: int
+    status: str
+
+    @classmethod
+    def of(cls, result: Applied) -> AppliedBatch:
+        after = result.execution
+        return cls(str(after.id), len(result.events), result.duplicates, after.next_seq,
+                   after.status)  # fmt: skip
+
+
+class RefusedBatch(msgspec.Struct):
+    execution: str
+    error: dict[str, Any]  # the problem the single-execution endpoint would answer
+
+
+class BulkResponse(msgspec.Struct):
+    results: list[AppliedBatch | RefusedBatch]  # one per batch, in order
 
 
 class ExecutionPage(msgspec.Struct):
@@ -152,31 +195,72 @@ async def append_events(
     cannot make refuses the whole batch with 409 and `expected_seq`, where to resend from."""
     require_role(principal, "service")
     batch = decode_body(await request.body(), EventsRequest).events
-    for index, event in enumerate(batch):
+    _check_sizes(batch, "events")
+    [result] = await runtime.tracker.ingest_many([(id, batch)])
+    if isinstance(result, Exception):
+        raise _refused(result, "events")
+    return EventsResponse.of(result)
+
+
+@post(
+    "/v1/executions/events",
+    summary="Append the batches of many executions at once (service)",
+    tags=TAGS,
+    status_code=200,
+    request_max_body_size=MAX_BULK_BYTES,
+)
+async def append_many(
+    request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
+) -> BulkResponse:
+    """One request per flush for an execution service running many executions. Each
+    execution's batch is applied or refused on its own: a refusal is that batch's `error`, the
+    problem the single-execution endpoint would answer."""
+    require_role(principal, "service")
+    batches = decode_body(await request.body(), BulkRequest).batches
+    seen: set[uuid.UUID] = set()
+    for index, batch in enumerate(batches):
+        if batch.execution in seen:
+            raise BadRequest("an execution appears twice", field=f"batches[{index}].execution")
+        seen.add(batch.execution)
+        _check_sizes(batch.events, f"batches[{index}].events")
+    if sum(len(batch.events) for batch in batches) > MAX_BULK_EVENTS:
+        raise BadRequest(f"more than {MAX_BULK_EVENTS} events in all", field="batches")
+    results = await runtime.tracker.ingest_many([(b.execution, b.events) for b in batches])
+    return BulkResponse(
+        [
+            RefusedBatch(str(batch.execution), problem_of(_refused(result, "events")))
+            if isinstance(result, Exception)
+            else AppliedBatch.of(result)
+            for batch, result in zip(batches, results, strict=True)
+        ]
+    )
+
+
+def _check_sizes(events: list[IngestEvent], field: str) -> None:
+    for index, event in enumerate(events):
         data = getattr(event, "data", None) or getattr(event, "details", None)
         if data is not None and len(msgspec.json.encode(data)) > MAX_LOG_DATA_BYTES:
-            raise BadRequest(
-                f"larger than {MAX_LOG_DATA_BYTES} bytes as JSON", field=f"events[{index}]"
-            )
-    try:
-        applied = await runtime.tracker.ingest(id, batch)
-    except ExecutionNotFound:
-        raise NotFound(f"no execution {id}") from None
-    except SequenceGap as gap:
-        raise Conflict(
-            f"sequence gap: expected seq {gap.expected}, got {gap.got}; nothing was applied",
-            field="events",
-            extra={"expected_seq": gap.expected, "execution_status": gap.status},
-        ) from None
-    except InvalidTransition as error:
-        raise Conflict(
-            f"{error}; nothing was applied",
-            field="events",
-            extra={"seq": error.seq, "execution_status": error.status,
-                   "expected_seq": error.expected},
-        ) from None  # fmt: skip
-    after = applied.execution
-    return EventsResponse(len(applied.events), applied.duplicates, after.next_seq, after.status)
+            raise BadRequest(f"larger than {MAX_LOG_DATA_BYTES} bytes as JSON",
+                             field=f"{field}[{index}]")  # fmt: skip
+
+
+def _refused(refusal: Refusal, field: str) -> SinalError:
+    """The problem a refused batch answers: what the producer must resend, and from where."""
+    if isinstance(refusal, SequenceGap):
+        return Conflict(
+            f"sequence gap: expected seq {refusal.expected}, got {refusal.got}; "
+            "nothing was applied",
+            field=field,
+            extra={"expected_seq": refusal.expected, "execution_status": refusal.status},
+        )
+    if isinstance(refusal, InvalidTransition):
+        return Conflict(
+            f"{refusal}; nothing was applied",
+            field=field,
+            extra={"seq": refusal.seq, "execution_status": refusal.status,
+                   "expected_seq": refusal.expected},
+        )  # fmt: skip
+    return NotFound(str(refusal))
 
 
 # -- reading (team members, admins, services) ------------------------------------------------
@@ -384,6 +468,7 @@ async def ack_commands(
 ROUTES = [
     create_execution,
     append_events,
+    append_many,
     list_executions,
     get_execution,
     execution_logs,

@@ -348,31 +348,80 @@ async def apply(
     now: datetime | None = None,
 ) -> Applied:
     """Apply a batch of sequenced events to execution `id`, all or nothing."""
+    [result] = await apply_many(database, [(id, events)], now=now)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+Refusal = ExecutionNotFound | SequenceGap | InvalidTransition
+
+
+async def apply_many(
+    database: Database,
+    batches: Sequence[tuple[uuid.UUID, Sequence[IngestEvent]]],
+    *,
+    now: datetime | None = None,
+) -> list[Applied | Refusal]:
+    """Apply each execution's batch, all or nothing per execution, in one transaction: what
+    each batch did, or why it was refused (the others are applied all the same).
+
+    The executions' rows are locked together (in id order, so two callers never wait for each
+    other in a cycle), and on PostgreSQL every batch is written by the same few statements
+    whatever their number: an execution service reports many executions in one request.
+    """
     now = now or datetime.now(UTC)
     async with write_transaction(database):
-        execution = await locked(database, id)
-        state = _State(execution)
-        applied: list[IngestEvent] = []
-        duplicates = 0
-        for event in events:
-            if event.seq < state.next_seq:
-                duplicates += 1
+        found = {e.id: e for e in await _locked_many(database, [id for id, _ in batches])}
+        results: list[Applied | Refusal] = []
+        plans: list[_State] = []
+        for id, events in batches:
+            execution = found.get(id)
+            if execution is None:
+                results.append(ExecutionNotFound(f"no execution {id}"))
                 continue
-            if event.seq > state.next_seq:
-                raise SequenceGap(state.next_seq, event.seq, status=state.status)
             try:
-                state.apply(event, now)
-            except InvalidTransition as error:
-                error.expected = execution.next_seq
-                raise
-            applied.append(event)
-        closed: list[int] = []
-        if applied:
-            await _store(database, state, now)
-            if state.status in FINAL and execution.status not in FINAL:
-                closed = await _close_steps(database, id, CLOSED_STEP[state.status], now)
-        after = state.execution(now) if applied else execution
-    return Applied(execution, after, applied, duplicates, closed, CLOSED_STEP.get(after.status))
+                state, applied, duplicates = _plan(execution, events, now)
+            except (SequenceGap, InvalidTransition) as refusal:
+                results.append(refusal)
+                continue
+            after = state.execution(now) if applied else execution
+            results.append(Applied(execution, after, applied, duplicates))
+            if applied:
+                plans.append(state)
+        await _store_many(database, plans, now)
+        for index, result in enumerate(results):
+            if isinstance(result, Applied) and _finished(result):
+                outcome = CLOSED_STEP[result.execution.status]
+                closed = await _close_steps(database, result.execution.id, outcome, now)
+                results[index] = replace(result, closed_steps=closed, closed_outcome=outcome)
+    return results
+
+
+def _plan(
+    execution: Execution, events: Sequence[IngestEvent], now: datetime
+) -> tuple[_State, list[IngestEvent], int]:
+    """What `events` do to `execution`; raises SequenceGap or InvalidTransition."""
+    state = _State(execution)
+    applied: list[IngestEvent] = []
+    duplicates = 0
+    for event in events:
+        if event.seq < state.next_seq:
+            duplicates += 1
+            continue
+        if event.seq > state.next_seq:
+            raise SequenceGap(state.next_seq, event.seq, status=state.status)
+        try:
+            state.apply(event, now)
+        except InvalidTransition as error:
+            error.expected = execution.next_seq
+            raise
+        applied.append(event)
+    return state, applied, duplicates
+
+
+def _finished(result: Applied) -> bool:
+    return result.execution.status in FINAL and result.before.status not in FINAL
 
 
 # A step still running when its execution ends takes the execution's outcome.
@@ -466,6 +515,69 @@ class _State:
         return replace(self.base, **self.values, updated=now)
 
 
+async def _store_many(database: Database, plans: list[_State], now: datetime) -> None:
+    if not plans:
+        return
+    if not isinstance(database, PostgresEngine):
+        for state in plans:  # SQLite: embedded, one process; plain statements suffice
+            await _store(database, state, now)
+        return
+    rows = [_row(state.execution(now)) for state in plans]
+    columns = list(zip(*rows, strict=True))
+    index = {name: i for i, name in enumerate(_COLUMN_NAMES)}
+    await _run(database, _BULK_UPDATE, *(list(columns[index[name]]) for name in _UPDATED))
+    steps = [
+        (state.base.id, number, step.get("name", "") if step.get("started_at") else "",
+         step["status"], step.get("started_at"), step["finished_at"])
+        for state in plans
+        for number, step in state.steps.items()
+    ]  # fmt: skip
+    if steps:
+        await _run(database, _BULK_STEPS, *(list(column) for column in zip(*steps, strict=True)))
+    logs = [row for state in plans for row in state.logs]
+    if logs:
+        await _run(database, _BULK_LOGS, *(list(column) for column in zip(*logs, strict=True)))
+
+
+# PostgreSQL: every batch's changes in three statements, each taking one array per column.
+_UPDATED = (
+    "id", "status", "progress", "step", "step_name", "total_steps", "error_code",
+    "error_message", "error_step", "error_details", "started_at", "finished_at", "updated",
+    "next_seq",
+)  # fmt: skip
+_BULK_UPDATE = """
+UPDATE execution AS e SET status = u.status, progress = u.progress, step = u.step,
+    step_name = u.step_name, total_steps = u.total_steps, error_code = u.error_code,
+    error_message = u.error_message, error_step = u.error_step,
+    error_details = u.error_details::json, started_at = u.started_at,
+    finished_at = u.finished_at, updated = u.updated, next_seq = u.next_seq
+FROM unnest({}::uuid[], {}::text[], {}::int[], {}::int[], {}::text[], {}::int[], {}::text[],
+            {}::text[], {}::int[], {}::text[], {}::timestamptz[], {}::timestamptz[],
+            {}::timestamptz[], {}::bigint[])
+     AS u(id, status, progress, step, step_name, total_steps, error_code, error_message,
+          error_step, error_details, started_at, finished_at, updated, next_seq)
+WHERE e.id = u.id
+"""
+# A step started in the batch is (re)written whole; one only finished keeps its name and start.
+_BULK_STEPS = """
+INSERT INTO execution_step (execution_id, number, name, status, started_at, finished_at)
+SELECT * FROM unnest({}::uuid[], {}::int[], {}::text[], {}::text[], {}::timestamptz[],
+                     {}::timestamptz[])
+ON CONFLICT (execution_id, number) DO UPDATE SET
+    name = CASE WHEN excluded.started_at IS NULL THEN execution_step.name
+                ELSE excluded.name END,
+    status = excluded.status,
+    started_at = COALESCE(excluded.started_at, execution_step.started_at),
+    finished_at = excluded.finished_at
+"""
+_BULK_LOGS = """
+INSERT INTO execution_log (execution_id, seq, time, level, step, message, data)
+SELECT l.execution_id, l.seq, l.time, l.level, l.step, l.message, l.data::json
+FROM unnest({}::uuid[], {}::bigint[], {}::timestamptz[], {}::text[], {}::int[], {}::text[],
+            {}::text[]) AS l(execution_id, seq, time, level, step, message, data)
+"""
+
+
 async def _store(database: Database, state: _State, now: datetime) -> None:
     values = {**state.values, "updated": now}
     if "error_details" in values:
@@ -503,6 +615,19 @@ async def _store(database: Database, state: _State, now: datetime) -> None:
         )
 
 
+async def _locked_many(database: Database, ids: Sequence[uuid.UUID]) -> list[Execution]:
+    """Executions `ids` that exist, locked in id order (PostgreSQL)."""
+    if not ids:
+        return []
+    lock = " FOR UPDATE" if isinstance(database, PostgresEngine) else ""
+    rows = await _run(
+        database,
+        f"SELECT {_COLUMNS} FROM execution WHERE id IN ({_marks(len(ids))}) ORDER BY id{lock}",
+        *sorted(set(ids)),
+    )
+    return [_execution(row) for row in rows]
+
+
 async def locked(database: Database, id: uuid.UUID) -> Execution:
     """Execution `id`, its row locked until the caller's transaction ends (PostgreSQL)."""
     lock = " FOR UPDATE" if isinstance(database, PostgresEngine) else ""
@@ -521,9 +646,12 @@ def _marks(count: int) -> str:
     return ", ".join("{}" for _ in range(count))
 
 
+_COLUMN_NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
+
+
 def _row(execution: Execution) -> tuple[Any, ...]:
-    values = [getattr(execution, name.strip()) for name in _COLUMNS.split(",")]
-    index = _COLUMNS.replace(" ", "").split(",").index("error_details")
+    values = [getattr(execution, name) for name in _COLUMN_NAMES]
+    index = _COLUMN_NAMES.index("error_details")
     values[index] = None if values[index] is None else json.dumps(values[index])
     return tuple(values)
 

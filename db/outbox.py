@@ -50,6 +50,17 @@ async def enqueue(database: Database, events: Sequence[OutboxEvent]) -> None:
     """Write `events` in the caller's transaction; they are published once it commits."""
     if not events:
         return
+    if isinstance(database, PostgresEngine):  # one statement text whatever the count
+        await database.run_querystring(
+            QueryString(
+                "INSERT INTO sinal_outbox (channel, type, data) "
+                "SELECT * FROM unnest({}::text[], {}::text[], {}::text[])",
+                [e.channel for e in events],
+                [e.type for e in events],
+                [e.data_json.decode() for e in events],
+            )
+        )
+        return
     values = ", ".join("({}, {}, {})" for _ in events)
     args = [value for e in events for value in (e.channel, e.type, e.data_json.decode())]
     await database.run_querystring(

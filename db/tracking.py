@@ -281,19 +281,31 @@ class Tracker:
 
     async def ingest(self, id: uuid.UUID, events: Sequence[IngestEvent]) -> Applied:
         """`executions.apply`, publishing what the batch did (see the module docstring)."""
+        [result] = await self.ingest_many([(id, events)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def ingest_many(
+        self, batches: Sequence[tuple[uuid.UUID, Sequence[IngestEvent]]]
+    ) -> list[Applied | executions.Refusal]:
+        """`executions.apply_many`, publishing what each batch did, in one transaction."""
+        outgoing: list[OutboxEvent] = []
         async with write_transaction(self.database):
-            applied = await executions.apply(self.database, id, events)
-            before, after = applied.before, applied.execution
-            outgoing = self._ingest_events(before, applied)
-            if after.status in FINAL and before.status not in FINAL:
-                self.throttle.forget(id)
-                await self._notify_owner(after)
+            results = await executions.apply_many(self.database, batches)
+            for result in results:
+                if isinstance(result, Exception):
+                    continue
+                outgoing += self._ingest_events(result.before, result)
+                if result.execution.status in FINAL and result.before.status not in FINAL:
+                    self.throttle.forget(result.execution.id)
+                    await self._notify_owner(result.execution)
             await enqueue(self.database, outgoing)
         if outgoing:
             self.relay.wake()
         if self.throttle.has_pending():
             self._wake_publisher()
-        return applied
+        return results
 
     async def retry(self, id: uuid.UUID, by: str) -> tuple[Command, Execution]:
         """A new attempt of a failed or cancelled execution, and the command that asks the

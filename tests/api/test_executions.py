@@ -487,3 +487,58 @@ async def test_a_consumer_that_left_takes_no_commands(
             )
         [delivery] = taken.json()["commands"]
         assert (delivery["command"]["command"], delivery["deliveries"]) == ("cancel", 1)
+
+
+async def test_many_executions_report_in_one_request(server: ServerProcess) -> None:
+    """Each execution's batch is applied or refused on its own; watchers see the applied ones."""
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        first, second, third = [(await create(client, name=f"n{n}"))["id"] for n in range(3)]
+        unknown = str(uuid.uuid4())
+        async with open_stream(server.url, ALICE, params=channel(first)) as (alice, _):
+            response = await client.post(
+                "/v1/executions/events",
+                json={"batches": [
+                    {"execution": first, "events": [
+                        {"type": "step_started", "seq": 1, "step": 1, "name": "fetch"},
+                        {"type": "log", "seq": 2, "message": "fetched"},
+                    ]},
+                    {"execution": second, "events": [{"type": "log", "seq": 2, "message": "x"}]},
+                    {"execution": unknown, "events": [{"type": "log", "seq": 1, "message": "x"}]},
+                    {"execution": third, "events": [
+                        {"type": "status", "seq": 1, "status": "running"},
+                        {"type": "status", "seq": 2, "status": "succeeded"},
+                    ]},
+                ]},
+                headers=SERVICE,
+            )  # fmt: skip
+            assert response.status_code == 200, response.text
+            applied, gap, missing, done = response.json()["results"]
+            assert applied == {"execution": first, "applied": 2, "duplicates": 0,
+                               "next_seq": 3, "status": "running"}  # fmt: skip
+            assert gap["execution"] == second
+            assert (gap["error"]["status"], gap["error"]["expected_seq"]) == (409, 1)
+            assert (missing["execution"], missing["error"]["status"]) == (unknown, 404)
+            assert (done["status"], done["next_seq"]) == ("succeeded", 3)
+            await alice.until(lambda r: bool(r.payloads("execution.log")))
+            assert [p["message"] for p in alice.payloads("execution.log")] == ["fetched"]
+        refused = await client.get(f"/v1/executions/{second}", headers=ALICE)
+        assert refused.json()["next_seq"] == 1
+
+        log = {"type": "log", "seq": 1, "message": "x"}
+        for body, field in [
+            ({"batches": []}, "batches"),
+            ({"batches": [{"execution": first, "events": [log]}] * 2}, "batches[1].execution"),
+            ({"batches": [{"execution": "nope", "events": [log]}]}, "batches[0].execution"),
+            ({"batches": [{"execution": first, "events": [{"type": "log", "seq": 0}]}]},
+             "batches[0].events[0].seq"),
+            ({"batches": [{"execution": str(uuid.uuid4()), "events": [log] * 500}
+                          for _ in range(11)]}, "batches"),
+        ]:  # fmt: skip
+            response = await client.post("/v1/executions/events", json=body, headers=SERVICE)
+            assert_problem(response, 400, field)
+        response = await client.post(
+            "/v1/executions/events",
+            json={"batches": [{"execution": first, "events": [log]}]},
+            headers=ALICE,
+        )
+        assert_problem(response, 403)
