@@ -21,6 +21,7 @@ async def stats(runtime: Runtime, principal: Principal) -> dict[str, Any]:
         "engine": runtime.engine.name,
         "connections": hub.connections,
         "connections_total": hub.connections_total,
+        "action_sockets": runtime.actions.count,
         "slow_consumer_closes": hub.slow_consumer_closes,
         "events_in": hub.events_in,
         "resets": hub.resets,

@@ -27,10 +27,15 @@ def decode_body(raw: bytes, type: type[T]) -> T:
         raise BadRequest(f"request body is not UTF-8 (invalid byte at {error.start})") from None
     try:
         return msgspec.json.decode(raw, type=type)
-    except msgspec.ValidationError as error:
-        raise BadRequest(str(error), field=_field_of(str(error))) from None
     except msgspec.DecodeError as error:
-        raise BadRequest(f"malformed JSON: {error}") from None
+        raise refused(error) from None
+
+
+def refused(error: msgspec.DecodeError) -> BadRequest:
+    """The 400 for JSON msgspec refused: a `ValidationError` names the field at fault."""
+    if isinstance(error, msgspec.ValidationError):
+        return BadRequest(str(error), field=_field_of(str(error)))
+    return BadRequest(f"malformed JSON: {error}")
 
 
 def _field_of(message: str) -> str | None:

@@ -1,4 +1,5 @@
-"""What one running app owns: settings, engine, hub, database, authenticator, access policy."""
+"""What one running app owns: settings, engine, hub, database, authenticator, access policy,
+action sockets."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from streams.engine import Engine, Retention
 from streams.hub import Hub
 from streams.memory import MemoryEngine
 from streams.redis import RedisEngine
+from streams.sockets import ActionSockets
 
 
 class Runtime:
@@ -36,6 +38,7 @@ class Runtime:
         tracker: Tracker,
         commands: CommandQueue,
         policy: ChannelPolicy | None = None,
+        actions: ActionSockets | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -48,6 +51,8 @@ class Runtime:
         self.tracker = tracker
         self.commands = commands
         self.policy = policy or DefaultPolicy(functools.partial(executions.team_of, database))
+        # The open `/v1/actions` sockets and their per-user message budget.
+        self.actions = actions or ActionSockets(settings.actions_rate, settings.actions_burst)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

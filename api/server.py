@@ -1,8 +1,10 @@
-"""Running the app under uvicorn, with a graceful drain of open streams.
+"""Running the app under uvicorn, with a graceful drain of open streams and action sockets.
 
 Uvicorn waits for open connections to finish before it runs the app's shutdown, and an SSE
 stream never finishes by itself. So on a stop signal the hub is drained first: every stream gets
 a short `retry:` hint and ends, and `EventSource` clients reconnect (elsewhere) with their cursor.
+Action sockets (`/v1/actions`) then finish the action in hand and close with 1001; uvicorn would
+otherwise cut them with 1012.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import unquote_plus
 
 import uvicorn
 
+from api import actions
 from api.app import SinalApp
 from api.runtime import Runtime
 
@@ -42,6 +45,16 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class QuietDenials(logging.Filter):
+    """Drop the error uvicorn's websockets-sansio protocol logs after every upgrade refused with
+    an HTTP response (the `websocket.http.response` extension), though the refusal went out as
+    it should: https://github.com/Kludex/uvicorn/pull/3138. `/v1/actions` refuses bad credentials
+    that way, and nothing else in this app returns from a WebSocket without an answer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "ASGI callable returned without completing handshake."
+
+
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
         super().__init__(config)
@@ -51,17 +64,24 @@ class DrainingServer(uvicorn.Server):
         for server in self.servers:
             server.close()  # no new connection while streams drain
         self.runtime.hub.drain()
+        await actions.close_all(self.runtime)
         await super().shutdown(sockets)
 
 
 def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
     logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
+    # WebSocket handshakes are logged here, path and query (`?ticket=`) included.
+    logging.getLogger("uvicorn.error").addFilter(RedactSecrets())
+    logging.getLogger("uvicorn.error").addFilter(QuietDenials())
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=10,
+        # Action messages are at most 16 KiB (a larger one gets a 413 reply); a frame beyond this
+        # closes the socket (1009) before it is buffered whole.
+        ws_max_size=actions.MAX_FRAME_BYTES,
         # Streams are long-lived; headers still must arrive promptly.
         timeout_keep_alive=30,
     )

@@ -135,6 +135,9 @@ class Settings:
     purge_interval_s: float = _env("SINAL_PURGE_INTERVAL", _positive_float, 3600.0)
     progress_interval_ms: float = _env("SINAL_PROGRESS_INTERVAL_MS", _non_negative_float, 100.0)
     command_ack_timeout_s: float = _env("SINAL_COMMAND_ACK_TIMEOUT", _positive_float, 30.0)
+    actions_rate: float = _env("SINAL_ACTIONS_RATE", _positive_float, 20.0)
+    actions_burst: int = _env("SINAL_ACTIONS_BURST", _positive_int, 40)
+    actions_idle_timeout_s: float = _env("SINAL_ACTIONS_IDLE_TIMEOUT", _positive_float, 300.0)
     log_level: str = _env("SINAL_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

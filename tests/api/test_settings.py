@@ -82,6 +82,8 @@ def test_defaults() -> None:
     assert settings.redis_url is None
     assert settings.jwt_algorithm == "HS256"
     assert (settings.max_channels, settings.max_payload_bytes) == (16, 65536)
+    assert (settings.actions_rate, settings.actions_burst) == (20.0, 40)
+    assert settings.actions_idle_timeout_s == 300.0
 
 
 def test_values_are_parsed_and_empty_means_unset() -> None:
@@ -113,6 +115,7 @@ POSITIVE_INTS = [
     "SINAL_MAX_CHANNELS",
     "SINAL_MAX_PAYLOAD_BYTES",
     "SINAL_STREAM_MAX_LEN",
+    "SINAL_ACTIONS_BURST",
 ]
 
 BAD_VALUES = [
@@ -138,6 +141,11 @@ BAD_VALUES = [
     # Infinity is a regression: it passed, then overflowed turning seconds into milliseconds.
     *[("SINAL_HEARTBEAT_INTERVAL", value) for value in ("0", "-1", "nan", "inf", "soon")],
     *[("SINAL_STREAM_MAX_AGE", value) for value in ("-1", "nan", "inf", "-inf")],
+    *[
+        (name, value)
+        for name in ("SINAL_ACTIONS_RATE", "SINAL_ACTIONS_IDLE_TIMEOUT")
+        for value in ("0", "-1", "nan", "inf", "fast")
+    ],
     ("SINAL_LOG_LEVEL", "verbose"),
     ("SINAL_TICKET_SECRET", "short"),
 ]

@@ -1,0 +1,330 @@
+"""`GET /v1/actions`: the WebSocket action channel, from client to server.
+
+A page sends small actions (mark read, dismiss, retry, ...) over one socket instead of a request
+each. Every message gets one reply carrying the message's `ref`: the result the equivalent REST
+call returns, or the problem it answers with. The actions run the very functions the REST
+handlers run (`api/notifications.py`, `api/executions.py`), so their effects reach every device
+over SSE as usual. Nothing but replies flows from server to client here.
+
+Lifecycle: the handler's own task reads, performs and answers one message at a time, so a
+socket has at most one action in flight while the server holds the next frame unread (uvicorn
+stops reading until it is taken). No other task is created. Waiting for a message is bounded by
+the idle timeout; shutdown (`ActionSockets.close_all`) cuts that wait short, never an action in
+hand: the socket closes with 1001 after its reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from typing import Annotated, Any, assert_never, cast
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.types import Message as AsgiMessage
+
+from api import executions, notifications
+from api.auth import COOKIE
+from api.body import refused
+from api.notifications import MAX_IDS, ManyChanged
+from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
+from api.runtime import Runtime
+from db.engine import UNAVAILABLE_DATABASE
+from streams.access import Principal
+from streams.errors import Forbidden, SinalError, Unavailable
+
+log = logging.getLogger("sinal.actions")
+
+PATH = "/v1/actions"
+MAX_MESSAGE_BYTES = 16 * 1024
+# The server's limit for one frame (`api/server.py`): larger ones close the socket with 1009.
+MAX_FRAME_BYTES = 4 * MAX_MESSAGE_BYTES
+# A client that sends more invalid messages than this within the window is closed: past a few,
+# it is broken or probing, and each costs a reply.
+MAX_INVALID = 20
+INVALID_WINDOW_S = 10.0
+# How long shutdown waits for sockets to finish the action in hand and close.
+SHUTDOWN_GRACE_S = 2.0
+
+# Close codes (RFC 6455, section 7.4.1).
+NORMAL = 1000
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+
+Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Ids = Annotated[list[uuid.UUID], msgspec.Meta(min_length=1, max_length=MAX_IDS)]
+
+
+# -- messages --------------------------------------------------------------------------------
+
+
+class Action(msgspec.Struct, tag_field="op", forbid_unknown_fields=True):
+    ref: Ref  # chosen by the client, echoed in the reply
+
+
+class Ping(Action, tag="ping"):
+    pass
+
+
+class MarkRead(Action, tag="mark_read"):
+    ids: Ids
+
+
+class MarkUnread(Action, tag="mark_unread"):
+    ids: Ids
+
+
+class Dismiss(Action, tag="dismiss"):
+    ids: Ids
+
+
+class MarkAllRead(Action, tag="mark_all_read"):
+    # The newest notification the client has shown: its `cursor`, or its `created` time.
+    before: str | None = None
+
+
+class RetryExecution(Action, tag="retry_execution"):
+    execution: uuid.UUID
+
+
+class CancelExecution(Action, tag="cancel_execution"):
+    execution: uuid.UUID
+
+
+Message = Ping | MarkRead | MarkUnread | Dismiss | MarkAllRead | RetryExecution | CancelExecution
+MESSAGE = msgspec.json.Decoder(Message)
+
+
+class _RefOnly(msgspec.Struct):
+    """What a refused message still tells: its `ref`, when that much of it is valid."""
+
+    ref: Ref | None = None
+
+
+REF_ONLY = msgspec.json.Decoder(_RefOnly)
+
+
+class Pong(msgspec.Struct):
+    pong: datetime
+
+
+class Ok(msgspec.Struct):
+    ref: str
+    ok: bool
+    result: Any
+
+
+class Failed(msgspec.Struct):
+    ref: str | None  # None: the message had none, or it could not be read
+    error: dict[str, Any]  # the problem body REST would answer with
+
+
+ENCODER = msgspec.json.Encoder()
+
+
+async def perform(runtime: Runtime, principal: Principal, message: Message) -> msgspec.Struct:
+    """Run one action; raises what the REST call would raise."""
+    user = principal.sub
+    match message:
+        case Ping():
+            return Pong(datetime.now(UTC))
+        case MarkRead(ids=ids):
+            return ManyChanged.of(await runtime.inbox.mark_read(user, ids))
+        case MarkUnread(ids=ids):
+            return ManyChanged.of(await runtime.inbox.mark_unread(user, ids))
+        case Dismiss(ids=ids):
+            return ManyChanged.of(await runtime.inbox.dismiss(user, ids))
+        case MarkAllRead(before=before):
+            return await notifications.mark_all_read(runtime, principal, before)
+        case RetryExecution(execution=id):
+            return await executions.retry(runtime, principal, id)
+        case CancelExecution(execution=id):
+            return await executions.cancel(runtime, principal, id)
+    assert_never(message)
+
+
+# -- the socket ------------------------------------------------------------------------------
+
+
+@websocket(PATH)
+async def actions(socket: WebSocket[Any, Any, Any]) -> None:
+    runtime: Runtime = socket.app.state.sinal
+    try:
+        principal = _authenticate(socket, runtime)
+    except SinalError as error:
+        await _deny(socket, problem_of(error))
+        return
+    session = ActionSession(socket, runtime, principal)
+    with runtime.actions.opened(principal.sub, session):
+        try:
+            await socket.accept()
+            await session.run()
+        except (WebSocketDisconnect, OSError):
+            pass  # the client left while a reply or the close was on its way
+
+
+def _authenticate(socket: WebSocket[Any, Any, Any], runtime: Runtime) -> Principal:
+    if runtime.hub.draining or runtime.actions.closing:
+        raise Unavailable("the server is shutting down; reconnect to another instance")
+    headers, cookies = socket.headers, socket.cookies
+    principal = runtime.auth.authenticate(headers, cookies, socket.query_params.get("ticket"))
+    if not headers.get("authorization") and cookies.get(COOKIE):
+        _check_origin(headers.get("origin"), headers.get("host"))
+    return principal
+
+
+def _check_origin(origin: str | None, host: str | None) -> None:
+    """A browser sends the cookie with a WebSocket opened by any site (no CORS applies to the
+    handshake), and every browser sends `Origin`: a cookie is accepted from this origin only."""
+    if origin is None:
+        return  # not a browser
+    if host is None or urlsplit(origin).netloc.lower() != host.lower():
+        raise Forbidden(
+            "the sinal_token cookie is accepted only from this origin; "
+            "elsewhere, send a ticket (?ticket=)",
+            field="Origin",
+        )
+
+
+async def _deny(socket: WebSocket[Any, Any, Any], details: dict[str, Any]) -> None:
+    """Refuse the upgrade: with the problem as an HTTP response where the server can send one
+    (uvicorn can), else with a bare close, which the server turns into a 403."""
+    await socket.receive()  # websocket.connect (`accept` takes it itself)
+    extensions = socket.scope.get("extensions") or {}
+    if "websocket.http.response" not in extensions:
+        await socket.close(POLICY_VIOLATION, details["detail"][:120])
+        return
+    body = encode_problem(details)
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if details["status"] == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    start = {
+        "type": "websocket.http.response.start",
+        "status": details["status"],
+        "headers": headers,
+    }
+    await socket.send(cast(AsgiMessage, start))
+    await socket.send(cast(AsgiMessage, {"type": "websocket.http.response.body", "body": body}))
+
+
+class ActionSession:
+    """One accepted socket: read, perform, answer, until the client leaves or a limit is hit."""
+
+    __slots__ = ("_close", "_socket", "_strikes", "_wait", "principal", "runtime")
+
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], runtime: Runtime, principal: Principal
+    ) -> None:
+        self._socket = socket
+        self.runtime = runtime
+        self.principal = principal
+        self._close: tuple[int, str] | None = None  # set: close with this code and reason
+        self._wait: asyncio.Timeout | None = None  # set while waiting for a message
+        self._strikes: deque[float] = deque()  # when recent invalid messages came
+
+    def stop(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+        if self._wait is not None:  # waiting for a message: stop waiting now
+            self._wait.reschedule(asyncio.get_running_loop().time())
+
+    async def run(self) -> None:
+        idle_s = self.runtime.settings.actions_idle_timeout_s
+        while self._close is None:
+            frame = await self._receive(idle_s)
+            if frame is None:
+                break
+            reply = await self._answer(frame)
+            if reply is not None:
+                await self._socket.send_text(reply)
+        if self._close is not None:
+            await self._socket.close(*self._close)
+
+    async def _receive(self, idle_s: float) -> dict[str, Any] | None:
+        """The next frame; None when the client left, or it is time to close."""
+        try:
+            async with asyncio.timeout(idle_s) as wait:
+                self._wait = wait
+                if self._close is not None:
+                    return None
+                event = await self._socket.receive()
+        except TimeoutError:
+            if self._close is None:
+                self._close = (NORMAL, "idle")
+            return None
+        finally:
+            self._wait = None
+        if event["type"] != "websocket.receive":
+            return None  # websocket.disconnect
+        return cast(dict[str, Any], event)
+
+    async def _answer(self, frame: dict[str, Any]) -> str | None:
+        """The reply to one frame, or None when the socket closes instead."""
+        if not self.runtime.actions.take(self.principal.sub):
+            self._close = (POLICY_VIOLATION, "rate limit exceeded")
+            return None
+        text = frame.get("text")
+        if text is None:
+            return self._bad_input(None, problem(400, "binary frames are not read; send JSON text"))
+        raw = text.encode()
+        if len(raw) > MAX_MESSAGE_BYTES:
+            detail = f"message is larger than {MAX_MESSAGE_BYTES} bytes"
+            return self._bad_input(None, problem(413, detail))
+        if not raw.strip():
+            return self._bad_input(None, problem(400, "message is empty; send a JSON object"))
+        try:
+            message = MESSAGE.decode(raw)
+        except msgspec.DecodeError as error:
+            return self._bad_input(_ref_of(raw), problem_of(refused(error)))
+        return await self._perform(message)
+
+    async def _perform(self, message: Message) -> str:
+        try:
+            result = await perform(self.runtime, self.principal, message)
+        except SinalError as error:
+            return _failed(message.ref, problem_of(error))
+        except UNAVAILABLE_DATABASE as error:
+            log.warning("database error on action %s: %s", type(message).__name__, error)
+            return _failed(message.ref, problem(503, "the database is unavailable; retry shortly"))
+        except Exception:
+            log.exception("unhandled error on action %s", type(message).__name__)
+            details = problem(500, "an unexpected error occurred; it has been logged")
+            return _failed(message.ref, details)
+        return ENCODER.encode(Ok(message.ref, True, result)).decode()
+
+    def _bad_input(self, ref: str | None, details: dict[str, Any]) -> str | None:
+        """The error reply to an invalid message, or None once there were too many."""
+        now = time.monotonic()
+        self._strikes.append(now)
+        while self._strikes[0] <= now - INVALID_WINDOW_S:
+            self._strikes.popleft()
+        if len(self._strikes) > MAX_INVALID:
+            self._close = (POLICY_VIOLATION, "too many invalid messages")
+            return None
+        return _failed(ref, details)
+
+
+def _ref_of(raw: bytes) -> str | None:
+    try:
+        return REF_ONLY.decode(raw).ref
+    except msgspec.DecodeError:
+        return None
+
+
+def _failed(ref: str | None, details: dict[str, Any]) -> str:
+    return ENCODER.encode(Failed(ref, details)).decode()
+
+
+async def close_all(runtime: Runtime) -> None:
+    """Shutdown: close every action socket with 1001 (uvicorn's own would be 1012), after the
+    action each has in hand."""
+    await runtime.actions.close_all(GOING_AWAY, "server shutting down", SHUTDOWN_GRACE_S)
