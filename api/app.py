@@ -15,7 +15,7 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Receive, Scope, Send
 
-from api import admin, executions, health, notifications, publish, sse, tickets
+from api import actions, admin, executions, health, notifications, publish, sse, tickets, web
 from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import Runtime
@@ -81,10 +81,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             notifications.read_all,
             notifications.poll_notifications,
             *executions.ROUTES,
+            actions.actions,
             tickets.issue_ticket,
             health.healthz,
             health.readyz,
             admin.stats,
+            *web.ROUTES,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

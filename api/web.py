@@ -1,0 +1,85 @@
+"""The browser pages and the client library, served from `web/` with no build step.
+
+- `/app/` and `/app/<file>`: the files of `web/` (the notification center is `index.html`);
+- `/app/executions/<id>` and `/executions/<id>`: the execution page. The second is the `link`
+  of the notifications an execution's owner gets (`db.tracking`), so those links open it.
+
+Pages carry no credential of their own: the browser sends the platform's HttpOnly `sinal_token`
+cookie with every request, the stream included. Files are revalidated on every load
+(`no-cache` with their ETag): fine for development, and a deployment that wants long caching
+puts a CDN or proxy in front.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, Response, Router, get
+from litestar.datastructures import CacheControlHeader
+from litestar.handlers import HTTPRouteHandler
+from litestar.response import File, Redirect
+from litestar.static_files import create_static_files_router
+
+import web
+from api.problems import PROBLEM_JSON, problem
+
+WEB_DIR = Path(web.__file__).resolve().parent
+EXECUTION_PAGE = WEB_DIR / "execution.html"
+# What the pages are allowed to do: their own scripts, styles and API, nothing inline, no
+# framing. `'self'` covers the WebSocket of the same host.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+CACHE_CONTROL = CacheControlHeader(no_cache=True)
+SERVED_SUFFIXES = (".html", ".js", ".css", ".svg", ".png", ".ico", ".json")
+
+
+async def _secure(response: Response[Any]) -> Response[Any]:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _only_web_files(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Serve the pages' assets, not the package's Python files."""
+    path = request.path_params.get("file_path")  # None for the folder itself: index.html
+    if path is None or str(path).endswith("/") or Path(str(path)).suffix in SERVED_SUFFIXES:
+        return None
+    return Response(problem(404, "no such file"), status_code=404, media_type=PROBLEM_JSON)
+
+
+static = create_static_files_router(
+    path="/app",
+    directories=[WEB_DIR],
+    html_mode=True,
+    name="web",
+    cache_control=CACHE_CONTROL,
+    before_request=_only_web_files,
+    after_request=_secure,
+    include_in_schema=False,
+)
+
+
+@get(
+    ["/app/executions/{id:uuid}", "/executions/{id:uuid}"],
+    include_in_schema=False,
+    cache_control=CACHE_CONTROL,
+    after_request=_secure,
+)
+async def execution_page(id: uuid.UUID) -> File:
+    """The page reads the execution's id from its own URL."""
+    return File(EXECUTION_PAGE, content_disposition_type="inline", media_type="text/html")
+
+
+@get("/", include_in_schema=False)
+async def home() -> Redirect:
+    return Redirect("/app/")
+
+
+ROUTES: list[Router | HTTPRouteHandler] = [static, execution_page, home]

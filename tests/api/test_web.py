@@ -1,0 +1,55 @@
+"""Serving the pages: types, caching, security headers, and nothing but the page's files."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support import ServerProcess, assert_problem
+
+EXECUTION = "01a21214-e1ac-7679-b733-924e8d1343e7"
+
+
+@pytest.mark.parametrize(
+    ("path", "media_type"),
+    [
+        ("/app/", "text/html"),
+        ("/app/index.html", "text/html"),
+        ("/app/sinal.js", "text/javascript"),
+        ("/app/sinal/connection.js", "text/javascript"),
+        ("/app/style.css", "text/css"),
+        (f"/app/executions/{EXECUTION}", "text/html"),
+        (f"/executions/{EXECUTION}", "text/html"),  # the link of execution notifications
+    ],
+)
+def test_pages_and_modules_are_served_with_their_types(
+    memory_server: ServerProcess, path: str, media_type: str
+) -> None:
+    response = httpx.get(memory_server.url + path)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].split(";")[0] == media_type
+    assert response.headers["cache-control"] == "no-cache"
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "etag" in response.headers
+
+
+def test_the_execution_page_is_the_same_under_both_paths(memory_server: ServerProcess) -> None:
+    first = httpx.get(f"{memory_server.url}/app/executions/{EXECUTION}")
+    second = httpx.get(f"{memory_server.url}/executions/{EXECUTION}")
+    assert first.text == second.text
+    assert '<script type="module" src="/app/execution.js">' in first.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/app/__init__.py", "/app/missing.js", "/executions/not-a-uuid", "/app/../api/auth.py"],
+)
+def test_other_files_are_not_found(memory_server: ServerProcess, path: str) -> None:
+    assert_problem(httpx.get(memory_server.url + path), 404)
+
+
+def test_the_root_leads_to_the_notification_center(memory_server: ServerProcess) -> None:
+    response = httpx.get(memory_server.url + "/")
+    assert response.status_code in (301, 302, 307, 308)
+    assert response.headers["location"] == "/app/"

@@ -1,0 +1,206 @@
+/**
+ * What every page shares: the connection indicator, the unread badge, toasts, sign-in help.
+ * @module ui
+ */
+
+import { connect, SinalError } from "./sinal.js";
+
+const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
+const RECOVERED_MS = 4000;
+const TOAST_MS = 7000;
+const MAX_TOASTS = 3;
+
+/**
+ * Connect, and wire the header of the page: indicator, badge, toasts, sign-in help.
+ * @param {{toastNotifications?: boolean}} [options] toast new notifications (the notification
+ *   center does it itself, only for live ones)
+ * @returns {{sinal: import("./sinal.js").Sinal, setUnread: (n: number) => void,
+ *   toast: typeof toast, signedOut: (error: unknown) => boolean}}
+ */
+export function startPage({ toastNotifications = true } = {}) {
+  const sinal = connect();
+  globalThis.sinal = sinal; // for the console, and for tests that look inside
+  const setUnread = badge();
+  indicator(sinal);
+  sinal.on("notification.created", ({ data }) => {
+    setUnread(data.unread);
+    if (toastNotifications) toastFor(data.notification);
+  });
+  for (const type of ["notification.read", "notification.unread", "notification.dismissed", "notification.read_all"]) {
+    sinal.on(type, ({ data }) => setUnread(data.unread));
+  }
+  sinal.on("broadcast", ({ data }) => toast(data?.text ?? data?.title ?? "Announcement", { severity: "info", title: "Announcement" }));
+  sinal.on("status", ({ error }) => {
+    if (error?.status === 401) signedOut(error);
+  });
+  const refreshCount = () =>
+    sinal.request("GET", "/v1/notifications/unread-count").then(({ unread }) => setUnread(unread), signedOut);
+  sinal.on("reset", ({ channels }) => {
+    if (channels.some((channel) => channel.startsWith("notifications"))) refreshCount();
+  });
+  refreshCount();
+  return { sinal, setUnread, toast, signedOut };
+}
+
+/** The bell's badge; returns its setter. */
+function badge() {
+  const bell = document.getElementById("bell");
+  const count = document.getElementById("unread-badge");
+  return (unread) => {
+    if (typeof unread !== "number") return;
+    count.textContent = unread > 99 ? "99+" : String(unread);
+    count.hidden = unread === 0;
+    bell.setAttribute("aria-label", `Notifications, ${unread} unread`);
+    document.title = document.title.replace(/^\(\d+\+?\) /, "");
+    if (unread > 0) document.title = `(${unread > 99 ? "99+" : unread}) ${document.title}`;
+    document.dispatchEvent(new CustomEvent("sinal:unread", { detail: unread }));
+  };
+}
+
+/** The connection indicator: what the connection is doing, in words. */
+function indicator(sinal) {
+  const box = document.getElementById("connection");
+  const label = box.querySelector(".label");
+  const hint = box.querySelector(".hint");
+  let wasDown = false;
+  let recoveredTimer = null;
+  let countdown = null;
+
+  const render = ({ status, error, retryAt, transport }) => {
+    clearInterval(countdown);
+    clearTimeout(recoveredTimer);
+    hint.textContent = "";
+    let text;
+    let shown = status;
+    if (status === "open") {
+      text = transport === "poll" ? "Live (polling)" : "Live";
+      if (wasDown) {
+        shown = "recovered";
+        text = "Reconnected, up to date";
+        recoveredTimer = setTimeout(() => render({ status, error, retryAt, transport }), RECOVERED_MS);
+      }
+      wasDown = false;
+    } else if (status === "connecting") {
+      text = "Connecting…";
+    } else if (status === "offline") {
+      text = "Offline";
+      hint.textContent = "Changes will appear when you are back online.";
+      wasDown = true;
+    } else if (error?.status === 401) {
+      text = "Signed out";
+      shown = "signed-out";
+      wasDown = true;
+    } else {
+      text = "Reconnecting…";
+      wasDown = true;
+      if (retryAt) {
+        const tick = () => {
+          const seconds = Math.ceil((retryAt - Date.now()) / 1000);
+          hint.textContent = seconds > 0 ? `Next try in ${seconds} s` : "Trying now";
+        };
+        tick();
+        countdown = setInterval(tick, 1000);
+      }
+    }
+    box.dataset.status = shown;
+    // Only the words change the live region: the countdown lives in an aria-hidden hint.
+    if (label.textContent !== text) label.textContent = text;
+    box.title = error && status !== "open" ? `Last error: ${error.message}` : "";
+  };
+  render(sinal.detail);
+  sinal.on("status", render);
+}
+
+/** The toast of a new notification, linking where it points. */
+export function toastFor(notification) {
+  toast(notification.body, { title: notification.title, severity: notification.severity, href: notification.link });
+}
+
+/**
+ * Show a short-lived message (announced to screen readers).
+ * @param {string} text
+ * @param {{title?: string, severity?: string, href?: ?string}} [options]
+ */
+export function toast(text, { title = "", severity = "info", href = null } = {}) {
+  const region = document.getElementById("toasts");
+  while (region.children.length >= MAX_TOASTS) region.firstElementChild.remove();
+  const item = document.createElement("div");
+  item.className = "toast";
+  item.dataset.severity = severity;
+  const content = document.createElement(href ? "a" : "p");
+  content.className = "toast-text";
+  if (href) content.href = href;
+  if (title) {
+    const strong = document.createElement("strong");
+    strong.textContent = title;
+    content.append(strong, " ");
+  }
+  content.append(text);
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "toast-close";
+  close.setAttribute("aria-label", "Close message");
+  close.textContent = "×";
+  close.addEventListener("click", () => item.remove());
+  item.append(content, close);
+  region.append(item);
+  let timer = setTimeout(() => item.remove(), TOAST_MS);
+  // Stay while the pointer or focus is on it: people read at their own pace.
+  item.addEventListener("pointerenter", () => clearTimeout(timer));
+  item.addEventListener("focusin", () => clearTimeout(timer));
+  item.addEventListener("pointerleave", () => (timer = setTimeout(() => item.remove(), TOAST_MS)));
+}
+
+/**
+ * If `error` says the browser is not signed in (401), explain how to sign in.
+ * @returns {boolean} whether it did
+ */
+export function signedOut(error) {
+  if (!(error instanceof SinalError) || error.status !== 401) return false;
+  const panel = document.getElementById("signin");
+  if (!panel.hidden) return true;
+  panel.hidden = false;
+  const local = LOOPBACK.has(location.hostname);
+  panel.querySelector(".signin-local").hidden = !local;
+  const form = panel.querySelector("form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = form.elements.token.value.trim();
+    if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) {
+      form.querySelector(".signin-error").textContent = "That does not look like a token (three dot-separated parts).";
+      return;
+    }
+    // Development only (this form is offered on loopback addresses): the platform sets this
+    // cookie HttpOnly when people sign in. The token never goes into a URL or a log.
+    document.cookie = `sinal_token=${token}; path=/; SameSite=Strict; max-age=86400`;
+    location.reload();
+  });
+  panel.querySelector("h2").focus();
+  return true;
+}
+
+/** "5 min ago", "yesterday", or a date: short relative times for lists. */
+export function ago(iso) {
+  const then = new Date(iso);
+  const seconds = Math.round((Date.now() - then.getTime()) / 1000);
+  const format = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+  if (seconds < 45) return "just now";
+  if (seconds < 3600) return format.format(-Math.round(seconds / 60), "minute");
+  if (seconds < 86400) return format.format(-Math.round(seconds / 3600), "hour");
+  if (seconds < 7 * 86400) return format.format(-Math.round(seconds / 86400), "day");
+  return then.toLocaleDateString();
+}
+
+/** `document.createElement` with attributes and children, for building rows. */
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") element.className = value;
+    else if (name === "text") element.textContent = value;
+    else if (name.startsWith("data-")) element.dataset[name.slice(5).replace(/-(\w)/g, (_, c) => c.toUpperCase())] = value;
+    else element.setAttribute(name, value === true ? "" : value);
+  }
+  element.append(...children.filter((child) => child !== null && child !== undefined && child !== false));
+  return element;
+}
