@@ -87,7 +87,7 @@ class Relay:
         database: Database,
         engine: Engine,
         *,
-        batch: int = 500,
+        batch: int = 2000,
         poll_s: float = 1.0,
         max_backoff_s: float = 5.0,
     ) -> None:
@@ -188,11 +188,13 @@ class Relay:
         except Exception:
             published, failure = await self._one_by_one(items)
         if published:
-            marks = ", ".join("{}" for _ in published)
             ids = [item.sequence for item in published]
-            await self.database.run_querystring(
-                QueryString(f"DELETE FROM sinal_outbox WHERE id IN ({marks})", *ids)
-            )
+            if isinstance(self.database, PostgresEngine):  # one statement text for any count
+                delete = QueryString("DELETE FROM sinal_outbox WHERE id = ANY({}::bigint[])", ids)
+            else:
+                marks = ", ".join("{}" for _ in ids)
+                delete = QueryString(f"DELETE FROM sinal_outbox WHERE id IN ({marks})", *ids)
+            await self.database.run_querystring(delete)
             self.relayed += len(published)
         return len(published), failure
 
