@@ -24,26 +24,36 @@ Why it is shaped like this:
 
 - Emitters (`run.progress(...)`, `run.log(...)`, ...) are synchronous and cheap: they number
   the event (`seq` 1, 2, 3, ... per execution) and buffer it. One sender task per client sends
-  each execution's buffer in batches of up to `batch_size` events (and 1 MB), at most
-  `flush_interval_s` after the first one was buffered (at once when a batch is full), one
-  batch in flight per execution so that order holds. Code that runs the work never waits on
-  the network.
+  what is buffered on ticks, one every `flush_interval_s` while there is something to send
+  (and at once when an execution has `batch_size` events waiting, or someone flushes): ONE
+  request (`POST /v1/executions/events`) carries the buffered events of every execution that
+  has some, up to `batch_size` events (and 1 MB) each; past the server's limits for a request
+  (1000 executions, 5000 events, 4 MiB) the tick sends several. An execution has one batch in
+  flight at a time, so that its order holds: one whose previous batch is still unanswered
+  waits for the next tick. An event so waits at most `flush_interval_s`, plus the answer to
+  its execution's batch in flight. Code that runs the work never waits on the network.
 - Nothing is lost and nothing is doubled by a retry. Network errors, 5xx and 429 are retried
   with exponential backoff and jitter, resending the same events with the same numbers; the
   server ignores the ones it already has. An execution's id is chosen here (uuid4), so a
   retried `create` is idempotent too.
-- A batch the server refuses (409 invalid transition, any other 4xx) is a bug in the caller,
-  not a network problem: it is reported as `ExecutionRejected` by the next `flush()` or emit of
-  that execution. Where the server names the offending event (the `seq` of an invalid
+- The server answers for each execution of a request on its own: a gap or a refused event in
+  one execution's batch refuses that batch only, and the others are stored. A batch the server
+  refuses (409 invalid transition, any other 4xx) is a bug in the caller, not a network
+  problem: it is reported as `ExecutionRejected` by the next `flush()` or emit of that
+  execution. Where the server names the offending event (the `seq` of an invalid
   transition, the `field` "events[i]" of a bad payload) only that event is dropped; the events
   around it are renumbered and sent, so a progress tick after the execution finished costs
-  that tick, not the log lines next to it. What the client can check itself (ranges, sizes,
-  JSON-serialisable `data`) raises `ValueError` at the emit instead.
+  that tick, not the log lines next to it. A bad event that makes the server refuse the whole
+  request ("batches[i].events[j]") costs the same; the other executions' batches are sent
+  again. What the client can check itself (ranges, sizes, JSON-serialisable `data`) raises
+  `ValueError` at the emit instead.
 - Back-pressure is explicit: an execution buffers at most `max_buffer` events. Past that, an
   emit raises `BufferFull` (the event is not buffered): `await run.flush()` and emit again.
-- When the server stays unreachable for `max_retries` attempts, the execution's sender stops
-  and `flush()` raises `ServerUnavailable`; the events stay buffered, and the next emit or
-  flush tries again.
+- When the server stays unreachable for `max_retries` attempts, sending stops for the
+  executions of that request and their `flush()` raises `ServerUnavailable`; the events stay
+  buffered, and the next emit or flush of an execution tries again.
+- A server without the bulk endpoint (404 or 405 to it) is sent one request per execution
+  (`POST /v1/executions/{id}/events`) instead, with the same guarantees.
 - Commands are delivered at least once: a command not acknowledged in time (the server's
   `SINAL_COMMAND_ACK_TIMEOUT`) is delivered again, possibly to another consumer. Handlers must
   be idempotent (cancelling a finished execution, or starting an attempt that already runs,
@@ -61,7 +71,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -73,8 +83,13 @@ log = logging.getLogger("sinal.client")
 Level = Literal["debug", "info", "warning", "error"]
 Outcome = Literal["succeeded", "failed", "skipped"]
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-MAX_BATCH = 500  # the server takes 1..500 events per request
-MAX_BATCH_BYTES = 1_000_000  # and bodies up to 1 MiB: leave room for the envelope
+MAX_BATCH = 500  # the server takes 1..500 events per execution and request
+MAX_BATCH_BYTES = 1_000_000  # an execution's events in a request (the single endpoint: 1 MiB)
+MAX_REQUEST_EXECUTIONS = 1000  # the bulk endpoint: executions per request
+MAX_REQUEST_EVENTS = 5000  # events per request, all executions
+MAX_REQUEST_BYTES = 4_000_000  # bodies up to 4 MiB: leave room for the envelope
+BULK_PATH = "/v1/executions/events"
+JSON = {"Content-Type": "application/json"}
 MAX_MESSAGE = 4096
 MAX_DATA_BYTES = 16 * 1024  # a log line's `data`, an error's `details`, as JSON
 MAX_BACKOFF_S = 5.0
@@ -163,7 +178,7 @@ class Run:
         self._started = self.status != "queued"  # or this producer reported a start
         self._buffer: list[_Event] = []  # unacknowledged events; the head is in flight
         self._ordinal = 0  # of the last event emitted
-        self._in_flight = False
+        self._in_flight = False  # the head of the buffer is in a request not yet answered
         self._send_at = 0.0  # loop time after which a partial batch is sent
         self._flushing = 0  # flush() calls waiting: send partial batches at once
         self._stalled: ServerUnavailable | None = None
@@ -364,6 +379,27 @@ def _small(value: Mapping[str, Any] | None, name: str) -> dict[str, Any] | None:
     return dict(value)
 
 
+def _batch_index(field: Any) -> int | None:
+    """3 for the bulk request's problem field "batches[3]" or "batches[3].events[0].seq"."""
+    match = re.match(r"batches\[(\d+)\]", field) if isinstance(field, str) else None
+    return None if match is None else int(match.group(1))
+
+
+def _unprefixed(problem: Mapping[str, Any]) -> dict[str, Any]:
+    """The problem as the single-execution endpoint words it: the `field` "batches[3].events[0]"
+    of a bulk request becomes "events[0]" (a refused execution's problem names its events)."""
+    field = problem.get("field")
+    match = re.match(r"batches\[\d+\]\.?", field) if isinstance(field, str) else None
+    if match is None or not isinstance(field, str):
+        return dict(problem)
+    return {**problem, "field": field[match.end() :]}
+
+
+def _status(problem: Mapping[str, Any], default: int) -> int:
+    status = problem.get("status")
+    return status if isinstance(status, int) and not isinstance(status, bool) else default
+
+
 def _event_index(field: Any) -> int | None:
     """3 for the problem field "events[3]" or "events[3].level"."""
     match = re.match(r"events\[(\d+)\]", field) if isinstance(field, str) else None
@@ -442,6 +478,8 @@ class ExecutionClient:
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_tick = float("-inf")  # loop time of the sender's last send
+        self._bulk = True  # False once the server answered 404/405 to the bulk endpoint
 
     async def __aenter__(self) -> Self:
         self._sender = asyncio.create_task(self._send_loop(), name="sinal-client-sender")
@@ -589,15 +627,29 @@ class ExecutionClient:
         now (an idle execution got an event, a batch filled, someone waits), not per event."""
         self._active.add(run)
         if len(run._buffer) == 1 and not run._in_flight:
-            run._send_at = asyncio.get_running_loop().time() + self.flush_interval_s
+            run._send_at = self._next_tick(asyncio.get_running_loop().time(), fresh=True)
             self._wake.set()
         elif urgent or len(run._buffer) == self.batch_size:
             self._wake.set()
 
+    def _next_tick(self, now: float, *, fresh: bool) -> float:
+        """When an execution's events go: at the next tick of the series the sender is in (one
+        every `flush_interval_s` while there is something to send); when there is none, a
+        `fresh` event `flush_interval_s` from now, and events that waited for a batch in flight
+        at once."""
+        tick = self._last_tick + self.flush_interval_s
+        if tick > now:
+            return tick
+        return now + self.flush_interval_s if fresh else now
+
     async def _send_loop(self) -> None:
+        """Tick when an execution's events are due (or one is urgent), and then send every
+        execution that has events and no batch in flight: due or not, they share the request."""
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
+            ready: list[Run] = []
+            due = False
             deadline: float | None = None
             for run in list(self._active):
                 if run._in_flight or run._stalled is not None:
@@ -606,32 +658,112 @@ class ExecutionClient:
                     if not run._rejections:
                         self._active.discard(run)
                     continue
+                ready.append(run)
                 urgent = run._flushing or self._closed or len(run._buffer) >= self.batch_size
                 if urgent or run._send_at <= now:
-                    self._start_delivery(run)
+                    due = True
                 else:
                     deadline = run._send_at if deadline is None else min(deadline, run._send_at)
+            if due:
+                self._last_tick = now
+                self._send(ready)
+                deadline = None  # what is left is in flight: its answer wakes the sender
             self._wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - now)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    def _start_delivery(self, run: Run) -> None:
-        run._in_flight = True
-        task = asyncio.create_task(self._deliver(run), name=f"sinal-client-send-{run.id}")
+    def _send(self, runs: list[Run]) -> None:
+        """One tick: the head of each run's buffer, in as few requests as the server's limits
+        allow (one, unless they are many or large)."""
+        batches = [(run, *self._batch(run)) for run in runs]
+        for run in runs:
+            run._in_flight = True
+        if not self._bulk:
+            for run, events, items in batches:
+                self._start(self._deliver_one(run, events, b'{"events":[%s]}' % items))
+            return
+        request: list[tuple[Run, list[_Event]]] = []
+        parts: list[bytes] = []
+        envelope = len(b'{"batches":[]}')
+        size, count = envelope, 0
+        for run, events, items in batches:
+            part = b'{"execution":"%s","events":[%s]}' % (run.id.encode(), items)
+            full = (
+                len(request) >= MAX_REQUEST_EXECUTIONS
+                or count + len(events) > MAX_REQUEST_EVENTS
+                or size + len(part) + 1 > MAX_REQUEST_BYTES
+            )
+            if request and full:
+                self._start(self._deliver(request, b'{"batches":[%s]}' % b",".join(parts)))
+                request, parts, size, count = [], [], envelope, 0
+            request.append((run, events))
+            parts.append(part)
+            size += len(part) + 1
+            count += len(events)
+        if request:
+            self._start(self._deliver(request, b'{"batches":[%s]}' % b",".join(parts)))
+
+    def _start(self, delivery: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(delivery, name="sinal-client-send")
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, run: Run) -> None:
-        """Send the head of `run`'s buffer once (with retries) and settle what was answered."""
-        batch, body = self._batch(run)
+    async def _deliver(self, batches: list[tuple[Run, list[_Event]]], body: bytes) -> None:
+        """Send one bulk request (with retries); settle each execution's batch by its result."""
+        runs = [run for run, _ in batches]
+        try:
+            response = await self._request("POST", BULK_PATH, content=body, headers=JSON)
+            if response.status_code == 200:
+                results = _results(response, runs)
+                for (run, events), result in zip(batches, results, strict=True):
+                    error = result.get("error")
+                    if isinstance(error, Mapping):
+                        problem = _unprefixed(error)
+                        run._refused(events, _status(problem, 400), problem)
+                    else:
+                        run._accepted(len(events), result)
+            elif response.status_code in (404, 405):
+                # A server from before the bulk endpoint: nothing was applied; these batches,
+                # and all from now on, go one request per execution.
+                log.warning("%s: %d; sending per execution", BULK_PATH, response.status_code)
+                self._bulk = False
+            else:
+                self._refused_request(batches, response.status_code, _problem(response))
+        except ServerUnavailable as error:
+            log.warning("%d execution(s): %s", len(runs), error)
+            for run in runs:
+                run._stall(error)
+        except Exception as error:  # a bug here must not kill the sender silently
+            log.exception("sending the events of %d execution(s) failed", len(runs))
+            for run in runs:
+                run._stall(ServerUnavailable(f"sending failed: {error!r}"))
+        finally:
+            self._release(runs)
+
+    @staticmethod
+    def _refused_request(
+        batches: list[tuple[Run, list[_Event]]], status_code: int, problem: Mapping[str, Any]
+    ) -> None:
+        """The whole request was refused, nothing of it applied. A 400 naming a batch
+        ("batches[3].events[0].seq") is that execution's problem: its batch is refused as the
+        single endpoint would have, and the others go again. Anything else (a bad token, a
+        missing role) is every execution's."""
+        index = _batch_index(problem.get("field")) if status_code == 400 else None
+        if index is not None and index < len(batches):
+            run, events = batches[index]
+            run._refused(events, status_code, _unprefixed(problem))
+            return
+        for run, events in batches:
+            run._refused(events, status_code, problem)
+
+    async def _deliver_one(self, run: Run, batch: list[_Event], body: bytes) -> None:
+        """Send the head of `run`'s buffer once (with retries) and settle what was answered:
+        to a server without the bulk endpoint."""
         try:
             response = await self._request(
-                "POST",
-                f"/v1/executions/{run.id}/events",
-                content=body,
-                headers={"Content-Type": "application/json"},
+                "POST", f"/v1/executions/{run.id}/events", content=body, headers=JSON
             )
             if response.status_code == 200:
                 run._accepted(len(batch), response.json())
@@ -644,17 +776,24 @@ class ExecutionClient:
             log.exception("execution %s: sending failed", run.id)
             run._stall(ServerUnavailable(f"sending failed: {error!r}"))
         finally:
+            self._release([run])
+
+    def _release(self, runs: list[Run]) -> None:
+        """Their batches were answered (or given up): what they buffered meanwhile goes at
+        the next tick, or at once if it has passed."""
+        now = asyncio.get_running_loop().time()
+        for run in runs:
             run._in_flight = False
             if run._buffer:
-                run._send_at = asyncio.get_running_loop().time()  # waited long enough
-            self._wake.set()
+                run._send_at = self._next_tick(now, fresh=False)
+        self._wake.set()
 
     def _batch(self, run: Run) -> tuple[list[_Event], bytes]:
         """The head of the buffer: up to `batch_size` events and `MAX_BATCH_BYTES` of JSON
-        (at least one event), and the request body; resent unchanged on a retry."""
+        (at least one event), and their JSON array's items; resent unchanged on a retry."""
         batch: list[_Event] = []
         parts: list[bytes] = []
-        size = len(b'{"events":[]}')
+        size = len(b'{"execution":"","events":[]}') + len(run.id)
         for event in run._buffer[: self.batch_size]:
             part = event.json()
             size += len(part) + 1
@@ -662,7 +801,7 @@ class ExecutionClient:
                 break
             batch.append(event)
             parts.append(part)
-        return batch, b'{"events":[%s]}' % b",".join(parts)
+        return batch, b",".join(parts)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -715,6 +854,17 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     if isinstance(body, dict):
         return body
     return {"status": response.status_code, "detail": response.text[:500]}
+
+
+def _results(response: httpx.Response, runs: list[Run]) -> list[Mapping[str, Any]]:
+    """The bulk answer's results, one per batch sent and in its order (checked)."""
+    results = response.json().get("results")
+    if not isinstance(results, list) or len(results) != len(runs):
+        raise ValueError(f"{len(runs)} batches sent, answered by {results!r:.200}")
+    for run, result in zip(runs, results, strict=True):
+        if not isinstance(result, dict) or str(result.get("execution")) != run.id:
+            raise ValueError(f"the result for execution {run.id} is {result!r:.200}")
+    return results
 
 
 def _retry_after(response: httpx.Response) -> float | None:

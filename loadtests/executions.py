@@ -13,17 +13,24 @@ A fresh `sinal serve` on PostgreSQL (`--database-url`, dropped and recreated fir
 2. Load: every execution emits `--rate` events/s in an open loop for `--warmup` + `--duration`
    s, numbered 1, 2, 3, ... per execution, in a fixed cycle of 20: `step_started`, then 10 log
    lines (with `data`) and 8 progress ticks, then `step_finished` (50 % logs, 40 % progress,
-   10 % steps). They are sent as `api.client` sends them: buffered, one
-   `POST /v1/executions/{id}/events` per execution at most `--batch-ms` after the first
-   buffered event, one batch in flight per execution (what piles up meanwhile goes next, at
-   once), over a pool of `--connections` keep-alive connections.
+   10 % steps). They are sent as `api.client` sends them, by `--services` (default 4) simulated
+   execution services, each running its share of the executions (coroutines here, one per
+   service): every `--batch-ms` tick (the services' ticks spread over one tick; shorter if an
+   execution would have `--max-batch` events before) a service sends ONE
+   `POST /v1/executions/events` carrying the events due of each of its executions (up to
+   `--max-batch` each; several requests past the server's limits of 1000 executions, 5000
+   events, 4 MiB), one batch in flight per execution: an execution whose previous batch is
+   unanswered waits for the next tick. Network errors, 5xx and 429 resend the same request.
+   Over a pool of `--connections` keep-alive connections.
 3. Drain: up to `--drain` s for events still in flight (then up to `--settle` s more if some
    are missing, to tell late events from lost ones).
 
 Every published event names its `seq`, so a watcher's delivery is matched to the request that
 carried it. Latency (`p50_ms` …): the request carrying the event was handed to the connection
 pool → the watcher read the event, per delivery, for events emitted after the warm-up;
-`emit_*` adds the time the event waited in the producer's buffer (up to `--batch-ms`).
+`emit_*` adds the time the event waited in the producer's buffer (up to a tick, more while its
+execution's previous batch is in flight). `mean_batch_events`, `max_batch_events` and
+`mean_batch_executions`: events and executions per (bulk) request.
 Progress ticks may be coalesced by the server (`SINAL_PROGRESS_INTERVAL_MS`, latest wins):
 they are counted apart (`progress_*`; their latency is measured from the request that carried
 the `seq` the tick reports) and never as lost. `lost_non_progress`: log and step events
@@ -41,6 +48,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import json
 import re
 import subprocess
 import tempfile
@@ -52,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from api.auth import mint_token
+from api.client import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, MAX_REQUEST_EXECUTIONS
 from loadtests import procs
 from loadtests.lean import SseSubscriber, Subscriber, Tally, open_many, sse_request
 from loadtests.procs import (
@@ -88,7 +97,6 @@ IS_PROGRESS = [letter == "P" for letter in CYCLE]
 FIND_EVENTS = re.compile(
     rb'"type":"execution\.([a-z_]+)","data":\{"execution":"([0-9a-f-]+)","seq":(\d+)'
 ).findall
-EXPECTED_SEQ = re.compile(rb'"expected_seq":(\d+)').search
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class Config:
     settle: float
     batch_ms: float
     max_batch: int
+    services: int
     connections: int
     progress_interval_ms: float | None
     coalesce_ms: float | None
@@ -278,7 +287,8 @@ def steps_of(per_execution: int) -> int:
 
 
 class Producer:
-    """The ingest side: every execution's events, batched like `api.client.ExecutionClient`."""
+    """The ingest side: `--services` execution services, each sending the events of its share
+    of the executions as `api.client.ExecutionClient` does, one bulk request per tick."""
 
     def __init__(
         self,
@@ -292,15 +302,14 @@ class Producer:
         self.cfg = cfg
         self.book = book
         self.pool = pool
-        self.heads = [
-            (
-                f"POST /v1/executions/{id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                "Content-Length: "
-            ).encode()
-            for id in ids
-        ]
+        self.head = (
+            f"POST /v1/executions/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            "Content-Length: "
+        ).encode()
+        self.ids = [id.encode() for id in ids]
         self.done = [0] * len(ids)  # events of each execution settled (accepted or given up)
+        self.in_flight = bytearray(len(ids))  # 1: a batch of the execution awaits its answer
         self.events_ok = 0
         self.requests_ok = 0
         self.errors: Counter[str] = Counter()
@@ -308,8 +317,16 @@ class Producer:
         self.measuring = False
         self.request_ns = array.array("q")  # round trips while measuring
         self.batch_events = array.array("i")  # events per request while measuring
+        self.batch_executions = array.array("i")  # executions per request while measuring
         self.max_batch_seen = 0
         self.start = 0.0  # time.monotonic() of event 0 of execution 0
+
+    @property
+    def tick_s(self) -> float:
+        """A service's tick: `--batch-ms`, shorter when an execution emits `--max-batch`
+        events sooner (the client sends a full batch at once)."""
+        cfg = self.cfg
+        return max(0.001, min(cfg.batch_ms / 1000, cfg.max_batch / cfg.rate))
 
     def phase(self, execution: int) -> float:
         """When execution `execution` emits its first event: spread over one interval."""
@@ -326,70 +343,141 @@ class Producer:
         """Events due and not yet settled, the largest over the executions."""
         return max(self.emitted_by(x, now) - done for x, done in enumerate(self.done))
 
-    async def run(self, execution: int) -> None:
-        cfg, book = self.cfg, self.book
-        per_execution, rate = cfg.per_execution, cfg.rate
-        batch_s, max_batch = cfg.batch_ms / 1000, cfg.max_batch
-        first = self.phase(execution)
-        base = execution * per_execution
-        head = self.heads[execution]
-        done = 0
-        backoff = 0.05
-        # The first event starts the batch timer; a full batch goes at once.
-        send_at = first + min(batch_s, (max_batch - 1) / rate)
-        while done < per_execution:
-            await sleep_to(send_at)
-            end = min(max(self.emitted_by(execution, time.monotonic()), done + 1), done + max_batch)
-            body = b'{"events":[%s]}' % b",".join(
-                event_json(i, per_execution) for i in range(done, end)
-            )
-            stamp = time.monotonic_ns()
-            for i in range(done, end):
+    async def run(self, service: int) -> None:
+        """Execution service `service` (of `--services`): executions `service`, `service` +
+        services, ... A tick every `tick_s` (the services' ticks spread over one tick) sends
+        what is due of each of them that has no batch in flight (up to `--max-batch` events
+        each) in one request, several past the server's limits; one with a batch in flight
+        waits for the next tick. Returns when all of them are settled."""
+        cfg = self.cfg
+        mine = list(range(service, len(self.done), cfg.services))
+        per_execution, max_batch, tick_s = cfg.per_execution, cfg.max_batch, self.tick_s
+        sending: set[asyncio.Task[None]] = set()
+        tick = self.start + tick_s * service / cfg.services
+        try:
+            while True:
+                await sleep_to(tick)
+                for task in [task for task in sending if task.done()]:
+                    sending.discard(task)
+                    task.result()  # a bug in a delivery stops the run
+                now = time.monotonic()
+                batches: list[tuple[int, int, int]] = []  # execution, first index, end
+                settled = True
+                for x in mine:
+                    done = self.done[x]
+                    if done >= per_execution:
+                        continue
+                    settled = False
+                    if self.in_flight[x]:
+                        continue
+                    due = self.emitted_by(x, now)
+                    if due > done:
+                        batches.append((x, done, min(due, done + max_batch)))
+                if settled:
+                    return
+                for request in self.requests(batches):
+                    for x, _, _ in request:
+                        self.in_flight[x] = 1
+                    task = asyncio.create_task(self.deliver(request))
+                    sending.add(task)
+                tick += tick_s
+                if tick < now:  # this loop fell behind: tick now, then on schedule again
+                    tick = now
+        finally:
+            for task in sending:
+                task.cancel()
+
+    def requests(self, batches: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+        """The batches of one tick in requests within the bulk endpoint's limits."""
+        requests: list[list[tuple[int, int, int]]] = [[]]
+        size = count = 0
+        for x, first, end in batches:
+            # A generous estimate of the batch's JSON: events are under 200 bytes.
+            part = 64 + 200 * (end - first)
+            current = requests[-1]
+            if current and (
+                len(current) >= MAX_REQUEST_EXECUTIONS
+                or count + end - first > MAX_REQUEST_EVENTS
+                or size + part > MAX_REQUEST_BYTES
+            ):
+                requests.append(current := [])
+                size = count = 0
+            current.append((x, first, end))
+            size += part
+            count += end - first
+        return [request for request in requests if request]
+
+    async def deliver(self, batches: list[tuple[int, int, int]]) -> None:
+        """One bulk request, resent unchanged on network errors, 5xx and 429 (the executions
+        stay in flight meanwhile); then each execution's result."""
+        book, rate, per_execution = self.book, self.cfg.rate, self.cfg.per_execution
+        body = b'{"batches":[%s]}' % b",".join(
+            b'{"execution":"%s","events":[%s]}'
+            % (self.ids[x], b",".join(event_json(i, per_execution) for i in range(first, end)))
+            for x, first, end in batches
+        )
+        raw = b"%s%d\r\n\r\n%s" % (self.head, len(body), body)
+        events = sum(end - first for _, first, end in batches)
+        stamp = time.monotonic_ns()
+        for x, first, end in batches:
+            base, start = x * per_execution, self.phase(x)
+            for i in range(first, end):
                 if not book.sent_ns[base + i]:  # a resent event keeps its first send time
                     book.sent_ns[base + i] = stamp
-                    book.emitted_ns[base + i] = round((first + i / rate) * 1e9)
-            raw = b"%s%d\r\n\r\n%s" % (head, len(body), body)
-            try:
-                status, answer = await self.pool.request(raw)
-            except (OSError, TimeoutError) as error:
-                self._error(type(error).__name__, f"execution {execution}: {error!r}")
-                send_at = time.monotonic() + backoff
+                    book.emitted_ns[base + i] = round((start + i / rate) * 1e9)
+        backoff = 0.05
+        try:
+            while True:
+                try:
+                    status, answer = await self.pool.request(raw)
+                except (OSError, TimeoutError) as error:
+                    self._error(type(error).__name__, f"{len(batches)} executions: {error!r}")
+                else:
+                    if status < 500 and status != 429:
+                        break
+                    self._error(str(status), f"{status} {answer[:200]!r}")
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
-            if status == 200:
-                book.accept(execution, done, end)
-                self.events_ok += end - done
-                self.requests_ok += 1
-                self.max_batch_seen = max(self.max_batch_seen, end - done)
-                if self.measuring:
-                    self.request_ns.append(time.monotonic_ns() - stamp)
-                    self.batch_events.append(end - done)
-                done = end
-                backoff = 0.05
-            elif status >= 500 or status == 429:
-                self._error(str(status), f"execution {execution}: {status} {answer[:200]!r}")
-                send_at = time.monotonic() + backoff
-                backoff = min(backoff * 2, 2.0)
-                continue
-            else:
-                self._error(str(status), f"execution {execution}: {status} {answer[:300]!r}")
-                # A gap the server reports past `done`: it has more than this batch's answer
+                stamp = time.monotonic_ns()
+            if status != 200:  # the whole request refused: a bug here, or in the server
+                self._error(str(status), f"{len(batches)} executions: {status} {answer[:300]!r}")
+                for x, _, _ in batches:
+                    self.abandon(x)
+                return
+            self.requests_ok += 1
+            self.max_batch_seen = max(self.max_batch_seen, events)
+            if self.measuring:
+                self.request_ns.append(time.monotonic_ns() - stamp)
+                self.batch_events.append(events)
+                self.batch_executions.append(len(batches))
+            # Parsed only when some execution's batch was refused: the common answer is long.
+            results = json.loads(answer)["results"] if b'"error"' in answer else None
+            for k, (x, first, end) in enumerate(batches):
+                refusal = results[k].get("error") if results is not None else None
+                if refusal is None:
+                    book.accept(x, first, end)
+                    self.events_ok += end - first
+                    self.done[x] = end
+                    continue
+                code = refusal.get("status")
+                self._error(str(code), f"execution {x}: {json.dumps(refusal)[:300]}")
+                # A gap the server reports past `first`: it has more than this batch's answer
                 # said (a timed-out request that was applied); anything else: give up on it.
-                found = EXPECTED_SEQ(answer) if status == 409 else None
-                resume = int(found.group(1)) - 1 if found else -1
-                if not done < resume <= end:
-                    self.abandoned += 1
-                    self.done[execution] = per_execution
-                    return
-                book.accept(execution, done, resume)
-                done = resume
-            self.done[execution] = done
-            now = time.monotonic()
-            if self.emitted_by(execution, now) > done:
-                send_at = now  # events piled up while the batch was in flight: send at once
-            elif done < per_execution:
-                due = first + done / rate
-                send_at = due + min(batch_s, (max_batch - 1) / rate)
+                expected = refusal.get("expected_seq") if code == 409 else None
+                resume = expected - 1 if isinstance(expected, int) else -1
+                if not first < resume <= end:
+                    self.abandon(x)
+                    continue
+                book.accept(x, first, resume)
+                self.events_ok += resume - first
+                self.done[x] = resume
+        finally:
+            for x, _, _ in batches:
+                self.in_flight[x] = 0
+
+    def abandon(self, execution: int) -> None:
+        self.abandoned += 1
+        self.done[execution] = self.cfg.per_execution
 
     def _error(self, key: str, message: str) -> None:
         self.errors[key] += 1
@@ -506,7 +594,7 @@ async def load_phase(
     progress = asyncio.create_task(report())
     lag_watch = asyncio.create_task(watch_loop())
     producer.start = time.monotonic() + 0.1
-    tasks = [asyncio.create_task(producer.run(x)) for x in range(cfg.executions)]
+    tasks = [asyncio.create_task(producer.run(x)) for x in range(cfg.services)]
     profiler: subprocess.Popen[bytes] | None = None
     try:
         await sleep_to(producer.start + cfg.warmup)
@@ -526,7 +614,7 @@ async def load_phase(
         for task in late:
             task.cancel()
         if late:
-            log(f"load: {len(late)} execution(s) still sending after 60 s; stopped")
+            log(f"load: {len(late)} service(s) still sending after 60 s; stopped")
         for task in tasks:
             error = None if task.cancelled() or not task.done() else task.exception()
             if error is not None:
@@ -548,7 +636,7 @@ async def load_phase(
     emit_latency = sorted(book.emit_latency)
     progress_latency = sorted(book.progress_latency)
     request_ns = sorted(producer.request_ns)
-    batches = producer.batch_events
+    batches, spread = producer.batch_events, producer.batch_executions
     figures: dict[str, Any] = {
         "ingest_events_per_s": round((at_end[0] - at_start[0]) / window, 1),
         "ingest_requests_per_s": round((at_end[1] - at_start[1]) / window, 1),
@@ -565,8 +653,10 @@ async def load_phase(
         "executions_abandoned": producer.abandoned,
         "ingest_p50_ms": percentile(request_ns, 0.50),
         "ingest_p99_ms": percentile(request_ns, 0.99),
+        # Events and executions per (bulk) request.
         "mean_batch_events": round(sum(batches) / len(batches), 2) if batches else None,
         "max_batch_events": producer.max_batch_seen,
+        "mean_batch_executions": round(sum(spread) / len(spread), 2) if spread else None,
         "backlog_at_end": backlog_at_end,
         "progress_sent": book.progress_sent,
         "progress_sent_per_execution": round(book.progress_sent / cfg.executions, 1),
@@ -682,6 +772,7 @@ async def run(cfg: Config) -> dict[str, Any]:
             "duration": cfg.duration,
             "warmup": cfg.warmup,
             "batch_ms": cfg.batch_ms,
+            "services": cfg.services,
             "connections": cfg.connections,
             "progress_interval_ms": cfg.progress_interval_ms
             if cfg.progress_interval_ms is not None
@@ -749,7 +840,18 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="when events are lost after --drain: seconds more to wait, to tell late from lost",
     )
     add("--batch-ms", type=float, default=50.0, help="producer batching interval (api.client)")
-    add("--max-batch", type=int, default=100, help="events per request at most (api.client)")
+    add(
+        "--max-batch",
+        type=int,
+        default=100,
+        help="events per execution and request at most (api.client)",
+    )
+    add(
+        "--services",
+        type=int,
+        default=4,
+        help="execution services the executions are split among, a bulk request each per tick",
+    )
     add("--connections", type=int, default=100, help="keep-alive connections for ingest")
     add("--progress-interval-ms", type=float, help="SINAL_PROGRESS_INTERVAL_MS for the server")
     add("--coalesce-ms", type=float, help="SINAL_COALESCE_MS for the server (unset: its default)")
@@ -772,7 +874,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for name, value in DEFAULTS["quick" if args.pop("quick") else "full"].items():
         if args[name] is None:
             args[name] = value
-    for name in ("executions", "watchers", "teams", "rate", "duration", "connections"):
+    for name in ("executions", "watchers", "teams", "rate", "duration", "connections", "services"):
         if args[name] <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if not 1 <= args["max_batch"] <= 500:

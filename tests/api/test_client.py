@@ -1,8 +1,10 @@
 """`api.client` against a real server: batches land once, retries change nothing, refusals
-cost only the refused event, commands go round; and `sinal demo` end to end.
+cost only the refused event, many executions share a request; commands go round; and
+`sinal demo` end to end.
 
-A few cases a real server cannot be made to produce on demand (a 503, an outage) run against
-an `httpx.MockTransport` that plays the ingest endpoint."""
+A few cases a real server cannot be made to produce on demand (a 503, an outage, a server
+without the bulk endpoint) run against an `httpx.MockTransport` that plays the ingest
+endpoints."""
 
 from __future__ import annotations
 
@@ -57,15 +59,25 @@ def logs_of(server: ServerProcess, id: str) -> list[dict[str, Any]]:
     return logs
 
 
+def is_bulk(request: httpx.Request) -> bool:
+    return request.url.path == "/v1/executions/events"
+
+
+def batches_of(request: httpx.Request) -> list[dict[str, Any]]:
+    """The bulk request's batches: [{"execution": id, "events": [...]}, ...]."""
+    batches: list[dict[str, Any]] = json.loads(request.content)["batches"]
+    return batches
+
+
 class LoseFirstAnswer(httpx.AsyncBaseTransport):
     """Passes requests to the server; the first answer to a request `matching` is lost on the
     way back (the request went through), as with a connection reset after the server wrote."""
 
-    def __init__(self, matching: Callable[[httpx.Request], bool]) -> None:
+    def __init__(self, matching: Callable[[httpx.Request], bool], *, lose: bool = True) -> None:
         self.inner = httpx.AsyncHTTPTransport()
         self.matching = matching
         self.sent: list[httpx.Request] = []
-        self.lost = False
+        self.lost = not lose  # lose=False: only record the requests matching
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
@@ -138,24 +150,72 @@ async def test_many_events_go_in_batches_and_in_order(memory_server: ServerProce
 async def test_a_batch_whose_answer_was_lost_is_resent_and_not_doubled(
     memory_server: ServerProcess,
 ) -> None:
-    transport = LoseFirstAnswer(lambda request: request.url.path.endswith("/events"))
+    transport = LoseFirstAnswer(is_bulk)
     async with client_for(memory_server, transport=transport, backoff_s=0.01) as client:
         run = await client.create(team=TEAM, owner="alice", name="flaky network")
+        other = await client.create(team=TEAM, owner="alice", name="in the same request")
         for number in range(3):
             run.log(f"line {number}")
         run.progress(50)
-        await run.flush()
+        other.log("shared")
+        await client.flush()
         run.log("after the retry")
         await run.flush()
 
-    first, second = (json.loads(request.content)["events"] for request in transport.sent[:2])
+    first, second = (batches_of(request) for request in transport.sent[:2])
     assert first == second  # the same events with the same numbers
-    assert [event["seq"] for event in first] == [1, 2, 3, 4]
+    assert sorted(batch["execution"] for batch in first) == sorted([run.id, other.id])
+    [events] = [batch["events"] for batch in first if batch["execution"] == run.id]
+    assert [event["seq"] for event in events] == [1, 2, 3, 4]
+    assert [line["message"] for line in logs_of(memory_server, other.id)] == ["shared"]
     logs = logs_of(memory_server, run.id)
     assert [(line["seq"], line["message"]) for line in logs] == [
         (1, "line 0"), (2, "line 1"), (3, "line 2"), (5, "after the retry"),
     ]  # fmt: skip
     assert read(memory_server, f"/v1/executions/{run.id}")["progress"] == 50
+
+
+async def test_executions_share_a_request_and_a_gap_in_one_spares_the_other(
+    memory_server: ServerProcess,
+) -> None:
+    """The events of two executions travel in one request. The server lacks the first events
+    of one (as if another producer's had been lost): it refuses that batch, stores the other's,
+    and the refused execution is reported, numbered from where the server is, and resent."""
+    transport = LoseFirstAnswer(is_bulk, lose=False)
+    async with client_for(memory_server, transport=transport) as client:
+        gappy = await client.create(team=TEAM, owner="alice", name="gap")
+        fine = await client.create(team=TEAM, owner="alice", name="no gap")
+        gappy.next_seq = 3  # the server expects 1
+        gappy.log("three")
+        gappy.log("four")
+        fine.log("one")
+        fine.progress(30)
+        fine.log("two")
+        with pytest.raises(ExecutionRejected) as rejected:
+            await client.flush()
+        assert rejected.value.execution == gappy.id
+        assert rejected.value.status_code == 409
+        assert rejected.value.problem["expected_seq"] == 1
+        await fine.flush()  # nothing to report for the other one
+        await gappy.flush()  # reported once; its events were resent as 1 and 2
+        assert (gappy.next_seq, fine.next_seq) == (3, 4)
+
+    first, second = (batches_of(request) for request in transport.sent)
+    assert {batch["execution"]: [e["seq"] for e in batch["events"]] for batch in first} == {
+        gappy.id: [3, 4], fine.id: [1, 2, 3],
+    }  # fmt: skip
+    [resent] = second
+    assert resent["execution"] == gappy.id
+    assert [(event["seq"], event["message"]) for event in resent["events"]] == [
+        (1, "three"), (2, "four"),
+    ]  # fmt: skip
+    assert [(line["seq"], line["message"]) for line in logs_of(memory_server, gappy.id)] == [
+        (1, "three"), (2, "four"),
+    ]  # fmt: skip
+    assert [(line["seq"], line["message"]) for line in logs_of(memory_server, fine.id)] == [
+        (1, "one"), (3, "two"),
+    ]  # fmt: skip
+    assert read(memory_server, f"/v1/executions/{fine.id}")["progress"] == 30
 
 
 async def test_a_create_whose_answer_was_lost_is_replayed(memory_server: ServerProcess) -> None:
@@ -222,19 +282,25 @@ async def test_a_bad_event_named_by_a_400_is_the_only_one_dropped(
     memory_server: ServerProcess,
 ) -> None:
     """The server caps step numbers (the client does not know the cap): the 400 names the
-    event, and its neighbours in the batch are stored."""
+    event ("batches[i].events[1]...": it refuses the whole request), and its neighbours in the
+    batch, and another execution's batch in the same request, are stored."""
     async with client_for(memory_server) as client:
         run = await client.create(team=TEAM, owner="alice", name="bad step")
+        neighbour = await client.create(team=TEAM, owner="alice", name="next to a bad step")
         run.log("before")
         run.step_started(10**6, "too far")
         run.log("after")
+        neighbour.log("unaffected")
         with pytest.raises(ExecutionRejected) as rejected:
-            await run.flush()
+            await client.flush()
+        assert rejected.value.execution == run.id
         assert rejected.value.status_code == 400
         assert rejected.value.problem["field"].startswith("events[1]")
         assert [event["seq"] for event in rejected.value.events] == [2]
+        await neighbour.flush()
     messages = [(line["seq"], line["message"]) for line in logs_of(memory_server, run.id)]
     assert messages == [(1, "before"), (2, "after")]
+    assert [line["message"] for line in logs_of(memory_server, neighbour.id)] == ["unaffected"]
 
 
 async def test_large_events_go_in_requests_under_the_size_limit(
@@ -362,28 +428,41 @@ async def first_command(client: ExecutionClient, consumer: str) -> Command:
 
 
 class FakeIngest:
-    """The ingest endpoint's sequencing, failing with `outage` statuses while they last."""
+    """The ingest endpoints' sequencing, per execution, failing with `outage` statuses while
+    they last; `bulk=False` plays a server from before the bulk endpoint (404 to it)."""
 
-    def __init__(self, outage: list[int] | None = None) -> None:
-        self.next_seq = 1
-        self.stored: list[dict[str, Any]] = []
+    def __init__(self, outage: list[int] | None = None, *, bulk: bool = True) -> None:
+        self.next_seq: dict[str, int] = {}
+        self.stored: list[dict[str, Any]] = []  # every execution's, as applied
         self.outage = outage or []
+        self.bulk = bulk
         self.requests = 0
+        self.sent: list[httpx.Request] = []  # ingest requests past the outage
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
         if request.url.path == "/v1/executions":
             body = json.loads(request.content)
+            self.next_seq[body["id"]] = 1
             return httpx.Response(201, json={**body, "status": "queued", "next_seq": 1})
         if self.outage:
             return httpx.Response(self.outage.pop(0), headers={"Retry-After": "0"})
-        for event in json.loads(request.content)["events"]:
-            if event["seq"] == self.next_seq:
-                self.stored.append(event)
-                self.next_seq += 1
-        return httpx.Response(
-            200, json={"applied": 0, "duplicates": 0, "next_seq": self.next_seq, "status": "x"}
-        )
+        self.sent.append(request)
+        if not is_bulk(request):
+            id = request.url.path.split("/")[3]
+            return httpx.Response(200, json=self.apply(id, json.loads(request.content)["events"]))
+        if not self.bulk:
+            return httpx.Response(404, json={"status": 404, "detail": "Not Found"})
+        results = [self.apply(batch["execution"], batch["events"]) for batch in batches_of(request)]
+        return httpx.Response(200, json={"results": results})
+
+    def apply(self, id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        for event in events:
+            if event["seq"] == self.next_seq[id]:
+                self.stored.append({**event, "execution": id})
+                self.next_seq[id] += 1
+        return {"execution": id, "applied": 0, "duplicates": 0, "next_seq": self.next_seq[id],
+                "status": "x"}  # fmt: skip
 
 
 def fake_client(fake: FakeIngest, **options: Any) -> ExecutionClient:
@@ -425,6 +504,56 @@ async def test_a_full_buffer_refuses_more_until_flushed() -> None:
         await run.flush()
         run.log("3")
     assert [event["message"] for event in fake.stored] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    ("executions", "events", "blob"),
+    [(1001, 1, 0), (11, 500, 0), (6, 60, 12_000)],
+    ids=["executions", "events", "bytes"],
+)
+async def test_a_tick_over_the_limits_of_a_request_goes_in_several(
+    executions: int, events: int, blob: int
+) -> None:
+    """At most 1000 executions, 5000 events and 4 MiB a request: one flush of more than that
+    sends two requests, each execution in one of them, its events in order."""
+    fake = FakeIngest()
+    async with fake_client(fake, batch_size=500) as client:
+        runs = [
+            await client.create(team=TEAM, owner="alice", name=str(x)) for x in range(executions)
+        ]
+        for run in runs:
+            for number in range(events):
+                run.log(str(number), data={"blob": "x" * blob} if blob else None)
+        await client.flush()
+    assert len(fake.sent) == 2
+    for request in fake.sent:
+        batches = batches_of(request)
+        assert len(batches) <= 1000
+        assert sum(len(batch["events"]) for batch in batches) <= 5000
+        assert len(request.content) <= 4 * 1024 * 1024
+    ids = [batch["execution"] for request in fake.sent for batch in batches_of(request)]
+    assert sorted(ids) == sorted(run.id for run in runs)
+    for run in runs:
+        stored = [event["message"] for event in fake.stored if event["execution"] == run.id]
+        assert stored == [str(number) for number in range(events)]
+
+
+async def test_a_server_without_the_bulk_endpoint_gets_a_request_per_execution() -> None:
+    fake = FakeIngest(bulk=False)
+    async with fake_client(fake) as client:
+        first = await client.create(team=TEAM, owner="alice", name="x")
+        second = await client.create(team=TEAM, owner="alice", name="y")
+        first.log("one")
+        second.log("two")
+        await client.flush()
+        first.log("three")
+        await first.flush()
+    paths = [request.url.path for request in fake.sent]
+    assert paths[0] == "/v1/executions/events"  # answered 404: tried once only
+    assert sorted(paths[1:3]) == sorted(f"/v1/executions/{r.id}/events" for r in (first, second))
+    assert paths[3:] == [f"/v1/executions/{first.id}/events"]
+    stored = {(event["execution"], event["seq"], event["message"]) for event in fake.stored}
+    assert stored == {(first.id, 1, "one"), (second.id, 1, "two"), (first.id, 2, "three")}
 
 
 async def test_bad_arguments_fail_at_the_call() -> None:
