@@ -388,6 +388,7 @@ async def apply_many(
             after = state.execution(now) if applied else execution
             results.append(Applied(execution, after, applied, duplicates))
             if applied:
+                state.after = after
                 plans.append(state)
         await _store_many(database, plans, now)
         for index, result in enumerate(results):
@@ -454,6 +455,7 @@ class _State:
         self.next_seq = execution.next_seq
         self.steps: dict[int, dict[str, Any]] = {}
         self.logs: list[tuple[Any, ...]] = []
+        self.after: Execution | None = None  # the execution once the whole batch is applied
 
     def apply(self, event: IngestEvent, now: datetime) -> None:
         self.next_seq = event.seq + 1
@@ -522,7 +524,7 @@ async def _store_many(database: Database, plans: list[_State], now: datetime) ->
         for state in plans:  # SQLite: embedded, one process; plain statements suffice
             await _store(database, state, now)
         return
-    rows = [_row(state.execution(now)) for state in plans]
+    rows = [_row(state.after or state.execution(now)) for state in plans]
     columns = list(zip(*rows, strict=True))
     index = {name: i for i, name in enumerate(_COLUMN_NAMES)}
     await _run(database, _BULK_UPDATE, *(list(columns[index[name]]) for name in _UPDATED))

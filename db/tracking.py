@@ -345,6 +345,7 @@ class Tracker:
         )
         status = before.status
         outgoing: list[OutboxEvent] = []
+        progressed = False
 
         def status_event(new: str, seq: int) -> None:
             nonlocal status
@@ -380,6 +381,7 @@ class Tracker:
                 # The latest value wins: earlier ticks of the batch are never published, and
                 # the last one only if the execution's interval allows; else later (see above).
                 if index == last_progress and self.throttle.admit(after.id):
+                    progressed = True
                     outgoing.append(
                         self._event(
                             channel,
@@ -395,6 +397,10 @@ class Tracker:
                 outgoing.append(self._event(channel, "execution.step_finished",
                                             StepFinishedEvent(id, event.seq, event.step,
                                                               event.outcome)))  # fmt: skip
+        if not progressed and after.status not in FINAL and self.throttle.catch_up(after.id):
+            # A tick held back earlier: the current value, now that the interval has ended.
+            latest = ProgressEvent(id, after.next_seq - 1, after.progress)
+            outgoing.append(self._event(channel, "execution.progress", latest))
         return outgoing
 
     def _created(self, execution: Execution) -> OutboxEvent:
@@ -549,14 +555,20 @@ class Tracker:
 
 
 class ProgressThrottle:
-    """At most one published progress tick per execution per `interval_s`; the ones held back
-    are due when their execution's interval ends."""
+    """At most one published progress tick per execution per `interval_s`.
+
+    A tick held back goes out with the execution's next batch once its interval has ended
+    (`catch_up`): a busy execution reports again within milliseconds, and its batch's
+    transaction already holds the row lock the event needs. Only an execution that went quiet
+    is left to the publisher task, `grace_s` after its interval ended (`take_due`).
+    """
 
     # Beyond this many executions remembered, forget the ones quiet for an interval.
     PRUNE_AT = 10_000
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, grace_s: float | None = None) -> None:
         self.interval_s = interval_s
+        self.grace_s = interval_s if grace_s is None else grace_s
         self.changed = asyncio.Event()
         self._last: dict[uuid.UUID, float] = {}  # when each execution's last tick went out
         self._held: dict[uuid.UUID, float] = {}  # held back: when it is due
@@ -572,6 +584,18 @@ class ProgressThrottle:
             return True
         self._held.setdefault(id, last + self.interval_s)
         return False
+
+    def catch_up(self, id: uuid.UUID, now: float | None = None) -> bool:
+        """Whether a tick of `id` held back is due now; if so it counts as published."""
+        at = self._held.get(id)
+        if at is None:
+            return False
+        now = time.monotonic() if now is None else now
+        if at > now:
+            return False
+        del self._held[id]
+        self._last[id] = now
+        return True
 
     def forget(self, id: uuid.UUID) -> None:
         """The execution finished: its status event carries the final progress."""
@@ -589,18 +613,19 @@ class ProgressThrottle:
         if not self._held:
             return None
         now = time.monotonic() if now is None else now
-        return max(0.0, min(self._held.values()) - now)
+        return max(0.0, min(self._held.values()) + self.grace_s - now)
 
     def take_due(self, now: float | None = None) -> list[uuid.UUID]:
+        """Executions whose held-back tick no batch has carried, `grace_s` after it was due."""
         now = time.monotonic() if now is None else now
-        due = [id for id, at in self._held.items() if at <= now]
+        due = [id for id, at in self._held.items() if at + self.grace_s <= now]
         for id in due:
             del self._held[id]
             self._last[id] = now
         return due
 
     def hold(self, ids: list[uuid.UUID]) -> None:
-        """Publishing `ids` failed: they are due again after an interval."""
+        """Publishing `ids` failed: they are due again after an interval (and the grace)."""
         at = time.monotonic() + self.interval_s
         for id in ids:
             self._held.setdefault(id, at)

@@ -15,15 +15,21 @@ def test_one_tick_per_interval_and_the_held_back_one_is_due_when_it_ends() -> No
     assert not throttle.admit(A, now=10.03)
     assert not throttle.admit(A, now=10.06)  # still one held back, due at the first's end
     assert throttle.admit(B, now=10.06)  # executions have their own intervals
-    due_in = throttle.due_in(now=10.06)
-    assert due_in is not None
-    assert abs(due_in - 0.04) < 1e-9
-    assert throttle.take_due(now=10.09) == []
-    assert throttle.take_due(now=10.1) == [A]
-    assert not throttle.has_pending()
-    # Published at 10.1 by the held-back path: the next tick waits for that interval.
+    # Due at 10.1, when the interval ends: the execution's next batch carries it...
+    assert not throttle.catch_up(A, now=10.09)
+    assert throttle.catch_up(A, now=10.1)
+    assert not throttle.catch_up(A, now=10.11)  # once
+    # ... or, if no batch comes, the publisher task does, a grace period (an interval) later.
     assert not throttle.admit(A, now=10.15)
-    assert throttle.admit(A, now=10.25)
+    due_in = throttle.due_in(now=10.15)
+    assert due_in is not None
+    assert abs(due_in - 0.15) < 1e-9
+    assert throttle.take_due(now=10.29) == []
+    assert throttle.take_due(now=10.3) == [A]
+    assert not throttle.has_pending()
+    # Published at 10.3 by the publisher: the next tick waits for that interval.
+    assert not throttle.admit(A, now=10.35)
+    assert throttle.admit(A, now=10.45)
     assert not throttle.has_pending()  # admitted: nothing held back any more
 
 
