@@ -18,10 +18,9 @@ from litestar.params import Parameter
 
 from api.body import decode_body, parse_time
 from api.dependencies import require_role
-from api.notifications import MAX_WAIT_S, PollResponse
+from api.longpoll import MAX_WAIT_S, PollResponse, long_poll, unless_gone
 from api.problems import problem_of
 from api.runtime import Runtime
-from api.waiting import unless_gone
 from db import executions
 from db.executions import (
     MAX_LIMIT,
@@ -36,11 +35,9 @@ from db.executions import (
 )
 from db.notifications import InvalidCursor
 from db.tracking import Command, ExecutionConflict, ExecutionView, Spec
-from streams import cursor as stream_cursor
-from streams.access import Principal, authorized_channels
+from streams.access import Principal
 from streams.channels import IDENTIFIER, execution_channel
 from streams.errors import BadRequest, Conflict, Forbidden, NotFound, SinalError
-from streams.poll import poll
 
 TAGS = ["executions"]
 MAX_BATCH = 500
@@ -349,21 +346,8 @@ async def poll_execution(
 ) -> PollResponse:
     """The cursor of `/v1/stream?channel=execution:<id>` works here too, and the other way
     round."""
-    principal = runtime.auth.authenticate(
-        request.headers, request.cookies, request.query_params.get("ticket")
-    )
     channel = execution_channel(str(id))
-    await authorized_channels(runtime.policy, principal, [channel], runtime.settings.max_channels)
-    try:
-        resume = stream_cursor.decode_cursor(cursor) if cursor else None
-    except stream_cursor.InvalidCursor as error:
-        raise BadRequest(f"cursor: {error}", field="cursor") from None
-    reply = await unless_gone(
-        request, runtime.hub, poll(runtime.hub, [channel], resume, wait_s=wait)
-    )
-    if reply is None:  # the client left, or the server is stopping: nothing was taken
-        return PollResponse(events=[], resets=[], next_cursor=cursor or "")
-    return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)
+    return await long_poll(request, runtime, [channel], cursor, wait, only_requested=True)
 
 
 async def _visible(runtime: Runtime, principal: Principal, id: uuid.UUID) -> Execution:

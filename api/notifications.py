@@ -17,20 +17,17 @@ from litestar.params import Parameter
 
 from api.body import decode_body, parse_time
 from api.dependencies import require_role
+from api.longpoll import MAX_WAIT_S, PollResponse, long_poll
 from api.runtime import Runtime
-from api.waiting import unless_gone
 from db import notifications
 from db.inbox import Change, NotificationView
 from db.notifications import MAX_LIMIT, STATES, Draft, IdempotencyMismatch, InvalidCursor, State
 from db.tables import Severity
-from streams import cursor as stream_cursor
-from streams.access import Principal, authorized_channels
+from streams.access import Principal
 from streams.channels import is_valid_identifier
 from streams.errors import BadRequest, NotFound, Unprocessable
 from streams.event import EVENT_TYPE
-from streams.poll import poll
 
-MAX_WAIT_S = 30.0
 MAX_USERS = 1000
 MAX_IDS = MAX_LIMIT
 MAX_DATA_BYTES = 16 * 1024
@@ -91,12 +88,6 @@ class ReadAllRequest(msgspec.Struct, forbid_unknown_fields=True):
 class ReadAllResponse(msgspec.Struct):
     marked: int
     unread: int
-
-
-class PollResponse(msgspec.Struct):
-    events: list[dict[str, Any]]
-    resets: list[dict[str, Any]]
-    next_cursor: str
 
 
 # -- producers -------------------------------------------------------------------------------
@@ -342,19 +333,4 @@ async def poll_notifications(
     channel: Annotated[list[str] | None, Parameter(query="channel")] = None,
 ) -> PollResponse:
     """The same cursor as `/v1/stream`; without one, the reply is the current position."""
-    principal = runtime.auth.authenticate(
-        request.headers, request.cookies, request.query_params.get("ticket")
-    )
-    channels = await authorized_channels(
-        runtime.policy, principal, channel or [], runtime.settings.max_channels
-    )
-    try:
-        resume = stream_cursor.decode_cursor(cursor) if cursor else None
-    except stream_cursor.InvalidCursor as error:
-        raise BadRequest(f"cursor: {error}", field="cursor") from None
-    reply = await unless_gone(
-        request, runtime.hub, poll(runtime.hub, channels, resume, wait_s=wait)
-    )
-    if reply is None:  # the client left, or the server is stopping: nothing was taken
-        return PollResponse(events=[], resets=[], next_cursor=cursor or "")
-    return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)
+    return await long_poll(request, runtime, channel or [], cursor, wait)

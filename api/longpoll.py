@@ -1,0 +1,98 @@
+"""Long-polls, and long waits in request handlers, which end when the client leaves or the
+server drains.
+
+An HTTP handler is not cancelled when its client disconnects; a long-poll would go on waiting,
+holding its subscription and, for commands, claiming work nobody will receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from litestar import Request
+
+from streams import cursor as stream_cursor
+from streams.access import authorized_channels
+from streams.errors import BadRequest
+from streams.hub import Hub
+from streams.poll import poll
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+T = TypeVar("T")
+MAX_WAIT_S = 30.0
+
+
+class PollResponse(msgspec.Struct):
+    events: list[dict[str, Any]]
+    resets: list[dict[str, Any]]
+    next_cursor: str
+
+
+async def long_poll(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    requested: list[str],
+    cursor: str | None,
+    wait: float,
+    *,
+    only_requested: bool = False,
+) -> PollResponse:
+    """Events of the caller's channels after `cursor` (the same cursor as `/v1/stream`), or the
+    first to arrive within `wait` seconds; without a cursor, the current position at once.
+
+    The channels are those a stream with `requested` would carry (the caller's notifications
+    and `broadcast` included), or with `only_requested`, just `requested`, once allowed.
+    """
+    principal = runtime.auth.authenticate(
+        request.headers, request.cookies, request.query_params.get("ticket")
+    )
+    channels = await authorized_channels(
+        runtime.policy, principal, requested, runtime.settings.max_channels
+    )
+    if only_requested:
+        channels = [channel for channel in channels if channel in requested]
+    try:
+        resume = stream_cursor.decode_cursor(cursor) if cursor else None
+    except stream_cursor.InvalidCursor as error:
+        raise BadRequest(f"cursor: {error}", field="cursor") from None
+    reply = await unless_gone(
+        request, runtime.hub, poll(runtime.hub, channels, resume, wait_s=wait)
+    )
+    if reply is None:  # the client left, or the server is stopping: nothing was taken
+        return PollResponse(events=[], resets=[], next_cursor=cursor or "")
+    return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)
+
+
+async def unless_gone(
+    request: Request[Any, Any, Any], hub: Hub, wait: Coroutine[Any, Any, T]
+) -> T | None:
+    """The result of `wait`, or None if the client disconnects or the server starts draining
+    first (`wait` is then cancelled)."""
+    work = asyncio.ensure_future(wait)
+    gone = asyncio.ensure_future(_disconnected(request))
+    drained = asyncio.ensure_future(hub.wait_drained())
+    try:
+        await asyncio.wait({work, gone, drained}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (gone, drained):
+            task.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    try:
+        await work
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise  # this handler itself is being cancelled
+    return None
+
+
+async def _disconnected(request: Request[Any, Any, Any]) -> None:
+    """Returns when the client disconnects (the request body, if any, was already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
