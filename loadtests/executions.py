@@ -64,7 +64,6 @@ from api.client import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, MAX_REQUEST_EXECUT
 from loadtests import procs
 from loadtests.lean import SseSubscriber, Subscriber, Tally, open_many, sse_request
 from loadtests.procs import (
-    DEFAULT_DATABASE_URL,
     OURS,
     Child,
     HttpPool,
@@ -854,22 +853,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     add("--connections", type=int, default=100, help="keep-alive connections for ingest")
     add("--progress-interval-ms", type=float, help="SINAL_PROGRESS_INTERVAL_MS for the server")
-    add("--coalesce-ms", type=float, help="SINAL_COALESCE_MS for the server (unset: its default)")
-    add(
-        "--database-url",
-        default=DEFAULT_DATABASE_URL,
-        help="PostgreSQL database for the server: DROPPED and recreated",
-    )
-    add("--redis-url", help="use this Redis database (flushed!) instead of a private redis-server")
-    add("--server-core", type=int, default=0)
-    add("--client-core", type=int, default=1)
-    add("--connect-concurrency", type=int, default=200, help="stream handshakes in flight")
-    add(
-        "--profile",
-        action="store_true",
-        help="py-spy the server in the measured window (uv pip install py-spy); collapsed "
-        "stacks in loadtests/results/executions-ingest.txt",
-    )
+    procs.add_server_arguments(parser, "executions-ingest.txt")
     args = vars(parser.parse_args(argv))
     for name, value in DEFAULTS["quick" if args.pop("quick") else "full"].items():
         if args[name] is None:

@@ -42,7 +42,6 @@ from api.auth import mint_token
 from loadtests import procs
 from loadtests.lean import SseSubscriber, Subscriber, Tally, open_many, sse_request
 from loadtests.procs import (
-    DEFAULT_DATABASE_URL,
     OURS,
     Child,
     HttpConnection,
@@ -541,25 +540,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     add("--idempotency-key", action="store_true", help="send an Idempotency-Key per create")
     add("--unread-seconds", type=float, help="measured seconds of unread counts (default 10)")
     add("--unread-concurrency", type=int, default=64, help="closed-loop unread-count clients")
-    add("--coalesce-ms", type=float, help="SINAL_COALESCE_MS for the server (unset: its default)")
     add("--skip-creates", action="store_true", help="skip the create phase")
     add("--skip-unread", action="store_true", help="skip the unread-count phase")
-    add(
-        "--database-url",
-        default=DEFAULT_DATABASE_URL,
-        help="PostgreSQL database for the server: DROPPED and recreated",
-    )
-    add("--redis-url", help="use this Redis database (flushed!) instead of a private redis-server")
-    add("--server-core", type=int, default=0)
-    add("--client-core", type=int, default=1)
-    add("--connect-concurrency", type=int, default=200, help="stream handshakes in flight")
     add("--seed", type=int, default=1, help="seed of the users the creates go to")
-    add(
-        "--profile",
-        action="store_true",
-        help="py-spy the server in each measured window (uv pip install py-spy); collapsed "
-        "stacks in loadtests/results/notifications-{creates,unread}.txt",
-    )
+    procs.add_server_arguments(parser, "notifications-{creates,unread}.txt")
     args = vars(parser.parse_args(argv))
     for name, value in DEFAULTS["quick" if args.pop("quick") else "full"].items():
         if args[name] is None:

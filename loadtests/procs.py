@@ -7,6 +7,7 @@ Everything here is Linux-only on purpose: the figures come from /proc and from C
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -565,3 +566,25 @@ async def finish_profile(profiler: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         profiler.kill()
         profiler.wait()
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, profiled: str) -> None:
+    """The options of the benchmarks that run `sinal serve` on PostgreSQL and Redis;
+    `profiled` names the stack files `--profile` writes."""
+    add = parser.add_argument
+    add("--coalesce-ms", type=float, help="SINAL_COALESCE_MS for the server (unset: its default)")
+    add(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help="PostgreSQL database for the server: DROPPED and recreated",
+    )
+    add("--redis-url", help="use this Redis database (flushed!) instead of a private redis-server")
+    add("--server-core", type=int, default=0)
+    add("--client-core", type=int, default=1)
+    add("--connect-concurrency", type=int, default=200, help="stream handshakes in flight")
+    add(
+        "--profile",
+        action="store_true",
+        help="py-spy the server in each measured window (uv pip install py-spy); collapsed "
+        f"stacks in loadtests/results/{profiled}",
+    )
