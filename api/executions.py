@@ -25,6 +25,7 @@ from db import executions
 from db.executions import (
     MAX_LIMIT,
     STATUSES,
+    AlreadyRetried,
     Applied,
     Execution,
     ExecutionNotFound,
@@ -387,6 +388,9 @@ async def retry(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryR
         command, new = await runtime.tracker.retry(id, principal.sub)
     except ExecutionNotFound:
         raise NotFound(f"no execution {id}") from None
+    except AlreadyRetried as error:
+        extra = {"execution_status": error.status, "retry_execution": str(error.attempt)}
+        raise Conflict(str(error), extra=extra) from None
     except InvalidTransition as error:
         raise Conflict(str(error), extra={"execution_status": error.status}) from None
     return RetryResponse(command, ExecutionView.of(new))

@@ -119,6 +119,17 @@ class InvalidTransition(ValueError):
         self.status, self.seq, self.expected = status, seq, expected
 
 
+class AlreadyRetried(InvalidTransition):
+    """The execution has been retried already, by `attempt`: that one is retried next."""
+
+    def __init__(self, status: str, attempt: uuid.UUID) -> None:
+        super().__init__(
+            f"this execution was already retried by {attempt}; retry that attempt if it fails",
+            status=status,
+        )
+        self.attempt = attempt
+
+
 # -- records ---------------------------------------------------------------------------------
 
 
@@ -229,6 +240,13 @@ async def retry(database: Database, id: uuid.UUID, *, now: datetime | None = Non
                 f"only a failed or cancelled execution can be retried; this one is {old.status}",
                 status=old.status,
             )
+        # One attempt per execution: two people clicking retry start one, not two. Both hold
+        # the old row's lock in turn, so the second sees the first's attempt.
+        rows = await _run(database, "SELECT id FROM execution WHERE retry_of = {} LIMIT 1", id)
+        if rows:
+            attempt = rows[0]["id"]
+            raise AlreadyRetried(old.status, attempt if isinstance(attempt, uuid.UUID)
+                                 else uuid.UUID(attempt))  # fmt: skip
         new = await create(
             database, team=old.team, owner=old.owner, name=old.name, kind=old.kind,
             total_steps=old.total_steps, retry_of=old, now=now,

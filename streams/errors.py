@@ -6,6 +6,8 @@ The classes carry an HTTP status as a plain number so that the framework-free co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class SinalError(Exception):
     """Base of every error Sinal reports to a caller."""
@@ -14,12 +16,12 @@ class SinalError(Exception):
     title = "Internal error"
 
     def __init__(
-        self, detail: str, *, field: str | None = None, extra: dict[str, object] | None = None
+        self, detail: str, *, field: str | None = None, extra: Mapping[str, object] | None = None
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
-        self.extra = extra or {}  # more members of the problem, e.g. what a conflict expected
+        self.extra = dict(extra or {})  # more members of the problem, e.g. what a conflict expected
 
 
 class BadRequest(SinalError):

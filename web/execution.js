@@ -292,7 +292,13 @@ $("retry").addEventListener("click", async () => {
     toast(`Attempt ${execution.attempt} is queued.`, { title: "Retry started.", severity: "success" });
     navigate(execution.id);
   } catch (error) {
-    if (!signedOut(error)) $("action-status").textContent = `Retry failed: ${error.message}`;
+    const attempt = error.problem?.retry_execution;
+    if (attempt) {
+      // Someone retried it first: there is one attempt per execution, show the way to it.
+      $("action-status").replaceChildren("Already retried: ", link(attempt, "watch that attempt"));
+    } else if (!signedOut(error)) {
+      $("action-status").textContent = `Retry failed: ${error.message}`;
+    }
     renderStatus();
   }
 });

@@ -194,7 +194,10 @@ async def test_progress_is_coalesced_but_nothing_else_is_dropped(
                     seq += 1
                     await send(client, id, {"type": "log", "seq": seq, "message": f"at {n}"})
             await carol.until(
-                lambda r: any(p["progress"] == 40 for p in r.payloads("execution.progress"))
+                lambda r: (
+                    any(p["progress"] == 40 for p in r.payloads("execution.progress"))
+                    and len(r.payloads("execution.log")) >= 10
+                )
             )
             ticks = [p["progress"] for p in carol.payloads("execution.progress")]
             assert ticks == sorted(ticks)
@@ -418,6 +421,9 @@ async def test_commands_reach_the_execution_service_at_least_once(server: Server
             [shown] = carol.payloads("execution.command")
             assert (shown["command"], shown["by"]) == ("retry", "carol")
             assert shown["retry_execution"] == attempt["id"]
+        # One attempt per execution: a second retry names the first one's attempt.
+        twice = await client.post(f"/v1/executions/{failed}/retry", headers=ALICE)
+        assert assert_problem(twice, 409)["retry_execution"] == attempt["id"]
         # Only a failed or cancelled execution is retried; a finished one is not cancelled.
         assert_problem(await client.post(f"/v1/executions/{running}/retry", headers=CAROL), 409)
         assert_problem(await client.post(f"/v1/executions/{failed}/cancel", headers=CAROL), 409)

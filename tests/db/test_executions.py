@@ -12,6 +12,7 @@ import pytest
 from db import executions
 from db.engine import Database
 from db.executions import (
+    AlreadyRetried,
     ExecutionNotFound,
     Failure,
     IngestEvent,
@@ -176,6 +177,9 @@ async def test_a_retry_is_a_new_attempt_linked_to_the_old(db: Database) -> None:
     stored = await executions.get(db, second.id)
     assert stored is not None
     assert stored.retry_of == execution.id
+    with pytest.raises(AlreadyRetried) as again:  # one attempt per execution
+        await executions.retry(db, execution.id)
+    assert again.value.attempt == second.id
     with pytest.raises(ExecutionNotFound):
         await executions.retry(db, uuid.uuid4())
     with pytest.raises(ExecutionNotFound):
