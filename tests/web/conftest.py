@@ -21,7 +21,9 @@ CHROMIUM = os.environ.get("SINAL_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "web"
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and the async tests of any module run after it would find it there.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         require_service("Chromium", f"{CHROMIUM} is missing: apt-get install chromium")
