@@ -51,12 +51,10 @@ import asyncio
 import json
 import re
 import subprocess
-import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from api.auth import mint_token
@@ -64,8 +62,6 @@ from api.client import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, MAX_REQUEST_EXECUT
 from loadtests import procs
 from loadtests.lean import SseSubscriber, Subscriber, Tally, open_many, sse_request
 from loadtests.procs import (
-    OURS,
-    Child,
     HttpPool,
     Meters,
     cores_busy_before,
@@ -74,10 +70,8 @@ from loadtests.procs import (
     finish_profile,
     log,
     percentile,
-    redis_for_benchmark,
     reset_database,
     run_benchmark,
-    start_sinal,
 )
 
 SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
@@ -523,22 +517,13 @@ async def create_executions(cfg: Config, pool: HttpPool, port: int, token: str) 
     return ids
 
 
-def start_server(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int]:
+def server_env(cfg: Config) -> dict[str, str]:
     env: dict[str, str] = {}
     if cfg.progress_interval_ms is not None:
         env["SINAL_PROGRESS_INTERVAL_MS"] = f"{cfg.progress_interval_ms:g}"
     if cfg.coalesce_ms is not None:
         env["SINAL_COALESCE_MS"] = f"{cfg.coalesce_ms:g}"
-    return start_sinal(
-        "sinal-executions",
-        database_url=cfg.database_url,
-        redis_url=redis_url,
-        secret=SECRET,
-        workdir=workdir,
-        core=cfg.server_core,
-        nofile=cfg.nofile,
-        env=env,
-    )
+    return env
 
 
 def start_profile(cfg: Config, pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
@@ -753,15 +738,16 @@ def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
 async def run(cfg: Config) -> dict[str, Any]:
     await reset_database(cfg.database_url)
     log(f"database {database_name(cfg.database_url)}: dropped and recreated")
-    with (
-        tempfile.TemporaryDirectory(prefix="sinal-exec-", ignore_cleanup_errors=True) as tmp,
-        redis_for_benchmark(cfg.redis_url, Path(tmp)) as redis_url,
-    ):
-        workdir = Path(tmp)
-        # The private redis-server is the only process this run has started so far.
-        redis_pid = next(iter(OURS), None) if cfg.redis_url is None else None
-        server, port = start_server(cfg, redis_url, workdir)
-        log(f"server pid {server.pid} on port {port}, core {cfg.server_core}; redis {redis_url}")
+    with procs.deployment(
+        "sinal-executions",
+        database_url=cfg.database_url,
+        redis_url=cfg.redis_url,
+        secret=SECRET,
+        core=cfg.server_core,
+        nofile=cfg.nofile,
+        env=server_env(cfg),
+    ) as deployed:
+        server, port, redis_pid = deployed.server, deployed.port, deployed.redis_pid
         result: dict[str, Any] = {
             "machine_busy_before_pct": await cores_busy_before(cfg.server_core, cfg.client_core),
             "executions": cfg.executions,
@@ -814,7 +800,6 @@ async def run(cfg: Config) -> dict[str, Any]:
             pool.close()
             for subscriber in watchers:
                 subscriber.close()
-            server.stop()
     result["targets_met"] = verdict(result)
     return result
 

@@ -30,20 +30,16 @@ import random
 import re
 import secrets
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from api.auth import mint_token
 from loadtests import procs
 from loadtests.lean import SseSubscriber, Subscriber, Tally, open_many, sse_request
 from loadtests.procs import (
-    OURS,
-    Child,
     HttpConnection,
     HttpPool,
     Meters,
@@ -53,11 +49,9 @@ from loadtests.procs import (
     finish_profile,
     log,
     percentile,
-    redis_for_benchmark,
     reset_database,
     run_benchmark,
     sleep_until,
-    start_sinal,
 )
 
 SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
@@ -156,18 +150,8 @@ class NotificationSubscriber(SseSubscriber):
 # -- server and database ---------------------------------------------------------------------
 
 
-def start_server(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int]:
-    env = {} if cfg.coalesce_ms is None else {"SINAL_COALESCE_MS": f"{cfg.coalesce_ms:g}"}
-    return start_sinal(
-        "sinal-notifications",
-        database_url=cfg.database_url,
-        redis_url=redis_url,
-        secret=SECRET,
-        workdir=workdir,
-        core=cfg.server_core,
-        nofile=cfg.nofile,
-        env=env,
-    )
+def server_env(cfg: Config) -> dict[str, str]:
+    return {} if cfg.coalesce_ms is None else {"SINAL_COALESCE_MS": f"{cfg.coalesce_ms:g}"}
 
 
 def start_profile(
@@ -466,15 +450,16 @@ def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
 async def run(cfg: Config) -> dict[str, Any]:
     await reset_database(cfg.database_url)
     log(f"database {database_name(cfg.database_url)}: dropped and recreated")
-    with (
-        tempfile.TemporaryDirectory(prefix="sinal-notif-", ignore_cleanup_errors=True) as tmp,
-        redis_for_benchmark(cfg.redis_url, Path(tmp)) as redis_url,
-    ):
-        workdir = Path(tmp)
-        # The private redis-server is the only process this run has started so far.
-        redis_pid = next(iter(OURS), None) if cfg.redis_url is None else None
-        server, port = start_server(cfg, redis_url, workdir)
-        log(f"server pid {server.pid} on port {port}, core {cfg.server_core}; redis {redis_url}")
+    with procs.deployment(
+        "sinal-notifications",
+        database_url=cfg.database_url,
+        redis_url=cfg.redis_url,
+        secret=SECRET,
+        core=cfg.server_core,
+        nofile=cfg.nofile,
+        env=server_env(cfg),
+    ) as deployed:
+        server, port, redis_pid = deployed.server, deployed.port, deployed.redis_pid
         result: dict[str, Any] = {
             "machine_busy_before_pct": await cores_busy_before(cfg.server_core, cfg.client_core),
             "users": cfg.users,
@@ -519,7 +504,6 @@ async def run(cfg: Config) -> dict[str, Any]:
         finally:
             for subscriber in subscribers:
                 subscriber.close()
-            server.stop()
     result["targets_met"] = verdict(result)
     return result
 

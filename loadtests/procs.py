@@ -19,8 +19,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -588,3 +590,43 @@ def add_server_arguments(parser: argparse.ArgumentParser, profiled: str) -> None
         help="py-spy the server in each measured window (uv pip install py-spy); collapsed "
         f"stacks in loadtests/results/{profiled}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """The server a benchmark measures: its process and port, and the private redis-server's
+    pid (None when `--redis-url` names a Redis of someone else's)."""
+
+    server: Child
+    port: int
+    redis_pid: int | None
+
+
+@contextlib.contextmanager
+def deployment(
+    name: str,
+    *,
+    database_url: str,
+    redis_url: str | None,
+    secret: str,
+    core: int,
+    nofile: int,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Deployment]:
+    """`sinal serve` (`start_sinal`) on PostgreSQL and a private redis-server, in a temporary
+    working directory; everything stopped on exit."""
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{name}-", ignore_cleanup_errors=True) as tmp,
+        redis_for_benchmark(redis_url, Path(tmp)) as url,
+    ):
+        # The private redis-server is the only process this run has started so far.
+        redis_pid = next(iter(OURS), None) if redis_url is None else None
+        server, port = start_sinal(
+            name, database_url=database_url, redis_url=url, secret=secret, workdir=Path(tmp),
+            core=core, nofile=nofile, env=env,
+        )  # fmt: skip
+        log(f"server pid {server.pid} on port {port}, core {core}; redis {url}")
+        try:
+            yield Deployment(server, port, redis_pid)
+        finally:
+            server.stop()
