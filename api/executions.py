@@ -408,8 +408,8 @@ async def cancel(runtime: Runtime, principal: Principal, id: uuid.UUID) -> Cance
 
 
 async def _commandable(runtime: Runtime, principal: Principal, id: uuid.UUID) -> None:
-    execution = await executions.get(runtime.database, id)
-    if execution is None or not (principal.is_admin or execution.team in principal.teams):
+    team = await executions.team_of(runtime.database, str(id))
+    if team is None or not (principal.is_admin or team in principal.teams):
         raise NotFound(f"no execution {id}")
 
 

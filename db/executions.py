@@ -194,6 +194,11 @@ class Applied:
     closed_steps: list[int] = field(default_factory=list)
     closed_outcome: str | None = None
 
+    @property
+    def finished(self) -> bool:
+        """Whether this batch ended the execution."""
+        return self.execution.status in FINAL and self.before.status not in FINAL
+
 
 _COLUMNS = (
     "id, team, owner, name, kind, status, progress, step, step_name, total_steps, attempt, "
@@ -410,7 +415,7 @@ async def apply_many(
                 plans.append(state)
         await _store_many(database, plans, now)
         for index, result in enumerate(results):
-            if isinstance(result, Applied) and _finished(result):
+            if isinstance(result, Applied) and result.finished:
                 outcome = CLOSED_STEP[result.execution.status]
                 closed = await _close_steps(database, result.execution.id, outcome, now)
                 results[index] = replace(result, closed_steps=closed, closed_outcome=outcome)
@@ -437,10 +442,6 @@ def _plan(
             raise
         applied.append(event)
     return state, applied, duplicates
-
-
-def _finished(result: Applied) -> bool:
-    return result.execution.status in FINAL and result.before.status not in FINAL
 
 
 # A step still running when its execution ends takes the execution's outcome.

@@ -279,32 +279,26 @@ class Tracker:
         self.relay.wake()
         return execution, True
 
-    async def ingest(self, id: uuid.UUID, events: Sequence[IngestEvent]) -> Applied:
-        """`executions.apply`, publishing what the batch did (see the module docstring)."""
-        [result] = await self.ingest_many([(id, events)])
-        if isinstance(result, Exception):
-            raise result
-        return result
-
     async def ingest_many(
         self, batches: Sequence[tuple[uuid.UUID, Sequence[IngestEvent]]]
     ) -> list[Applied | executions.Refusal]:
-        """`executions.apply_many`, publishing what each batch did, in one transaction."""
+        """`executions.apply_many`, publishing what each batch did (see the module docstring),
+        in one transaction."""
         outgoing: list[OutboxEvent] = []
         async with write_transaction(self.database):
             results = await executions.apply_many(self.database, batches)
             for result in results:
                 if isinstance(result, Exception):
                     continue
-                outgoing += self._ingest_events(result.before, result)
-                if result.execution.status in FINAL and result.before.status not in FINAL:
+                outgoing += self._ingest_events(result)
+                if result.finished:
                     self.throttle.forget(result.execution.id)
                     await self._notify_owner(result.execution)
             await enqueue(self.database, outgoing)
         if outgoing:
             self.relay.wake()
         if self.throttle.has_pending():
-            self._wake_publisher()
+            self.throttle.changed.set()  # the publisher task looks at the new due time
         return results
 
     async def retry(self, id: uuid.UUID, by: str) -> tuple[Command, Execution]:
@@ -336,14 +330,14 @@ class Tracker:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _ingest_events(self, before: Execution, applied: Applied) -> list[OutboxEvent]:
+    def _ingest_events(self, applied: Applied) -> list[OutboxEvent]:
         after = applied.execution
         channel = execution_channel(str(after.id))
         id = str(after.id)
         last_progress = max(
             (i for i, e in enumerate(applied.events) if isinstance(e, Progress)), default=-1
         )
-        status = before.status
+        status = applied.before.status
         outgoing: list[OutboxEvent] = []
         progressed = False
 
@@ -497,9 +491,6 @@ class Tracker:
         )
 
     # -- held-back progress ------------------------------------------------------------------
-
-    def _wake_publisher(self) -> None:
-        self.throttle.changed.set()
 
     async def _publish_held_back(self) -> None:
         throttle = self.throttle
