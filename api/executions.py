@@ -9,6 +9,7 @@ id, and its stream channel 403 whether it exists or not.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -325,7 +326,7 @@ async def execution_logs(
     the `execution:<id>` channel."""
     if level is not None and level not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}", field="level")
-    await _visible(runtime, principal, id)
+    await _require_team(runtime, principal, id, _may_read)
     lines = await executions.logs(
         runtime.database, id, level=level, step=step, after_seq=after, limit=limit
     )
@@ -358,8 +359,22 @@ async def _visible(runtime: Runtime, principal: Principal, id: uuid.UUID) -> Exe
     return execution
 
 
+async def _require_team(
+    runtime: Runtime, principal: Principal, id: uuid.UUID, allowed: Callable[[Principal, str], bool]
+) -> None:
+    """Execution `id` exists and `allowed` lets `principal` at its team; else 404, exactly as
+    for an unknown id."""
+    team = await executions.team_of(runtime.database, str(id))
+    if team is None or not allowed(principal, team):
+        raise NotFound(f"no execution {id}")
+
+
 def _may_read(principal: Principal, team: str) -> bool:
     return principal.is_admin or principal.is_service or team in principal.teams
+
+
+def _may_command(principal: Principal, team: str) -> bool:
+    return principal.is_admin or team in principal.teams
 
 
 # -- commands (team members) -----------------------------------------------------------------
@@ -383,7 +398,7 @@ async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID
 
 
 async def retry(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryResponse:
-    await _commandable(runtime, principal, id)
+    await _require_team(runtime, principal, id, _may_command)
     try:
         command, new = await runtime.tracker.retry(id, principal.sub)
     except ExecutionNotFound:
@@ -397,7 +412,7 @@ async def retry(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryR
 
 
 async def cancel(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
-    await _commandable(runtime, principal, id)
+    await _require_team(runtime, principal, id, _may_command)
     try:
         command = await runtime.tracker.cancel(id, principal.sub)
     except ExecutionNotFound:
@@ -405,12 +420,6 @@ async def cancel(runtime: Runtime, principal: Principal, id: uuid.UUID) -> Cance
     except InvalidTransition as error:
         raise Conflict(str(error), extra={"execution_status": error.status}) from None
     return CancelResponse(command)
-
-
-async def _commandable(runtime: Runtime, principal: Principal, id: uuid.UUID) -> None:
-    team = await executions.team_of(runtime.database, str(id))
-    if team is None or not (principal.is_admin or team in principal.teams):
-        raise NotFound(f"no execution {id}")
 
 
 # -- the execution service takes commands ----------------------------------------------------
