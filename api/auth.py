@@ -44,6 +44,11 @@ class Authenticator:
         # A key of its own for tickets: derived, so one configured secret is enough.
         self._ticket_key = hashlib.sha256(b"sinal-ticket\x00" + ticket_secret.encode()).hexdigest()
         self._verified: dict[str, tuple[Principal, float]] = {}
+        # In development a bad signature is most often a token made by `sinal token` in another
+        # directory, with another development secret: the 401 says which file this server uses.
+        self._dev_secret_file = (
+            settings.dev_secret_file.resolve() if settings.dev_secret_in_use() else None
+        )
 
     # -- verifying ---------------------------------------------------------------------------
 
@@ -100,9 +105,19 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token has expired") from None
+        except jwt.InvalidSignatureError as error:
+            raise Unauthorized(f"token is invalid: {error}{self._secret_hint()}") from None
         except jwt.PyJWTError as error:
             raise Unauthorized(f"token is invalid: {error}") from None
         return principal_from_claims(claims), claims
+
+    def _secret_hint(self) -> str:
+        if self._dev_secret_file is None:
+            return ""
+        return (
+            f" (this server signs with the development secret in {self._dev_secret_file}:"
+            " make the token with `sinal token` in the directory where `sinal serve` runs)"
+        )
 
     def verify_ticket(self, ticket: str) -> Principal:
         try:

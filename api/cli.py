@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--role", action="append", default=[], help="admin or service; repeatable")
     token.add_argument("--team", action="append", default=[], help="team id; repeatable")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument(
+        "--ttl", type=_positive_int, default=3600, help="lifetime in seconds (default 3600)"
+    )
 
     commands.add_parser("migrate", help="apply pending database migrations (SINAL_DATABASE_URL)")
     commands.add_parser("config", help="show the settings in effect (secrets hidden)")
@@ -78,6 +81,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         )
     elif uses_dev_secret:
         log.info("using the development JWT secret in %s", settings.dev_secret_file)
+    if settings.redis_url and _reach_redis(settings.redis_url) != 0:
+        return 1
     if _migrate(settings, quiet=True) != 0:
         return 1
     engine = (
@@ -98,10 +103,56 @@ def _token(settings: Settings, sub: str, roles: list[str], teams: list[str], ttl
     if not is_valid_identifier(sub):
         print("sinal: --sub must be 1-128 characters of A-Z a-z 0-9 _ @ . -", file=sys.stderr)
         return 2
-    settings, _ = settings.with_dev_secret()
+    settings = _signing_settings(settings)
     assert settings.jwt_secret is not None  # with_dev_secret guarantees one for HS256
     print(mint_token(settings.jwt_secret, sub, roles, teams, ttl))
     return 0
+
+
+def _signing_settings(settings: Settings) -> Settings:
+    """The settings with the secret to sign with, saying so when a new one was made: a token
+    signed with a secret the server does not use is refused, so a token made in another
+    directory than the server's must not pass unnoticed."""
+    settings, created = settings.with_dev_secret()
+    if created:
+        print(
+            f"sinal: no SINAL_JWT_SECRET set: created a new development secret in "
+            f"{settings.dev_secret_file.resolve()}; a server only accepts this token if it "
+            "uses the same file (run `sinal token` in the directory of `sinal serve`)",
+            file=sys.stderr,
+        )
+    return settings
+
+
+def _reach_redis(url: str) -> int:
+    """Ping the Redis of SINAL_REDIS_URL before serving: one line that names the setting,
+    instead of the traceback of a failed application start-up."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    async def ping() -> None:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except (RedisError, OSError) as error:
+        print(
+            f"sinal: SINAL_REDIS_URL: cannot reach {redact_url(url)}: {_line(error)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _migrate(settings: Settings, *, quiet: bool = False) -> int:
@@ -115,7 +166,7 @@ def _migrate(settings: Settings, *, quiet: bool = False) -> int:
     try:
         applied = asyncio.run(migrate(settings.database_url))
     except DATABASE_ERRORS as error:
-        print(f"sinal: cannot migrate {where}: {error}", file=sys.stderr)
+        print(f"sinal: SINAL_DATABASE_URL: cannot migrate {where}: {_line(error)}", file=sys.stderr)
         return 1
     if quiet:
         if applied:
@@ -142,7 +193,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         if not is_valid_identifier(value):
             print(f"sinal: {flag} must be 1-128 characters of A-Z a-z 0-9 _ @ . -", file=sys.stderr)
             return 2
-    settings, _ = settings.with_dev_secret()
+    settings = _signing_settings(settings)
     assert settings.jwt_secret is not None  # with_dev_secret guarantees one for HS256
     token = mint_token(settings.jwt_secret, "demo-service", ["service"], [args.team], 7 * 86400)
     options = Options(args.url, args.executions, args.team, args.owner, args.speed, args.once)
@@ -167,16 +218,22 @@ def _config(settings: Settings) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number above 0 (got {text!r})")
     return value
 
 
@@ -184,7 +241,7 @@ def _port(text: str) -> int:
     try:
         return parse_port(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+        raise argparse.ArgumentTypeError(f"{error} (got {text!r})") from None
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from api.app import SinalApp
 from api.runtime import Runtime
 
 _QUERY_PARAM = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
+log = logging.getLogger("sinal")
 SECRET_PARAMS = frozenset({"ticket", "token", "access_token"})
 
 
@@ -60,12 +61,30 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.runtime = runtime
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # listening: say where, uvicorn only names the socket
+            base = f"http://{browsable_host(self.config.host)}:{self.config.port}"
+            log.info(
+                "the pages are at %s/app/, the API at %s/v1/ (schema: %s/schema)", base, base, base
+            )
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # no new connection while streams drain
         self.runtime.hub.drain()
         await actions.close_all(self.runtime)
         await super().shutdown(sockets)
+
+
+def browsable_host(host: str) -> str:
+    """`host` as a browser takes it: a wildcard address is reached on loopback, and an IPv6
+    address goes in brackets."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:

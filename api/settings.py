@@ -29,32 +29,51 @@ class SettingsError(ValueError):
         self.variable = variable
 
 
+def _whole_number(text: str, problem: str) -> int:
+    """`int(text)`, with `problem` as the message instead of Python's `int()` wording."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(problem) from None
+
+
+def _number(text: str, problem: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(problem) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    problem = "must be a whole number of at least 1"
+    value = _whole_number(text, problem)
     if value <= 0:
-        raise ValueError("must be a positive whole number")
+        raise ValueError(problem)
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    problem = "must be a finite number of at least 0"
+    value = _number(text, problem)
     # Infinity would pass `>= 0` and then overflow where seconds become integer milliseconds.
     if not (value >= 0 and math.isfinite(value)):  # also rejects NaN
-        raise ValueError("must be a finite number ≥ 0")
+        raise ValueError(problem)
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise ValueError("must be a number > 0")
+    problem = "must be a finite number above 0"
+    value = _number(text, problem)
+    if not (value > 0 and math.isfinite(value)):  # also rejects NaN
+        raise ValueError(problem)
     return value
 
 
 def parse_port(text: str) -> int:
-    value = int(text)
+    problem = "must be a whole number between 1 and 65535"
+    value = _whole_number(text, problem)
     if not 0 < value < 65536:
-        raise ValueError("must be between 1 and 65535")
+        raise ValueError(problem)
     return value
 
 
@@ -217,6 +236,15 @@ class Settings:
         if len(secret) < 16:
             raise SettingsError("SINAL_DEV_SECRET_FILE", f"{path} holds no usable secret")
         return replace(self, jwt_secret=secret), created
+
+    def dev_secret_in_use(self) -> bool:
+        """Whether the JWT secret is the development one kept in `dev_secret_file`."""
+        if self.jwt_secret is None or self.jwt_algorithm != "HS256":
+            return False
+        try:
+            return self.dev_secret_file.read_text().strip() == self.jwt_secret
+        except (OSError, UnicodeDecodeError):
+            return False
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, value, default) rows for docs and `sinal config`; secrets are hidden."""
