@@ -10,7 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from db.engine import UNAVAILABLE_DATABASE
-from streams.errors import SinalError
+from streams.errors import SinalError, Unavailable
 
 log = logging.getLogger("sinal.api")
 
@@ -57,9 +57,17 @@ def _response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Re
     )
 
 
+def headers_of(error: SinalError) -> dict[str, str]:
+    """The headers that go with the problem of `error`: how to authenticate, when to retry."""
+    if isinstance(error, Unavailable):
+        return {"Retry-After": str(error.retry_after_s)}
+    if error.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
 def handle_sinal_error(_: Request[Any, Any, Any], error: SinalError) -> Response[Any]:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    return _response(problem_of(error), headers)
+    return _response(problem_of(error), headers_of(error))
 
 
 def handle_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from litestar.types import HTTPScope, Receive, Send
 
-from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
+from api.problems import PROBLEM_JSON, encode_problem, headers_of, problem, problem_of
 from api.runtime import Runtime
 from streams.access import authorized_channels
 from streams.cursor import InvalidCursor, Position, decode_cursor
@@ -44,7 +44,7 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
     try:
         session = await open_session(StreamRequest(scope), runtime)
     except SinalError as error:
-        await _send_problem(send, problem_of(error))
+        await _send_problem(send, problem_of(error), retry_after(error))
         return
     started = False
 
@@ -57,7 +57,7 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
         await session.run(start, send, receive)
     except SinalError as error:
         if not started:
-            await _send_problem(send, problem_of(error))
+            await _send_problem(send, problem_of(error), retry_after(error))
             return
         # Mid-stream (engine lost during a replay): end the stream; the client resumes.
         log.warning("stream ended early: %s", error.detail)
@@ -120,6 +120,11 @@ async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSessio
         resume_invalid=resume_invalid,
         retry_ms=settings.retry_ms,
     )
+
+
+def retry_after(error: SinalError) -> list[tuple[bytes, bytes]]:
+    value = headers_of(error).get("Retry-After")
+    return [(b"retry-after", value.encode())] if value else []
 
 
 async def _send_problem(

@@ -102,6 +102,11 @@ class Engine(abc.ABC):
     async def ping(self) -> None:
         """Raise if the engine cannot serve (readiness)."""
 
+    async def wait_live(self, timeout_s: float) -> bool:
+        """Whether live events reach the sink, waiting up to `timeout_s` for their connection
+        to come back when it is lost. An engine in the process is always live."""
+        return True
+
 
 def check_position(position: Position, epoch: str, last: StreamId, *, trimmed: bool) -> None:
     """The resume rules both engines share; raises PositionLost.

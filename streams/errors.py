@@ -64,3 +64,6 @@ class PayloadTooLarge(SinalError):
 class Unavailable(SinalError):
     status = 503
     title = "Service unavailable"
+    # Seconds after which a retry may succeed, for the `Retry-After` header: what is
+    # unavailable (the engine, the database, a draining process) comes back or moves quickly.
+    retry_after_s = 1

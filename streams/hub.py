@@ -144,12 +144,14 @@ class Hub:
         heartbeat_s: float = 15.0,
         coalesce_s: float = 0.0,
         watch_timeout_s: float = 10.0,
+        live_wait_s: float = 0.5,
     ) -> None:
         self.engine = engine
         self.buffer_size = buffer_size
         self.heartbeat_s = heartbeat_s
         self.coalesce_s = coalesce_s
         self.watch_timeout_s = watch_timeout_s
+        self.live_wait_s = live_wait_s
         self.stats = HubStats()
         self._by_channel: dict[str, set[Subscriber]] = {}
         self._all: set[Subscriber] = set()
@@ -205,6 +207,11 @@ class Hub:
         """Live events of `channels` buffer into the subscriber from the moment this yields."""
         if self._draining:
             raise Unavailable("the server is shutting down; reconnect to another instance")
+        # With the engine's live connection lost, a subscription would wait out the whole
+        # watch timeout before failing: a lost connection is known at once, so say so now
+        # (a reconnect under way gets a moment to finish).
+        if not await self.engine.wait_live(self.live_wait_s):
+            raise Unavailable("the event engine is unreachable; retry shortly")
         subscriber = Subscriber(self, channels, self.buffer_size)
         self._all.add(subscriber)
         self.stats.connections = len(self._all)

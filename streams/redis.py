@@ -174,6 +174,16 @@ class RedisEngine(Engine):
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
 
+    async def wait_live(self, timeout_s: float) -> bool:
+        if self._connected.is_set():
+            return True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
     # -- the log ---------------------------------------------------------------------------
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
