@@ -12,7 +12,7 @@ puts a CDN or proxy in front.
 
 from __future__ import annotations
 
-import uuid
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 CACHE_CONTROL = CacheControlHeader(no_cache=True)
+# The form of an execution id the page accepts (web/execution.js has the same).
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SERVED_SUFFIXES = (".html", ".js", ".css", ".svg", ".png", ".ico", ".json")
 
 
@@ -67,14 +69,25 @@ static = create_static_files_router(
 
 
 @get(
-    ["/app/executions/{id:uuid}", "/executions/{id:uuid}"],
+    ["/app/executions/{id:str}", "/executions/{id:str}"],
     include_in_schema=False,
     cache_control=CACHE_CONTROL,
     after_request=_secure,
 )
-async def execution_page(id: uuid.UUID) -> File:
-    """The page reads the execution's id from its own URL."""
-    return File(EXECUTION_PAGE, content_disposition_type="inline", media_type="text/html")
+async def execution_page(id: str) -> File:
+    """The page reads the execution's id from its own URL. An id that cannot be one gets the
+    page too, with a 404: a person who mistyped a link reads "no such execution" there, not
+    a problem document."""
+    return File(
+        EXECUTION_PAGE,
+        content_disposition_type="inline",
+        media_type="text/html",
+        status_code=200 if _is_uuid(id) else 404,
+    )
+
+
+def _is_uuid(text: str) -> bool:
+    return UUID.fullmatch(text) is not None
 
 
 @get("/", include_in_schema=False)

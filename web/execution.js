@@ -7,13 +7,28 @@
  * while the snapshot loads wait and are applied after it. A `reset` reads everything again.
  */
 
-import { ago, h, signedOut, startPage, toast } from "./ui.js";
+import { ago, h, setPageTitle, signedOut, startPage, toast } from "./ui.js";
 
 const LOG_PAGE = 1000;
 const LOG_PAGES = 5; // at most this many pages of history at load; live lines always come
 const LOG_KEEP = 3000; // lines kept on the page
 const ACTIVE = new Set(["queued", "running"]);
 const RETRYABLE = new Set(["failed", "cancelled"]);
+const MAX_STEPS = 100_000; // what the API accepts as `total_steps`
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/**
+ * What each live event must carry for `apply` to use it. Any service may publish on an
+ * execution's channel: an event of another shape is ignored rather than allowed to break the page.
+ */
+const SHAPES = {
+  "execution.status": { seq: "number", status: "string" },
+  "execution.progress": { seq: "number", progress: "number" },
+  "execution.step_started": { seq: "number", step: "number", name: "string" },
+  "execution.step_finished": { seq: "number", step: "number", outcome: "string" },
+  "execution.log": { seq: "number", time: "string", level: "string", message: "string" },
+  "execution.error": { seq: "number", code: "string", message: "string" },
+  "execution.command": { command: "string", by: "string" },
+};
 
 const { sinal } = startPage();
 const $ = (id) => document.getElementById(id);
@@ -25,12 +40,12 @@ const $ = (id) => document.getElementById(id);
  */
 const view = { id: null, execution: null, base: 0, progressSeq: 0, logSeq: 0, loading: false, queued: [], generation: 0 };
 
-/** The execution id in the URL: /app/executions/<id>, /executions/<id> or ?id=<id>. */
+/** The execution id in the URL, as given: /app/executions/<id>, /executions/<id> or ?id=<id>. */
 function idFromUrl() {
   const query = new URLSearchParams(location.search).get("id");
   if (query) return query;
-  const match = location.pathname.match(/\/executions\/([0-9a-fA-F-]{36})\/?$/);
-  return match ? match[1] : null;
+  const match = location.pathname.match(/\/executions\/([^/]+)\/?$/);
+  return match ? decodeURIComponent(match[1]) : null;
 }
 
 // -- loading -------------------------------------------------------------------------------------
@@ -42,12 +57,18 @@ async function show(id) {
   $("log").replaceChildren();
   $("steps").replaceChildren();
   $("action-status").textContent = "";
+  document.querySelector("main").dataset.state = "loading";
   if (!id) {
-    loadFailed("This page needs an execution id in its address.");
+    missing("This page needs an execution id in its address.");
     return;
   }
-  sinal.subscribe(`execution:${id}`).catch((error) => {
-    if (error.status === 403) loadFailed("You are not a member of the team that runs this execution.");
+  if (!UUID.test(id)) {
+    missing(`“${id}” is not an execution id: it looks like 0196a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b.`);
+    return;
+  }
+  sinal.subscribe(`execution:${id}`).catch(() => {
+    // Refused for an execution that does not exist as much as for another team's: the
+    // snapshot's answer (404, or the execution) is what the page says, not this.
   });
   await reload();
 }
@@ -72,12 +93,16 @@ async function reload() {
     view.base = execution.next_seq - 1; // everything up to here is in the snapshot
     view.progressSeq = view.base;
     $("load-error").hidden = true;
+    document.querySelector("main").dataset.state = "shown";
     for (const line of lines) addLog(line);
     renderAll();
   } catch (error) {
     if (generation !== view.generation) return;
-    if (!signedOut(error)) {
-      loadFailed(error.status === 404 ? "There is no such execution, or it belongs to a team you are not in." : `Could not load the execution: ${error.message}`);
+    if (error.status === 404) {
+      sinal.unsubscribe(`execution:${id}`);
+      missing("There is no execution with this id, or it belongs to a team you are not in.");
+    } else if (!signedOut(error)) {
+      loadFailed(`Could not load the execution: ${error.message}`);
     }
   } finally {
     if (generation === view.generation) {
@@ -88,6 +113,15 @@ async function reload() {
       for (const event of waiting) apply(event);
     }
   }
+}
+
+/** The page of an execution that is not there: says so, and shows none of its panels. */
+function missing(message) {
+  document.querySelector("main").dataset.state = "missing";
+  $("name").textContent = "No such execution";
+  setPageTitle("No such execution · Sinal");
+  $("meta").textContent = "";
+  loadFailed(message);
 }
 
 function loadFailed(message) {
@@ -103,7 +137,7 @@ function loadFailed(message) {
 function renderAll() {
   const e = view.execution;
   $("name").textContent = e.name;
-  document.title = document.title.replace(/[^)]*· Sinal$/, `${e.name} · Sinal`);
+  setPageTitle(`${e.name} · Sinal`);
   $("meta").textContent = [e.kind, `team ${e.team}`, `started by ${e.owner}`, `created ${ago(e.created)}`]
     .filter(Boolean)
     .join(" · ");
@@ -152,8 +186,10 @@ function renderSteps() {
   const count = Math.max(e.total_steps ?? 0, ...steps.keys(), 0);
   const items = [];
   for (let number = 1; number <= count; number += 1) {
-    const step = { ...(steps.get(number) ?? { number, name: `Step ${number}`, status: "pending" }) };
-    if (!ACTIVE.has(e.status) && (step.status === "running" || step.status === "pending")) {
+    // Steps not started yet are known by number only: the service names a step as it starts it.
+    const known = steps.has(number);
+    const step = { ...(steps.get(number) ?? { number, name: `Step ${number}`, status: "not started" }) };
+    if (!ACTIVE.has(e.status) && (step.status === "running" || step.status === "not started")) {
       // The execution ended with this step unfinished: say how, rather than "running".
       step.status = e.error?.step === number ? "failed" : step.status === "running" ? "stopped" : "not run";
     }
@@ -164,7 +200,7 @@ function renderSteps() {
     items.push(
       h(
         "li",
-        { class: "step", "data-status": step.status },
+        { class: "step", "data-status": step.status, "data-named": String(known) },
         h("span", { class: "step-icon", "aria-hidden": "true" }),
         h("span", { class: "step-name", text: step.name }),
         h("span", { class: "step-status", text: timing ? `${step.status}, ${timing}` : step.status }),
@@ -270,12 +306,28 @@ function commandSeen({ command, by, retry_execution: retried }) {
   }
 }
 
+function fits(shape, data) {
+  if (data === null || typeof data !== "object") return false;
+  if (!Object.entries(shape).every(([field, kind]) => typeof data[field] === kind)) return false;
+  // The steps list is drawn up to the highest step number: a wild one must not draw millions.
+  if ("step" in shape && !isStep(data.step)) return false;
+  return data.total_steps == null || isStep(data.total_steps);
+}
+
+function isStep(number) {
+  return Number.isInteger(number) && number >= 1 && number <= MAX_STEPS;
+}
+
 sinal.on("reset", ({ channels }) => {
   if (view.id && channels.includes(`execution:${view.id}`)) reload();
 });
 for (const type of ["execution.status", "execution.progress", "execution.step_started", "execution.step_finished", "execution.log", "execution.error", "execution.command"]) {
   sinal.on(type, (event) => {
     if (event.channel !== `execution:${view.id}`) return;
+    if (!fits(SHAPES[type], event.data)) {
+      console.warn(`sinal: ignored an "${type}" event this page cannot show`, event.data);
+      return;
+    }
     if (view.loading) view.queued.push(event);
     else apply(event);
   });

@@ -223,8 +223,32 @@ function readAllUpTo(before) {
   }
 }
 
+/**
+ * Whether `event` carries what `apply` reads. Any service may publish on a user's channel, and
+ * an event of another shape (a `notification.created` that is not a stored notification) is
+ * ignored rather than allowed to break the list.
+ */
+function renderable({ type, data }) {
+  if (data === null || typeof data !== "object") return false;
+  if (type === "notification.created") return isNotification(data.notification);
+  if (type === "notification.read_all") return data.before == null || typeof data.before === "string";
+  return Array.isArray(data.ids) && data.ids.every((id) => typeof id === "string");
+}
+
+function isNotification(notification) {
+  return (
+    notification !== null &&
+    typeof notification === "object" &&
+    ["id", "title", "state", "created", "type"].every((field) => typeof notification[field] === "string")
+  );
+}
+
 for (const type of ["notification.created", "notification.read", "notification.unread", "notification.dismissed", "notification.read_all"]) {
   sinal.on(type, (event) => {
+    if (!renderable(event)) {
+      console.warn(`sinal: ignored a "${type}" event this page cannot show`, event.data);
+      return;
+    }
     if (reloading) queued.push(event);
     else apply(event, { live: true });
   });

@@ -22,12 +22,13 @@ export function startPage({ toastNotifications = true } = {}) {
   globalThis.sinal = sinal; // for the console, and for tests that look inside
   const setUnread = badge();
   indicator(sinal);
+  // Any service may publish on a user's channel: what lacks the fields read here is ignored.
   sinal.on("notification.created", ({ data }) => {
-    setUnread(data.unread);
-    if (toastNotifications) toastFor(data.notification);
+    setUnread(data?.unread);
+    if (toastNotifications && typeof data?.notification?.title === "string") toastFor(data.notification);
   });
   for (const type of ["notification.read", "notification.unread", "notification.dismissed", "notification.read_all"]) {
-    sinal.on(type, ({ data }) => setUnread(data.unread));
+    sinal.on(type, ({ data }) => setUnread(data?.unread));
   }
   sinal.on("broadcast", ({ data }) => toast(data?.text ?? data?.title ?? "Announcement", { severity: "info", title: "Announcement" }));
   sinal.on("status", ({ error }) => {
@@ -42,6 +43,20 @@ export function startPage({ toastNotifications = true } = {}) {
   return { sinal, setUnread, toast, signedOut };
 }
 
+/** The document's title: the page's own, after the unread count when there is one. */
+const title = { page: document.title, unread: 0 };
+
+function showTitle() {
+  const count = title.unread > 99 ? "99+" : String(title.unread);
+  document.title = title.unread > 0 ? `(${count}) ${title.page}` : title.page;
+}
+
+/** Set the page's part of the title (the unread count stays in front of it). */
+export function setPageTitle(text) {
+  title.page = text;
+  showTitle();
+}
+
 /** The bell's badge; returns its setter. */
 function badge() {
   const bell = document.getElementById("bell");
@@ -51,8 +66,8 @@ function badge() {
     count.textContent = unread > 99 ? "99+" : String(unread);
     count.hidden = unread === 0;
     bell.setAttribute("aria-label", `Notifications, ${unread} unread`);
-    document.title = document.title.replace(/^\(\d+\+?\) /, "");
-    if (unread > 0) document.title = `(${unread > 99 ? "99+" : unread}) ${document.title}`;
+    title.unread = unread;
+    showTitle();
     document.dispatchEvent(new CustomEvent("sinal:unread", { detail: unread }));
   };
 }
@@ -113,7 +128,7 @@ function indicator(sinal) {
 
 /** The toast of a new notification, linking where it points. */
 export function toastFor(notification) {
-  toast(notification.body, { title: notification.title, severity: notification.severity, href: notification.link });
+  toast(notification.body ?? "", { title: notification.title, severity: notification.severity, href: notification.link });
 }
 
 /**
