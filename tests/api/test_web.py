@@ -43,10 +43,26 @@ def test_the_execution_page_is_the_same_under_both_paths(memory_server: ServerPr
 
 @pytest.mark.parametrize(
     "path",
-    ["/app/__init__.py", "/app/missing.js", "/executions/not-a-uuid", "/app/../api/auth.py"],
+    ["/app/__init__.py", "/app/missing.js", "/app/../api/auth.py"],
 )
 def test_other_files_are_not_found(memory_server: ServerProcess, path: str) -> None:
     assert_problem(httpx.get(memory_server.url + path), 404)
+
+
+@pytest.mark.parametrize(
+    "id", ["not-a-uuid", "01a21214e1ac7679b733924e8d1343e7", "x%20y", f"{EXECUTION}0"]
+)
+@pytest.mark.parametrize("prefix", ["/app/executions/", "/executions/"])
+def test_an_execution_page_address_without_an_execution_id_is_the_page_with_a_404(
+    memory_server: ServerProcess, prefix: str, id: str
+) -> None:
+    """Bug: `/app/executions/not-a-uuid` answered a problem document, shown raw in the browser;
+    the page itself says "No such execution" (tests/web/test_pages.py)."""
+    response = httpx.get(memory_server.url + prefix + id)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/app/execution.js">' in response.text
+    assert "script-src 'self'" in response.headers["content-security-policy"]
 
 
 def test_the_root_leads_to_the_notification_center(memory_server: ServerProcess) -> None:

@@ -6,6 +6,7 @@ Screenshots go to test-artifacts/web/ (desktop and phone width).
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect
 
-from tests.support import SERVICE, ServerProcess
+from tests.support import ROOT, SERVICE, ServerProcess, token
 from tests.web.test_browser import (
     Screenshot,
     SignedIn,
@@ -149,6 +150,44 @@ def test_pages_ignore_events_they_cannot_show_and_keep_working(
     assert execution_logged == []
 
 
+def readme_notification() -> dict[str, Any]:
+    """The body of the README's `POST /v1/notifications`."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"curl -X POST \S+/v1/notifications.*?-d '([^']+)'", readme, re.S)
+    assert command is not None, "the README creates no notification"
+    body: dict[str, Any] = json.loads(command.group(1))
+    return body
+
+
+def test_the_readmes_first_notification_arrives_in_the_page_and_the_stream(
+    memory_server: ServerProcess, signed_in: SignedIn
+) -> None:
+    """Bug: the README's first event was a `POST /v1/publish` of a `notification.created`:
+    no stored notification, and the page threw on it. The README now creates one."""
+    body = readme_notification()
+    user = body["user"] = user_name(body["user"])
+    page, errors = open_page(signed_in(memory_server.url, user), "/app/")
+    headers = {"Authorization": f"Bearer {token(user)}"}
+    with (
+        httpx.Client(base_url=memory_server.url, timeout=10) as client,
+        client.stream("GET", "/v1/stream", headers=headers) as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event: ")) == "event: ready"
+        created = client.post("/v1/notifications", json=body, headers=SERVICE)
+        assert created.status_code == 201, created.text
+        assert next(line for line in lines if line.startswith("event: ")) == (
+            "event: notification.created"
+        )
+        data = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+    assert data["data"]["notification"]["title"] == body["title"]
+    row = page.locator("li.notification")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(body["title"])
+    expect(page.locator("#toasts .toast")).to_contain_text(body["title"])
+    assert errors == []
+
+
 def test_the_title_shows_one_unread_count(
     memory_server: ServerProcess, signed_in: SignedIn
 ) -> None:
@@ -261,14 +300,3 @@ def test_steps_not_started_say_so_and_toasts_cover_neither_steps_nor_log_control
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= viewport["width"], f"the page is {width} px wide"
     assert errors == []
-
-
-def test_execution_page_urls_of_the_server(memory_server: ServerProcess) -> None:
-    """The execution page is served for an id of any form; only a well-formed one gets 200."""
-    good = httpx.get(f"{memory_server.url}/app/executions/{uuid.uuid4()}", timeout=10)
-    assert good.status_code == 200
-    assert re.search(r"<title>Execution · Sinal</title>", good.text)
-    for bad in ("not-a-uuid", "0196a3b45c6d7e8f9a0b1c2d3e4f5a6b", "x%20y"):
-        response = httpx.get(f"{memory_server.url}/executions/{bad}", timeout=10)
-        assert response.status_code == 404, bad
-        assert response.headers["content-type"].startswith("text/html")
