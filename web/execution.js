@@ -21,7 +21,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * execution's channel: an event of another shape is ignored rather than allowed to break the page.
  */
 const SHAPES = {
-  "execution.status": { seq: "number", status: "string" },
+  "execution.status": { seq: "number", status: "string", progress: "number" },
   "execution.progress": { seq: "number", progress: "number" },
   "execution.step_started": { seq: "number", step: "number", name: "string" },
   "execution.step_finished": { seq: "number", step: "number", outcome: "string" },

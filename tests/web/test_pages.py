@@ -99,6 +99,7 @@ BAD_NOTIFICATION_EVENTS = [
 BAD_EXECUTION_EVENTS = [
     ("execution.status", None),
     ("execution.status", {"status": "running"}),
+    ("execution.status", {"seq": 99, "status": "succeeded"}),  # no progress to show
     ("execution.progress", {"seq": 1, "progress": "half"}),
     ("execution.step_started", {"seq": 99, "step": 10**9, "name": "forever"}),
     ("execution.step_started", {"seq": 99, "step": 2, "name": "x", "total_steps": "many"}),
@@ -144,6 +145,7 @@ def test_pages_ignore_events_they_cannot_show_and_keep_working(
     expect(page_of_execution.locator("#log")).to_contain_text("built in 3 s")
     expect(page_of_execution.locator("#steps li")).to_have_count(2)
     expect(page_of_execution.locator("#steps li").first).to_contain_text("build")
+    expect(page_of_execution.locator("#state")).to_have_text("running")
     assert errors == []
     assert execution_errors == []
     assert logged == []
