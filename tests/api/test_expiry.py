@@ -215,3 +215,21 @@ async def test_a_long_poll_ends_early_when_its_token_expires(graceless: ServerPr
             "/v1/notifications/poll", headers=headers, params={"cursor": cursor, "wait": 0}
         )
     assert after.status_code == 401
+
+
+async def test_a_commands_long_poll_ends_early_when_its_token_expires(
+    graceless: ServerProcess,
+) -> None:
+    """The execution service's wait for commands ends with its token too."""
+    value = token("svc", "service", ttl_s=2)
+    async with httpx.AsyncClient(base_url=graceless.url, timeout=30) as client:
+        started = time.monotonic()
+        waited = await client.get(
+            "/v1/commands",
+            headers={"Authorization": f"Bearer {value}"},
+            params={"consumer": "worker-1", "wait": 25},
+        )
+    elapsed = time.monotonic() - started
+    assert waited.status_code == 200, waited.text
+    assert waited.json() == {"commands": []}
+    assert elapsed < 4, f"the wait for commands lasted {elapsed:.1f} s"
