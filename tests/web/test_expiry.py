@@ -211,3 +211,57 @@ def count_attempts(page: Page, ms: int) -> list[str]:
     page.wait_for_timeout(ms)
     page.remove_listener("request", listener)
     return seen
+
+
+def test_the_client_acts_on_each_disconnect_reason(
+    graceless: ServerProcess, context: BrowserContext
+) -> None:
+    """`web/sinal/connection.js` for the reasons no server path sends yet (an administrator's
+    disconnect, a revocation, a limit): how it reconnects after each, driven directly."""
+    page = context.new_page()
+    page.goto("/app/icon.svg")
+    outcome = page.evaluate(
+        """async () => {
+            const { Connection } = await import("/app/sinal/connection.js");
+            const run = async (payload, { token = "old", newToken = "old" } = {}) => {
+                const seen = { statuses: [], restarts: [], forgot: 0, frames: [] };
+                const http = {
+                    getToken: token === null ? null : () => newToken,
+                    ticketToken: token,
+                    forgetTicket: () => (seen.forgot += 1),
+                };
+                const connection = new Connection(http, {
+                    onFrame: (frame) => seen.frames.push(frame.kind),
+                    onStatus: (status) => seen.statuses.push(status),
+                    onRefused: () => {},
+                });
+                connection.stopped = false;
+                connection.restart = (options = {}) => seen.restarts.push(options);
+                connection.disconnected(connection.generation, payload);
+                await new Promise((resolve) => setTimeout(resolve, 0));
+                return seen;
+            };
+            const revoked = { reason: "revoked", reconnect: false };
+            return {
+                expired: await run({ reason: "expired", reconnect: true }),
+                kicked: await run({ reason: "kicked", reconnect: true }),
+                shutdown: await run({ reason: "shutdown", reconnect: true }),
+                limit: await run({ reason: "limit", reconnect: true, retry_after: 3 }),
+                revokedSameToken: await run(revoked),
+                revokedNewToken: await run(revoked, { newToken: "new" }),
+                revokedCookie: await run(revoked, { token: null }),
+            };
+        }"""
+    )
+    assert outcome["expired"]["restarts"] == [{"now": True, "quiet": True}]
+    assert outcome["expired"]["forgot"] == 1  # a fresh ticket
+    assert outcome["expired"]["frames"] == ["disconnect"]  # handed on to the app
+    for reason in ("kicked", "shutdown"):
+        assert outcome[reason]["restarts"] == [{}], reason  # the usual backoff, with jitter
+    [limit] = outcome["limit"]["restarts"]
+    assert 3000 <= limit["after"] <= 3250
+    for case in ("revokedSameToken", "revokedCookie"):
+        assert outcome[case]["restarts"] == [], case
+        assert outcome[case]["statuses"] == ["signed-out"], case
+    assert outcome["revokedNewToken"]["restarts"] == [{"now": True}]
+    assert outcome["revokedNewToken"]["statuses"] == []
