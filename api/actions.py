@@ -9,8 +9,9 @@ over SSE as usual. Nothing but replies flows from server to client here.
 Lifecycle: the handler's own task reads, performs and answers one message at a time, so a
 socket has at most one action in flight while the server holds the next frame unread (uvicorn
 stops reading until it is taken). No other task is created. Waiting for a message is bounded by
-the idle timeout; shutdown (`ActionSockets.close_all`) cuts that wait short, never an action in
-hand: the socket closes with 1001 after its reply.
+the idle timeout; shutdown (`ActionSockets.close_all`) and the credential's expiry (one timer)
+cut that wait short, never an action in hand: the socket closes after its reply, with the code
+of the reason (streams/disconnect.py: 1001 shutdown, 4001 expired, ...).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
 from api.runtime import Runtime
 from db.engine import UNAVAILABLE_DATABASE
 from streams.access import Principal
+from streams.disconnect import CLOSE_CODES, DisconnectReason, close_at, close_text, deadline
 from streams.errors import Forbidden, SinalError, Unavailable
 
 log = logging.getLogger("sinal.actions")
@@ -52,9 +54,9 @@ INVALID_WINDOW_S = 10.0
 # How long shutdown waits for sockets to finish the action in hand and close.
 SHUTDOWN_GRACE_S = 2.0
 
-# Close codes (RFC 6455, section 7.4.1).
+# Close codes (RFC 6455, section 7.4.1); those of the server's own disconnects are in
+# streams/disconnect.py.
 NORMAL = 1000
-GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -161,12 +163,17 @@ async def actions(socket: WebSocket[Any, Any, Any]) -> None:
         await _deny(socket, problem_of(error))
         return
     session = ActionSession(socket, runtime, principal)
+    ends = deadline(principal.expires_at, runtime.settings.auth_grace_s)
+    expiry = close_at(asyncio.get_running_loop(), ends, lambda: session.disconnect("expired"))
     with runtime.actions.opened(principal.sub, session):
         try:
             await socket.accept()
             await session.run()
         except (WebSocketDisconnect, OSError):
             pass  # the client left while a reply or the close was on its way
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
 
 def _authenticate(socket: WebSocket[Any, Any, Any], runtime: Runtime) -> Principal:
@@ -230,6 +237,10 @@ class ActionSession:
         self._close: tuple[int, str] | None = None  # set: close with this code and reason
         self._wait: asyncio.Timeout | None = None  # set while waiting for a message
         self._strikes: deque[float] = deque()  # when recent invalid messages came
+
+    def disconnect(self, reason: DisconnectReason, retry_after: float | None = None) -> None:
+        """End soon, for one of the server's reasons, with its close code."""
+        self.stop(CLOSE_CODES[reason], close_text(reason, retry_after))
 
     def stop(self, code: int, reason: str) -> None:
         if self._close is None:
@@ -327,4 +338,6 @@ def _failed(ref: str | None, details: dict[str, Any]) -> str:
 async def close_all(runtime: Runtime) -> None:
     """Shutdown: close every action socket with 1001 (uvicorn's own would be 1012), after the
     action each has in hand."""
-    await runtime.actions.close_all(GOING_AWAY, "server shutting down", SHUTDOWN_GRACE_S)
+    await runtime.actions.close_all(
+        CLOSE_CODES["shutdown"], close_text("shutdown"), SHUTDOWN_GRACE_S
+    )

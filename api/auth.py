@@ -24,6 +24,8 @@ from streams.errors import Unauthorized
 COOKIE = "sinal_token"
 TICKET_AUDIENCE = "sinal:stream"
 TICKET_ALGORITHM = "HS256"
+# The ticket claim that carries the expiry of the token it was minted from.
+TOKEN_EXPIRY = "token_exp"
 # Tokens verified recently, kept so that a client's next requests skip the signature check.
 VERIFIED_CACHE_SIZE = 10_000
 
@@ -86,10 +88,11 @@ class Authenticator:
                 return principal
             del self._verified[token]
         principal, claims = self._decode_token(token)
-        if "nbf" not in claims:  # one that becomes valid later is checked each time
+        if "nbf" not in claims and principal.expires_at is not None:
+            # (one that becomes valid later is checked each time)
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
                 del self._verified[next(iter(self._verified))]  # the oldest entry
-            self._verified[token] = (principal, float(claims["exp"]))
+            self._verified[token] = (principal, principal.expires_at)
         return principal
 
     def _decode_token(self, token: str) -> tuple[Principal, dict[str, Any]]:
@@ -132,23 +135,38 @@ class Authenticator:
             raise Unauthorized("ticket has expired: request a new one") from None
         except jwt.PyJWTError:
             raise Unauthorized("ticket is invalid") from None
-        return principal_from_claims(claims)
+        # The connection it opens lives as long as the token behind it, not as the ticket: a
+        # ticket only has to be used soon. (One minted without the claim: its own `exp`.)
+        expiry = TOKEN_EXPIRY if TOKEN_EXPIRY in claims else "exp"
+        return principal_from_claims(claims, expiry)
 
     # -- minting -------------------------------------------------------------------------------
 
-    def issue_ticket(self, principal: Principal) -> str:
+    def issue_ticket(self, principal: Principal) -> tuple[str, int]:
+        """A ticket for `principal`, and the whole seconds it stays valid (`expires_in`).
+
+        It never outlives the token it is minted from: its `exp` is the sooner of the token's
+        and the ticket lifetime's, and it carries the token's expiry (`token_exp`) for the
+        connections it opens.
+        """
         now = time.time()
-        claims = {
+        # Rounded up: `exp` is whole seconds, and a ticket lives at least the `expires_in` it
+        # is announced with (truncating made a 1 s ticket dead on arrival).
+        expires = math.ceil(now) + self.ticket_ttl_s
+        claims: dict[str, Any] = {
             "sub": principal.sub,
             "roles": sorted(principal.roles),
             "teams": sorted(principal.teams),
             "aud": TICKET_AUDIENCE,
             "iat": int(now),
-            # Rounded up: `exp` is whole seconds, and a ticket lives at least the `expires_in`
-            # it is announced with (truncating made a 1 s ticket dead on arrival).
-            "exp": math.ceil(now) + self.ticket_ttl_s,
         }
-        return jwt.encode(claims, self._ticket_key, algorithm=TICKET_ALGORITHM)
+        if principal.expires_at is not None:
+            # Rounded down here: the ticket must not live a fraction of a second longer.
+            expires = min(expires, math.floor(principal.expires_at))
+            claims[TOKEN_EXPIRY] = principal.expires_at
+        claims["exp"] = expires
+        ticket = jwt.encode(claims, self._ticket_key, algorithm=TICKET_ALGORITHM)
+        return ticket, max(0, math.floor(expires - now))
 
 
 def mint_token(
@@ -172,11 +190,30 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+def principal_from_claims(claims: Mapping[str, Any], expiry: str = "exp") -> Principal:
+    """The caller the verified `claims` describe; its credential expires at claim `expiry`."""
     sub = claims.get("sub")
     if not isinstance(sub, str) or not is_valid_identifier(sub):
         raise Unauthorized("token subject must be 1-128 characters of A-Z a-z 0-9 _ @ . -")
-    return Principal(sub, _strings(claims, "roles"), _strings(claims, "teams"))
+    return Principal(
+        sub, _strings(claims, "roles"), _strings(claims, "teams"), _seconds(claims, expiry)
+    )
+
+
+def _seconds(claims: Mapping[str, Any], name: str) -> float | None:
+    """A time claim as seconds since the epoch: a finite number, or absent (None)."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthorized(f"token claim '{name}' must be a number (seconds since the epoch)")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise Unauthorized(f"token claim '{name}' is out of range")
+    return seconds
 
 
 def _strings(claims: Mapping[str, Any], name: str) -> frozenset[str]:

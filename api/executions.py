@@ -19,7 +19,7 @@ from litestar.params import Parameter
 
 from api.body import decode_body, parse_time
 from api.dependencies import require_role
-from api.longpoll import MAX_WAIT_S, PollResponse, long_poll, unless_gone
+from api.longpoll import MAX_WAIT_S, PollResponse, credential_wait, long_poll, unless_gone
 from api.problems import problem_of
 from api.runtime import Runtime
 from db import executions
@@ -440,7 +440,7 @@ async def take_commands(
     claim = runtime.commands.claim(
         consumer,
         limit=limit,
-        wait_s=wait,
+        wait_s=credential_wait(runtime, principal, wait),
         redeliver_after_s=runtime.settings.command_ack_timeout_s,
     )
     # A consumer that went away must not take commands it will never see (they would wait for

@@ -1,5 +1,5 @@
-"""Long-polls, and long waits in request handlers, which end when the client leaves or the
-server drains.
+"""Long-polls, and long waits in request handlers, which end when the client leaves, the
+server drains, or the caller's credential expires (plus `SINAL_AUTH_GRACE`).
 
 An HTTP handler is not cancelled when its client disconnects; a long-poll would go on waiting,
 holding its subscription and, for commands, claiming work nobody will receive.
@@ -8,6 +8,7 @@ holding its subscription and, for commands, claiming work nobody will receive.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,7 +16,8 @@ import msgspec
 from litestar import Request
 
 from streams import cursor as stream_cursor
-from streams.access import authorized_channels
+from streams.access import Principal, authorized_channels
+from streams.disconnect import deadline
 from streams.errors import BadRequest
 from streams.hub import Hub
 from streams.poll import poll
@@ -60,12 +62,22 @@ async def long_poll(
         resume = stream_cursor.decode_cursor(cursor) if cursor else None
     except stream_cursor.InvalidCursor as error:
         raise BadRequest(f"cursor: {error}", field="cursor") from None
+    wait = credential_wait(runtime, principal, wait)
     reply = await unless_gone(
         request, runtime.hub, poll(runtime.hub, channels, resume, wait_s=wait)
     )
     if reply is None:  # the client left, or the server is stopping: nothing was taken
         return PollResponse(events=[], resets=[], next_cursor=cursor or "")
     return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)
+
+
+def credential_wait(runtime: Runtime, principal: Principal, wait: float) -> float:
+    """`wait`, cut short where the caller's credential expires sooner (grace included): a wait
+    then answers with what it has, and the client's next request finds the token expired."""
+    ends = deadline(principal.expires_at, runtime.settings.auth_grace_s)
+    if ends is None:
+        return wait
+    return max(0.0, min(wait, ends - time.time()))
 
 
 async def unless_gone(

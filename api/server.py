@@ -2,7 +2,8 @@
 
 Uvicorn waits for open connections to finish before it runs the app's shutdown, and an SSE
 stream never finishes by itself. So on a stop signal the hub is drained first: every stream gets
-a short `retry:` hint and ends, and `EventSource` clients reconnect (elsewhere) with their cursor.
+a short `retry:` hint and `event: disconnect` (reason `shutdown`) and ends, and `EventSource`
+clients reconnect (elsewhere) with their cursor.
 Action sockets (`/v1/actions`) then finish the action in hand and close with 1001; uvicorn would
 otherwise cut them with 1012.
 """

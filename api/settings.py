@@ -139,6 +139,8 @@ class Settings:
     jwt_audience: str | None = _env("SINAL_JWT_AUDIENCE", str, None)
     ticket_secret: str | None = _env("SINAL_TICKET_SECRET", str, None, secret=True)
     ticket_ttl_s: int = _env("SINAL_TICKET_TTL", _positive_int, 60)
+    # A connection ends this long after the credential that opened it expired.
+    auth_grace_s: float = _env("SINAL_AUTH_GRACE", _non_negative_float, 30.0)
     dev_secret_file: Path = _env("SINAL_DEV_SECRET_FILE", _path, Path(".sinal-dev-secret"))
     heartbeat_s: float = _env("SINAL_HEARTBEAT_INTERVAL", _positive_float, 15.0)
     retry_ms: int = _env("SINAL_RETRY_MS", _positive_int, 2000)

@@ -24,6 +24,7 @@ from api.problems import PROBLEM_JSON, encode_problem, headers_of, problem, prob
 from api.runtime import Runtime
 from streams.access import authorized_channels
 from streams.cursor import InvalidCursor, Position, decode_cursor
+from streams.disconnect import deadline
 from streams.errors import BadRequest, SinalError, Unavailable
 from streams.session import StreamSession
 
@@ -119,6 +120,7 @@ async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSessio
         resume,
         resume_invalid=resume_invalid,
         retry_ms=settings.retry_ms,
+        deadline=deadline(principal.expires_at, settings.auth_grace_s),
     )
 
 

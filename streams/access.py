@@ -13,11 +13,16 @@ from streams.errors import Forbidden
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller, as its token describes it."""
+    """An authenticated caller, as its token describes it.
+
+    `expires_at` is when the credential behind it expires (seconds since the epoch; for a
+    ticket, the token it was minted from): connections it opens end then (streams/disconnect.py).
+    """
 
     sub: str
     roles: frozenset[str] = field(default_factory=frozenset)
     teams: frozenset[str] = field(default_factory=frozenset)
+    expires_at: float | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streams.cursor import Position
+from streams.disconnect import DisconnectReason
 from streams.engine import Engine, ResetReason
 from streams.errors import Unavailable
 from streams.event import Event
@@ -25,7 +26,9 @@ from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.hub")
 
-CloseReason = Literal["disconnect", "slow", "shutdown", "kicked"]
+# "disconnect": the client left; "slow": it fell a buffer behind; the others are the server's
+# own initiative, announced to the client where the socket can take it (streams/disconnect.py).
+CloseReason = Literal["disconnect", "slow"] | DisconnectReason
 
 
 class Heartbeat:
@@ -63,6 +66,7 @@ class Subscriber:
         "notify",
         "on_close",
         "pending",
+        "retry_after",
         "scheduled",
         "waiter",
     )
@@ -77,6 +81,7 @@ class Subscriber:
         # Set by a consumer that writes from the wake-up round itself instead of a waiting task.
         self.notify: Callable[[], None] | None = None
         self.close_reason: CloseReason | None = None
+        self.retry_after: float | None = None  # with reason "limit": when to come back
         # Called once when the subscriber closes, so a writer stuck on a full socket can be freed.
         self.on_close: Callable[[CloseReason], None] | None = None
 
@@ -96,10 +101,11 @@ class Subscriber:
             self.hub.schedule(self)
         return True
 
-    def close(self, reason: CloseReason) -> None:
+    def close(self, reason: CloseReason, retry_after: float | None = None) -> None:
         if self.close_reason is not None:
             return
         self.close_reason = reason
+        self.retry_after = retry_after
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -9,6 +9,10 @@ The subscription is open before any position is read, so an event published duri
 handshake is both in the replay and in the live buffer: live delivery skips what is not past
 the connection's position (no duplicate), and nothing falls between (no loss).
 
+When the server ends the stream (shutdown, the credential's expiry, ...), the last frame is
+`event: disconnect` with the reason and no `id:` (streams/disconnect.py). Expiry is one timer on
+the loop per connection, set when its subscription opens; the hot path knows nothing of it.
+
 Live, the connection's task only waits for the client to leave. Writes happen in the hub's
 wake-up round: the session encodes the buffered batch and runs the ASGI `send` coroutine on
 the spot; it finishes without suspending unless the socket is full, and only then is it
@@ -24,6 +28,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from streams.cursor import Position, encode_cursor
+from streams.disconnect import close_at, disconnect_data
 from streams.engine import PositionLost, ResetReason
 from streams.event import (
     MAX_ID_PART,
@@ -62,6 +67,7 @@ class StreamSession:
         "_write_done",
         "abandoned",
         "channels",
+        "deadline",
         "drain_retry_ms",
         "hub",
         "resume",
@@ -78,6 +84,7 @@ class StreamSession:
         resume_invalid: bool = False,
         retry_ms: int = 2000,
         drain_retry_ms: int = 250,
+        deadline: float | None = None,
     ) -> None:
         self.hub = hub
         self.channels = channels
@@ -85,6 +92,8 @@ class StreamSession:
         self.resume_invalid = resume_invalid
         self.retry_ms = retry_ms
         self.drain_retry_ms = drain_retry_ms
+        # When the credential that opened the stream expires, grace included (epoch seconds).
+        self.deadline = deadline
         self._index = {channel: i for i, channel in enumerate(channels)}
         self._epochs: dict[str, str] = {}
         self._offsets: dict[str, StreamId] = {}
@@ -121,37 +130,53 @@ class StreamSession:
             self._subscriber = subscriber
             if self._close_early is not None:
                 subscriber.close(self._close_early)
-            await self._handshake(subscriber, start)
-            if subscriber.closed:
-                return
-            subscriber.on_close = self._on_close
-            subscriber.notify = self._flush
-            self._flush()
+            expiry = close_at(self.hub.loop, self.deadline, lambda: subscriber.close("expired"))
             try:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                subscriber.close("disconnect")
-            except asyncio.CancelledError:
-                if not subscriber.closed or self._task.cancelling() > 1:
-                    raise  # not ours: the server is cancelling the request
-                self._task.uncancel()
-            subscriber.notify = None
-            await self._finish(subscriber.close_reason)
+                await self._handshake(subscriber, start)
+                if not subscriber.closed:
+                    await self._live(subscriber, receive)
+                await self._finish(subscriber)
+            finally:
+                if expiry is not None:
+                    expiry.cancel()
+
+    async def _live(self, subscriber: Subscriber, receive: Receive) -> None:
+        assert self._task is not None
+        subscriber.on_close = self._on_close
+        subscriber.notify = self._flush
+        self._flush()
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            subscriber.close("disconnect")
+        except asyncio.CancelledError:
+            if not subscriber.closed or self._task.cancelling() > 1:
+                raise  # not ours: the server is cancelling the request
+            self._task.uncancel()
+        subscriber.notify = None
 
     def _on_close(self, reason: CloseReason) -> None:
         # The task waits in `receive()`; wake it so the response can end.
         if reason != "disconnect" and self._task is not None:
             self._task.cancel()
 
-    async def _finish(self, reason: CloseReason | None) -> None:
+    async def _finish(self, subscriber: Subscriber) -> None:
+        """Say why the server ends the stream, where the socket can take it."""
+        reason = subscriber.close_reason
         if self._in_flight is not None and reason == "shutdown" and self._write_done is not None:
             # A write to a full socket is pending: give it a moment to drain.
             await asyncio.wait({self._write_done}, timeout=DRAIN_WAIT_S)
         if self._in_flight is not None:
             self.abandoned = True  # never two sends at once: the server closes the connection
             return
+        if reason is None or reason == "disconnect" or reason == "slow":
+            return  # the client left, or cannot keep up: nothing it would read
+        data = disconnect_data(reason, subscriber.retry_after)
+        frame = encode_control("disconnect", data)  # no `id:`: the cursor does not move
         if reason == "shutdown":
-            await self._write(encode_retry(self.drain_retry_ms))
+            # A plain EventSource reconnects by itself: soon, as another process can take it.
+            frame = encode_retry(self.drain_retry_ms) + frame
+        await self._write(frame)
 
     async def _write(self, body: bytes) -> None:
         assert self._send is not None

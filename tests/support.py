@@ -23,6 +23,8 @@ import redis
 from api.auth import mint_token
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
+# SSE events Sinal itself sends, not published ones.
+CONTROL_EVENTS = ("", "ready", "reset", "disconnect")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -149,7 +151,7 @@ class Received:
         return [
             json.loads(event.data)["data"]
             for event in self.events
-            if event.event not in ("", "ready", "reset") and (type is None or event.event == type)
+            if event.event not in CONTROL_EVENTS and (type is None or event.event == type)
         ]
 
 

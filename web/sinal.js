@@ -33,17 +33,21 @@ export { EVENT_TYPES, SinalError };
 /** Channels every stream carries without asking. */
 const IMPLICIT = new Set(["notifications", "broadcast"]);
 /** Events the client itself emits, besides the server's. */
-const LOCAL_TYPES = new Set(["status", "reset", "ready", "role", "error"]);
+const LOCAL_TYPES = new Set(["status", "reset", "ready", "role", "error", "disconnect"]);
 const TOUCH_MS = 15_000; // how often a connected leader marks its stored cursor as current
 const HELLO_MS = 30_000; // how often a tab repeats which channels it wants
 const FORGET_TAB_MS = 100_000; // a tab silent this long is gone (closed without saying so)
 const FOLLOWER_ACTION_TIMEOUT_MS = 15_000;
 
 /**
- * @typedef {"connecting" | "open" | "reconnecting" | "offline"} Status
+ * @typedef {"connecting" | "open" | "reconnecting" | "offline" | "signed-out"} Status
+ *   "signed-out": the server refuses the credentials (401) and the client stopped trying; call
+ *   `reconnect()` once signed in again
  * @typedef {{status: Status, error: ?SinalError, retryAt: ?number, transport: string}} StatusDetail
  *   `error`: why the last attempt failed (`error.status` 401: signed out); `retryAt`: when the
  *   next attempt starts (ms since the epoch); `transport`: "sse" or "poll"
+ * @typedef {{reason: string, reconnect: boolean, retryAfter: ?number}} DisconnectDetail
+ *   the server ended the stream: "shutdown", "expired", "kicked", "revoked" or "limit"
  * @typedef {{id: string, type: string, channel: string, data: any, ts: string}} SinalEvent
  * @typedef {{channels: string[], reason: string}} ResetDetail
  *   reason: "trimmed" | "epoch" | "invalid" from the server, or "fresh": a connection began
@@ -129,7 +133,8 @@ export class Sinal {
    * Call `handler` for events of `type`: a server event type (`notification.created`,
    * `execution.progress`, any type a service publishes) with a {@link SinalEvent}; or
    * `status` ({@link StatusDetail}), `reset` ({@link ResetDetail}), `ready` (`{channels}`),
-   * `role` (`{role}`), `error` (`{channel, error}`: a channel was refused).
+   * `role` (`{role}`), `error` (`{channel, error}`: a channel was refused), `disconnect`
+   * ({@link DisconnectDetail}: the server ended the stream; the client handles it itself).
    * @param {string} type
    * @param {(payload: any) => void} handler
    * @returns {() => void} removes the handler
@@ -177,6 +182,14 @@ export class Sinal {
     return this.http.request(method, path, options);
   }
 
+  /**
+   * Connect again now: after signing in again (status "signed-out"), or with a new token.
+   */
+  reconnect() {
+    if (this.role === "follower") this.post({ t: "reconnect" });
+    else this.connection?.restart({ now: true });
+  }
+
   /** Leave: this tab's connection (or its share of the leader's) ends. */
   close() {
     if (this.closed) return;
@@ -215,6 +228,9 @@ export class Sinal {
     } else if (frame.kind === "ready") {
       this.setLive(frame.channels);
       this.emit("ready", { channels: frame.channels });
+    } else if (frame.kind === "disconnect") {
+      const { reason, reconnect, retryAfter } = frame;
+      this.emit("disconnect", { reason, reconnect, retryAfter });
     }
   }
 
@@ -339,6 +355,9 @@ export class Sinal {
       case "bye":
         this.tabs.delete(message.from);
         this.resubscribe();
+        break;
+      case "reconnect":
+        this.connection?.restart({ now: true });
         break;
       case "action":
         this.socket.send(message.op, message.args).then(

@@ -9,6 +9,9 @@ const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
 const RECOVERED_MS = 4000;
 const TOAST_MS = 7000;
 const MAX_TOASTS = 3;
+// Whether this page was ever signed in: a refusal then means the sign-in expired; before, that
+// the visitor is not signed in at all.
+let wasSignedIn = false;
 
 /**
  * Connect, and wire the header of the page: indicator, badge, toasts, sign-in help.
@@ -31,11 +34,15 @@ export function startPage({ toastNotifications = true } = {}) {
     sinal.on(type, ({ data }) => setUnread(data?.unread));
   }
   sinal.on("broadcast", ({ data }) => toast(data?.text ?? data?.title ?? "Announcement", { severity: "info", title: "Announcement" }));
-  sinal.on("status", ({ error }) => {
-    if (error?.status === 401) signedOut(error);
+  sinal.on("status", ({ status, error }) => {
+    if (status === "open") wasSignedIn = true;
+    else if (error?.status === 401) signedOut(error);
   });
   const refreshCount = () =>
-    sinal.request("GET", "/v1/notifications/unread-count").then(({ unread }) => setUnread(unread), signedOut);
+    sinal.request("GET", "/v1/notifications/unread-count").then(({ unread }) => {
+      wasSignedIn = true;
+      setUnread(unread);
+    }, signedOut);
   sinal.on("reset", ({ channels }) => {
     if (channels.some((channel) => channel.startsWith("notifications"))) refreshCount();
   });
@@ -101,8 +108,10 @@ function indicator(sinal) {
       text = "Offline";
       hint.textContent = "Changes will appear when you are back online.";
       wasDown = true;
-    } else if (error?.status === 401) {
-      text = "Signed out";
+    } else if (status === "signed-out" || error?.status === 401) {
+      // The client has stopped trying: it takes a sign-in and a reload (the panel says how).
+      text = wasSignedIn ? "Signed out" : "Not signed in";
+      if (wasSignedIn) hint.textContent = "Your sign-in expired";
       shown = "signed-out";
       wasDown = true;
     } else {
@@ -175,6 +184,12 @@ export function signedOut(error) {
   const panel = document.getElementById("signin");
   if (!panel.hidden) return true;
   panel.hidden = false;
+  if (wasSignedIn) {
+    panel.querySelector("h2").textContent = "Your sign-in expired";
+  } else {
+    // A first visit: nothing to show but how to sign in (no empty lists behind it).
+    document.getElementById("main").hidden = true;
+  }
   const local = LOOPBACK.has(location.hostname);
   panel.querySelector(".signin-local").hidden = !local;
   const form = panel.querySelector("form");

@@ -133,6 +133,9 @@ async def test_shutdown_drains_streams_and_clients_resume_elsewhere(
     assert "Application shutdown complete" in logs
     assert "Cancel" not in logs  # no stream had to be cut off
     assert before.retries[-1] < 2000  # told to come back quickly
+    # ... and why, last: a client that knows the event reconnects at once, with its cursor.
+    assert before.events[-1].event == "disconnect"
+    assert before.events[-1].json() == {"reason": "shutdown", "reconnect": True}
 
     await publish_range(staying.url, range(3, 6))
     resumed = await stream_until(

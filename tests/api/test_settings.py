@@ -141,6 +141,7 @@ BAD_VALUES = [
     # Infinity is a regression: it passed, then overflowed turning seconds into milliseconds.
     *[("SINAL_HEARTBEAT_INTERVAL", value) for value in ("0", "-1", "nan", "inf", "soon")],
     *[("SINAL_STREAM_MAX_AGE", value) for value in ("-1", "nan", "inf", "-inf")],
+    *[("SINAL_AUTH_GRACE", value) for value in ("-1", "nan", "inf", "30s")],
     *[
         (name, value)
         for name in ("SINAL_ACTIONS_RATE", "SINAL_ACTIONS_IDLE_TIMEOUT")

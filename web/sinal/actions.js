@@ -7,6 +7,9 @@
  * next action opens it again. While it connects, actions wait in a queue. When it cannot be
  * opened (no WebSocket, refused handshake, no server support), actions go over REST, and the
  * socket is tried again later. Each action resolves with what the REST call would answer.
+ * When the server closes the socket for a reason of its own (close codes 4001 expired, 4002
+ * kicked, 4003 revoked, 4004 limit; docs/api.md), the next open gets a fresh ticket, and after
+ * `limit` the socket rests for the `retry_after` it names.
  * @module sinal/actions
  */
 
@@ -43,6 +46,10 @@ const REPLY_TIMEOUT_MS = 10_000;
 const PING_MS = 60_000;
 const DOWN_BASE_MS = 2_000; // after a failed handshake, REST only for this long (doubling)
 const DOWN_CAP_MS = 120_000;
+// The server's own close codes (streams/disconnect.py).
+const CLOSE_EXPIRED = 4001;
+const CLOSE_REVOKED = 4003;
+const CLOSE_LIMIT = 4004;
 
 /**
  * @typedef {{op: string, args: object, resolve: (value: any) => void,
@@ -129,11 +136,17 @@ export class ActionSocket {
       this.flush();
     };
     socket.onmessage = (message) => this.reply(message.data);
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       const wasOpen = this.open;
       this.socket = null;
       this.open = false;
       this.keepAlive();
+      if (event.code === CLOSE_EXPIRED || event.code === CLOSE_REVOKED) {
+        this.http.forgetTicket(); // minted from the token that expired: the next open gets another
+      } else if (event.code === CLOSE_LIMIT) {
+        const seconds = Number(/retry_after=(\d+)/.exec(event.reason ?? "")?.[1] ?? 0);
+        this.downUntil = Date.now() + seconds * 1000; // REST meanwhile
+      }
       if (!wasOpen) {
         this.handshakeFailed();
         return;

@@ -4,19 +4,25 @@
  * It owns reconnecting: exponential backoff with jitter, resuming from the last cursor, finding
  * out why an attempt failed (EventSource never says: an error answer just closes it), fresh
  * tickets, and the switch to long-poll when streams keep failing while the API answers (a proxy
- * that buffers or blocks them).
+ * that buffers or blocks them). When the server ends the stream itself (`event: disconnect`),
+ * it says why: `expired` is followed by a fresh ticket and an immediate resume, `revoked` by no
+ * reconnection with the same token, `limit` by a wait of `retry_after`, the others by a
+ * reconnection as after any drop. Refused credentials (401) are not retried in a loop: a
+ * connection that never opened stops at once (not signed in), one that was open after a few
+ * attempts (its sign-in expired); `restart()` tries again.
  * @module sinal/connection
  */
 
 import { SinalError } from "./http.js";
 
-/** @typedef {"connecting" | "open" | "reconnecting" | "offline"} Status */
+/** @typedef {"connecting" | "open" | "reconnecting" | "offline" | "signed-out"} Status */
 
 /**
  * What a connection hands on, in order.
  * @typedef {{kind: "ready", id: ?string, channels: string[]}
  *   | {kind: "reset", id: ?string, channels: string[], reason: string}
- *   | {kind: "event", id: string, type: string, channel: string, data: any, ts: string}} Frame
+ *   | {kind: "event", id: string, type: string, channel: string, data: any, ts: string}
+ *   | {kind: "disconnect", id: null, reason: string, reconnect: boolean, retryAfter: ?number}} Frame
  */
 
 /** Types of the events the server sends for notifications, announcements and executions. */
@@ -44,6 +50,9 @@ const SSE_FAILURES_BEFORE_POLL = 3;
 const SSE_RETRY_AFTER_MS = 5 * 60_000; // in long-poll because streams failed: try them again
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 30_000;
+// A connection that was open retries refused credentials this often (the platform may be
+// renewing them), then stops: an endless loop of 401s helps nobody.
+const MAX_REFUSALS = 2;
 
 /** Delay before attempt `failures` + 1: exponential, capped, with jitter (half to full). */
 export function backoff(failures) {
@@ -79,6 +88,8 @@ export class Connection {
     this.types = new Set(EVENT_TYPES);
     this.failures = 0; // consecutive attempts that did not reach `ready`
     this.sseFailures = 0; // of those, the ones where the API itself answered
+    this.refusals = 0; // consecutive 401s
+    this.everOpen = false; // reached `ready` at least once
     this.generation = 0; // bumped by every (re)start: callbacks of older attempts are ignored
     this.stopped = true;
     /** @type {?EventSource} */
@@ -130,8 +141,11 @@ export class Connection {
 
   // -- attempts ---------------------------------------------------------------------------------
 
-  /** Drop the current attempt and start another, at once or after the backoff. */
-  restart({ now = false, quiet = false } = {}) {
+  /**
+   * Drop the current attempt and start another: at once, after `after` ms, or after the
+   * backoff. Also what gets a stopped (signed-out) connection going again.
+   */
+  restart({ now = false, quiet = false, after = null } = {}) {
     if (this.stopped) return;
     this.generation += 1;
     const generation = this.generation;
@@ -140,7 +154,7 @@ export class Connection {
       this.setStatus("offline");
       return;
     }
-    const delay = now ? 0 : backoff(this.failures);
+    const delay = now ? 0 : after ?? backoff(this.failures);
     if (!quiet) {
       // A first connection is "connecting"; any later one "reconnecting". A change of
       // channels (quiet) keeps showing "open": nothing was lost, the cursor carries over.
@@ -199,6 +213,8 @@ export class Connection {
   /** The attempt reached the server and it is streaming. */
   connected(resumed, channels, id) {
     this.failures = 0;
+    this.refusals = 0;
+    this.everOpen = true;
     if (this.mode === "sse") this.sseFailures = 0;
     if (!resumed) {
       // Nothing vouches for what happened before this connection: the app re-reads state.
@@ -246,12 +262,14 @@ export class Connection {
         this.connected(resumed, payload.channels, id);
       } else if (message.type === "reset") {
         this.onFrame({ kind: "reset", id, channels: payload.channels, reason: payload.reason });
+      } else if (message.type === "disconnect") {
+        this.disconnected(generation, payload);
       } else {
         const { channel, type, data, ts } = payload;
         this.onFrame({ kind: "event", id, type, channel, data, ts });
       }
     };
-    for (const type of ["ready", "reset", ...this.types]) {
+    for (const type of ["ready", "reset", "disconnect", ...this.types]) {
       source.addEventListener(type, this.frameHandler);
     }
     source.onerror = () => {
@@ -267,6 +285,59 @@ export class Connection {
         this.diagnose(generation);
       }
     };
+  }
+
+  /**
+   * The server ends the stream and says why (it carries no id: the cursor stays where it was).
+   * @param {number} generation
+   * @param {{reason: string, reconnect: boolean, retry_after?: number}} payload
+   */
+  disconnected(generation, { reason, reconnect, retry_after: retryAfter = null }) {
+    this.onFrame({ kind: "disconnect", id: null, reason, reconnect, retryAfter });
+    if (generation !== this.generation) return;
+    this.source?.close(); // before it errors on the end of the response
+    this.source = null;
+    if (reason === "expired") {
+      // The credential that opened the stream expired: a fresh ticket (from a fresh token,
+      // for `getToken`) and the cookie or token as they are now, then resume from the cursor
+      // at once. Nothing is lost meanwhile: the server replays what came after it.
+      this.http.forgetTicket();
+      this.restart({ now: true, quiet: true });
+    } else if (reason === "revoked" || reconnect === false) {
+      this.revoked(generation);
+    } else if (reason === "limit" && retryAfter !== null) {
+      this.failures = 1;
+      this.restart({ after: retryAfter * 1000 + backoff(1) });
+    } else {
+      // shutdown, kicked: come back soon, with jitter (to another server, if need be).
+      this.failures = 1;
+      this.restart();
+    }
+  }
+
+  /** The user's tokens were revoked: reconnect only with another token, never the same one. */
+  async revoked(generation) {
+    const used = this.http.ticketToken;
+    this.http.forgetTicket();
+    let next = null;
+    try {
+      next = this.http.getToken ? await this.http.getToken() : null;
+    } catch {
+      next = null;
+    }
+    if (generation !== this.generation) return;
+    if (next && next !== used) {
+      this.restart({ now: true });
+      return;
+    }
+    this.signedOut(new SinalError(401, { status: 401, detail: "your sign-in was revoked; sign in again" }));
+  }
+
+  /** Stop: the server refuses the credentials. `restart()` (after signing in) tries again. */
+  signedOut(error) {
+    this.generation += 1;
+    this.teardown();
+    this.setStatus("signed-out", { error });
   }
 
   /**
@@ -305,6 +376,13 @@ export class Connection {
     const status = error instanceof SinalError ? error.status : 0;
     if (status === 401) {
       this.http.forgetTicket();
+      // Never open: not signed in. Open before: the sign-in expired, unless the platform is
+      // renewing it right now, which a few more attempts find out.
+      this.refusals += 1;
+      if (!this.everOpen || this.refusals > MAX_REFUSALS) {
+        this.signedOut(error);
+        return;
+      }
     } else if (status === 400 && (error.field === "cursor" || error.field === "last_event_id")) {
       // A cursor this server cannot read (another deployment, a newer format): start afresh.
       this.cursor = null;

@@ -32,6 +32,8 @@ export class Http {
     this.getToken = getToken ?? null;
     /** @type {?{ticket: string, until: number}} */
     this.cached = null;
+    /** @type {?string} */
+    this.ticketToken = null;
   }
 
   /** An absolute URL for `path`, with `params` (an object or a list of pairs) appended. */
@@ -52,10 +54,10 @@ export class Http {
    * @returns {Promise<any>}
    * @throws {SinalError}
    */
-  async request(method, path, { body, params, signal } = {}) {
+  async request(method, path, { body, params, signal, token: given } = {}) {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const token = this.getToken ? await this.getToken() : null;
+    const token = given !== undefined ? given : this.getToken ? await this.getToken() : null;
     if (token) headers.Authorization = `Bearer ${token}`;
     let response;
     try {
@@ -94,17 +96,22 @@ export class Http {
 
   /**
    * A stream ticket for URLs that cannot carry a header (EventSource, WebSocket), reused
-   * until shortly before it expires.
+   * until shortly before it expires. A ticket never outlives the token it is minted from, so
+   * `expires_in` may be short when the token is about to expire.
    * @returns {Promise<string>}
    */
   async ticket() {
     if (this.cached && this.cached.until > Date.now()) return this.cached.ticket;
-    const { ticket, expires_in: ttl } = await this.post("/v1/auth/ticket");
-    this.cached = { ticket, until: Date.now() + Math.max(1, ttl - 5) * 1000 };
+    const token = this.getToken ? await this.getToken() : null;
+    const { ticket, expires_in: ttl } = await this.request("POST", "/v1/auth/ticket", { token });
+    const reuse = ttl > 10 ? ttl - 5 : ttl / 2; // seconds
+    this.cached = { ticket, until: Date.now() + reuse * 1000 };
+    /** The token the last ticket was minted from (null: the cookie). */
+    this.ticketToken = token;
     return ticket;
   }
 
-  /** Drop the cached ticket (it was refused). */
+  /** Drop the cached ticket (it was refused, or the token behind it expired). */
   forgetTicket() {
     this.cached = null;
   }
