@@ -327,7 +327,8 @@ def _actions_path() -> dict[str, Any]:
             "summary": "The action WebSocket (an upgrade, not a REST call)",
             "description": (
                 "OpenAPI cannot describe the messages of a WebSocket: this entry records the "
-                'handshake only. Each JSON message `{"op", "ref", ...}` (`ping`, '
+                "handshake only (a plain GET, with no upgrade, answers 405). Each JSON "
+                'message `{"op", "ref", ...}` (`ping`, '
                 "`mark_read`, `mark_unread`, `dismiss`, `mark_all_read`, `retry_execution`, "
                 "`cancel_execution`) gets one reply with its `ref`; a cookie-authenticated "
                 "handshake must come from an allowed `Origin`. See docs/api.md."
