@@ -93,7 +93,7 @@ class Problem(msgspec.Struct):
     title: str
     status: Annotated[int, msgspec.Meta(ge=400, le=599)]
     detail: str
-    field: str | None = None
+    field: str | msgspec.UnsetType = msgspec.UNSET  # absent when no one field is at fault
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,9 @@ def complete(app: Litestar, settings: Settings) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
     _add_components(schemas, [Problem])
+    # A refused batch's `error` is the problem the single-execution endpoint would answer.
+    refused = schemas[executions.RefusedBatch.__name__]
+    refused["properties"]["error"] = {"$ref": COMPONENTS.format(name=PROBLEM)}
 
     bodies = dict(zip(BODIES, _add_components(schemas, [b.type for b in BODIES.values()]),
                       strict=True))  # fmt: skip
@@ -164,7 +167,7 @@ def complete(app: Litestar, settings: Settings) -> None:
                 operation = item.get(method.lower())
                 if operation is not None:
                     key = f"{method} {route.path_format}"
-                    _complete_operation(operation, key, handler, bodies.get(key))
+                    _complete_operation(operation, key, handler, bodies.get(key), settings)
 
     document["paths"][sse.PATH] = _stream_path(settings)
     if any(isinstance(r, WebSocketRoute) and r.path == actions.PATH for r in app.routes):
@@ -182,9 +185,16 @@ def _add_components(schemas: dict[str, Any], types: list[Any]) -> list[dict[str,
 
 
 def _complete_operation(
-    operation: dict[str, Any], key: str, handler: HTTPRouteHandler, body: dict[str, Any] | None
+    operation: dict[str, Any],
+    key: str,
+    handler: HTTPRouteHandler,
+    body: dict[str, Any] | None,
+    settings: Settings,
 ) -> None:
     method, path = key.split(" ", 1)
+    for parameter in operation.get("parameters", []):
+        if (parameter["in"], parameter["name"]) == ("query", "channel"):
+            parameter["schema"] = _channels(settings)
     signature = handler.parsed_fn_signature.parameters
     authenticated = "principal" in signature or path in TICKET_PATHS
     if body is not None:
@@ -259,6 +269,15 @@ def _problems(*statuses: int) -> dict[str, Any]:
     return {str(status): _problem_response(status) for status in statuses}
 
 
+def _channels(settings: Settings) -> dict[str, Any]:
+    """The `channel` query parameter of the stream and the long-polls (`subscription_channels`)."""
+    return {
+        "type": "array",
+        "items": {"type": "string", "pattern": CHANNEL_PATTERN},
+        "maxItems": settings.max_channels,
+    }
+
+
 def _stream_path(settings: Settings) -> dict[str, Any]:
     cursor = {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_LENGTH}
     return {
@@ -281,11 +300,7 @@ def _stream_path(settings: Settings) -> dict[str, Any]:
                     "description": "A channel to add (repeat the parameter for more).",
                     "style": "form",
                     "explode": True,
-                    "schema": {
-                        "type": "array",
-                        "items": {"type": "string", "pattern": CHANNEL_PATTERN},
-                        "maxItems": settings.max_channels,
-                    },
+                    "schema": _channels(settings),
                 },
                 {
                     "name": "last_event_id",

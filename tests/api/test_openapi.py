@@ -77,6 +77,7 @@ def test_the_bulk_ingest_answer_is_applied_or_refused(document: dict[str, Any]) 
     refs = {one["$ref"].rsplit("/", 1)[1] for one in items["oneOf"]}
     assert refs == {"AppliedBatch", "RefusedBatch"}
     assert "error" in schemas["RefusedBatch"]["required"]
+    assert schemas["RefusedBatch"]["properties"]["error"]["$ref"].endswith("/Problem")
     assert "error" not in schemas["AppliedBatch"]["properties"]
 
 
@@ -130,4 +131,7 @@ def test_bodies_limits_and_statuses(document: dict[str, Any]) -> None:
     assert list(stream["responses"]["200"]["content"]) == ["text/event-stream"]
     names = {(p["in"], p["name"]) for p in stream["parameters"]}
     assert names == {("query", "channel"), ("query", "last_event_id"), ("header", "Last-Event-ID")}
+    poll = {p["name"]: p for p in by_route[("GET", "/v1/notifications/poll")]["parameters"]}
+    assert poll["channel"]["schema"] == stream["parameters"][0]["schema"]
+    assert poll["channel"]["schema"]["items"]["pattern"].startswith("^(broadcast|")
     assert "101" in by_route[("GET", "/v1/actions")]["responses"]
