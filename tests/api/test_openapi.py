@@ -10,7 +10,7 @@ import pytest
 from litestar.routes import HTTPRoute, WebSocketRoute
 from openapi_spec_validator import validate
 
-from api import sse
+from api import openapi, sse
 from api.app import create_app
 from api.problems import PROBLEM_JSON
 from api.settings import Settings
@@ -68,6 +68,16 @@ def test_every_route_is_in_the_document(document: dict[str, Any], tmp_path: Any)
     assert expected - documented == set()
     assert not any(path.startswith(("/app", "/schema")) for path, _ in documented)
     assert ("/v1/actions", "GET") in expected  # the walk saw the WebSocket
+
+
+def test_the_route_tables_name_routes_that_exist(document: dict[str, Any]) -> None:
+    """A renamed route must not silently lose its body, its statuses or its replay answer."""
+    documented = {f"{method} {path}" for method, path, _ in operations(document)}
+    for table in (openapi.BODIES, openapi.ERRORS, openapi.REPLAYS):
+        assert set(table) - documented == set()
+    for key in openapi.BODIES:
+        method, path = key.split(" ", 1)
+        assert "requestBody" in document["paths"][path][method.lower()], key
 
 
 def test_the_bulk_ingest_answer_is_applied_or_refused(document: dict[str, Any]) -> None:
