@@ -1,8 +1,10 @@
 """Fuzz the API with schemathesis against the OpenAPI document it serves.
 
     python -m loadtests.fuzz [--max-examples N] [--seed S] [--as user,service,admin]
+                             [--database-url URL] [--redis-url URL]
 
-Starts its own server (memory engine, SQLite in a temporary folder, a free port), mints a token
+Starts its own server on a free port (the memory engine and SQLite in a temporary folder, or
+the PostgreSQL database and Redis given, which it writes to: give throwaway ones), mints a token
 for each caller, seeds one execution and one notification those callers can reach, and runs
 schemathesis once per caller with the checks below. Prints the figures (test cases, failures by
 check) and exits non-zero on any failure or error. CI runs it bounded (`.ci/run`); run it
@@ -62,6 +64,8 @@ def main() -> int:
                         help="comma-separated callers: user, service, admin")  # fmt: skip
     # One worker: with more, schemathesis 4.32's coverage phase raised internal KeyErrors.
     parser.add_argument("--workers", default="1")
+    parser.add_argument("--database-url", help="SINAL_DATABASE_URL (default: SQLite)")
+    parser.add_argument("--redis-url", help="SINAL_REDIS_URL (default: the memory engine)")
     args = parser.parse_args()
     callers = [name.strip() for name in args.callers.split(",") if name.strip()]
     unknown = set(callers) - set(CALLERS)
@@ -72,7 +76,7 @@ def main() -> int:
     failed = False
     with tempfile.TemporaryDirectory(prefix="sinal-fuzz-") as folder:
         workdir = Path(folder)
-        with server(workdir) as base_url:
+        with server(workdir, args.database_url, args.redis_url) as base_url:
             tokens = {name: mint_token(SECRET, *CALLERS[name]) for name in CALLERS}
             seeds = seed(base_url, tokens)
             document = httpx.get(f"{base_url}/schema/openapi.json", timeout=10).json()
@@ -91,18 +95,20 @@ def main() -> int:
 
 
 @contextlib.contextmanager
-def server(workdir: Path) -> Iterator[str]:
+def server(workdir: Path, database_url: str | None, redis_url: str | None) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
         "SINAL_JWT_SECRET": SECRET,
-        "SINAL_DATABASE_URL": f"sqlite:///{workdir / 'sinal.db'}",
+        "SINAL_DATABASE_URL": database_url or f"sqlite:///{workdir / 'sinal.db'}",
         "SINAL_LOG_LEVEL": "warning",
         # A command taken and not acknowledged is delivered again at once: `GET /v1/commands`
         # then always finds the seeded one instead of waiting for one to arrive.
         "SINAL_COMMAND_ACK_TIMEOUT": "0.001",
     }
-    env.pop("SINAL_REDIS_URL", None)  # the memory engine
+    env.pop("SINAL_REDIS_URL", None)
+    if redis_url:
+        env["SINAL_REDIS_URL"] = redis_url
     log_path = workdir / "server.log"
     with log_path.open("wb") as server_log:
         process = subprocess.Popen(
