@@ -224,6 +224,10 @@ def _complete_operation(
     )
     for status in statuses:
         operation["responses"][str(status)] = _problem_response(status)
+    limit = handler.resolve_request_max_body_size()
+    if body is not None and limit is not None:
+        too_large = operation["responses"]["413"]
+        too_large["description"] += f" This route takes at most {limit} bytes of body."
 
 
 def _statuses(
