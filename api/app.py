@@ -15,7 +15,18 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Receive, Scope, Send
 
-from api import actions, admin, executions, health, notifications, publish, sse, tickets, web
+from api import (
+    actions,
+    admin,
+    executions,
+    health,
+    notifications,
+    openapi,
+    publish,
+    sse,
+    tickets,
+    web,
+)
 from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import Runtime
@@ -94,5 +105,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
         request_max_body_size=settings.max_payload_bytes + BODY_OVERHEAD,
         openapi_config=OpenAPIConfig(title="Sinal", version="1.0.0"),
     )
+    openapi.complete(litestar, settings)
     litestar.state.sinal = runtime
     return SinalApp(litestar, runtime)

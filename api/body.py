@@ -45,6 +45,10 @@ def _field_of(message: str) -> str | None:
     return ".".join(parts) or None
 
 
+# What `parse_time` accepts, for the OpenAPI document of a query parameter.
+TIME = {"format": "date-time"}
+
+
 def parse_time(text: str, field: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)

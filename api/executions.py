@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import decode_body, parse_time
+from api.body import TIME, decode_body, parse_time
 from api.dependencies import require_role
 from api.longpoll import MAX_WAIT_S, PollResponse, credential_wait, long_poll, unless_gone
 from api.problems import problem_of
@@ -109,7 +110,8 @@ class RefusedBatch(msgspec.Struct):
     error: dict[str, Any]  # the problem the single-execution endpoint would answer
 
 
-class BulkResponse(msgspec.Struct):
+@dataclass
+class BulkResponse:
     results: list[AppliedBatch | RefusedBatch]  # one per batch, in order
 
 
@@ -152,7 +154,10 @@ class CommandsResponse(msgspec.Struct):
 
 
 class AckRequest(msgspec.Struct, forbid_unknown_fields=True):
-    deliveries: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_COMMANDS)]
+    deliveries: Annotated[
+        list[Annotated[str, msgspec.Meta(extra_json_schema={"pattern": r"^[0-9]+-[0-9]+$"})]],
+        msgspec.Meta(min_length=1, max_length=MAX_COMMANDS),
+    ]
 
 
 class AckResponse(msgspec.Struct):
@@ -270,10 +275,10 @@ async def list_executions(
     runtime: Runtime,
     principal: Principal,
     team: str | None = None,
-    status: str | None = None,
+    status: Annotated[str | None, Parameter(schema_extra={"enum": list(STATUSES)})] = None,
     owner: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    since: Annotated[str | None, Parameter(schema_extra=TIME)] = None,
+    until: Annotated[str | None, Parameter(schema_extra=TIME)] = None,
     cursor: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 50,
 ) -> ExecutionPage:
@@ -317,7 +322,7 @@ async def execution_logs(
     runtime: Runtime,
     principal: Principal,
     id: uuid.UUID,
-    level: str | None = None,
+    level: Annotated[str | None, Parameter(schema_extra={"enum": list(LEVELS)})] = None,
     step: Annotated[int | None, Parameter(ge=1)] = None,
     after: Annotated[int, Parameter(ge=0)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LOG_PAGE)] = 100,

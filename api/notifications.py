@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import decode_body, parse_time
+from api.body import TIME, decode_body, parse_time
 from api.dependencies import require_role
 from api.longpoll import MAX_WAIT_S, PollResponse, long_poll
 from api.runtime import Runtime
@@ -24,7 +24,7 @@ from db.inbox import Change, NotificationView
 from db.notifications import MAX_LIMIT, STATES, Draft, IdempotencyMismatch, InvalidCursor, State
 from db.tables import Severity
 from streams.access import Principal
-from streams.channels import is_valid_identifier
+from streams.channels import IDENTIFIER, is_valid_identifier
 from streams.errors import BadRequest, NotFound, Unprocessable
 from streams.event import EVENT_TYPE
 
@@ -35,17 +35,27 @@ MAX_IDEMPOTENCY_KEY = 255
 TAGS = ["notifications"]
 
 
+# Checked below the decoding, for messages of their own; stated here for the OpenAPI document.
+User = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": f"^{IDENTIFIER}$"})]
+LINK = {"pattern": "^(https?://|/(?!/))"}  # see `_link`
+
+
 class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
     """One notification for `user`, or the same one for each of `users`."""
 
-    type: Annotated[str, msgspec.Meta(max_length=128)]
+    type: Annotated[
+        str, msgspec.Meta(max_length=128, extra_json_schema={"pattern": EVENT_TYPE.pattern})
+    ]
     title: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-    user: str | None = None
-    users: Annotated[list[str], msgspec.Meta(max_length=MAX_USERS)] | None = None
+    user: User | None = None
+    users: (
+        Annotated[list[User], msgspec.Meta(max_length=MAX_USERS, extra_json_schema={"minItems": 1})]
+        | None
+    ) = None
     body: Annotated[str, msgspec.Meta(max_length=8192)] = ""
     data: dict[str, Any] | None = None
     severity: Severity = Severity.info
-    link: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    link: Annotated[str, msgspec.Meta(max_length=2048, extra_json_schema=LINK)] | None = None
     expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
@@ -187,10 +197,12 @@ def _idempotency_key(value: str | None) -> str | None:
 async def list_notifications(
     principal: Principal,
     # `state` is a name Litestar reserves for the app state.
-    state_filter: Annotated[str | None, Parameter(query="state")] = None,
+    state_filter: Annotated[
+        str | None, Parameter(query="state", schema_extra={"enum": list(STATES)})
+    ] = None,
     type: str | None = None,
     severity: Severity | None = None,
-    since: str | None = None,
+    since: Annotated[str | None, Parameter(schema_extra=TIME)] = None,
     cursor: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 50,
 ) -> NotificationPage:

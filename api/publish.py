@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, post
@@ -11,7 +11,7 @@ from api.body import decode_body
 from api.dependencies import require_role
 from api.runtime import Runtime
 from streams.access import Principal
-from streams.channels import require_channel
+from streams.channels import CHANNEL, require_channel
 from streams.cursor import encode_cursor
 from streams.errors import BadRequest, PayloadTooLarge
 from streams.event import EVENT_TYPE, MAX_EVENT_TYPE
@@ -20,8 +20,18 @@ RESERVED_TYPES = frozenset({"ready", "reset", "message"})
 
 
 class PublishRequest(msgspec.Struct, forbid_unknown_fields=True):
-    channel: str
-    type: str
+    # The checks below the decoding (better messages) are stated for the OpenAPI document.
+    channel: Annotated[str, msgspec.Meta(extra_json_schema={"pattern": f"^({CHANNEL})$"})]
+    type: Annotated[
+        str,
+        msgspec.Meta(
+            extra_json_schema={
+                "pattern": EVENT_TYPE.pattern,
+                "maxLength": MAX_EVENT_TYPE,
+                "not": {"enum": sorted(RESERVED_TYPES)},
+            }
+        ),
+    ]
     data: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
 

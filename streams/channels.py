@@ -14,7 +14,8 @@ import re
 from streams.errors import BadRequest
 
 IDENTIFIER = r"[A-Za-z0-9_@.\-]{1,128}"
-_CHANNEL = re.compile(rf"broadcast|notifications:{IDENTIFIER}|execution:{IDENTIFIER}")
+CHANNEL = rf"broadcast|notifications:{IDENTIFIER}|execution:{IDENTIFIER}"
+_CHANNEL = re.compile(CHANNEL)
 _IDENTIFIER = re.compile(IDENTIFIER)
 
 BROADCAST = "broadcast"
