@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import Receive, Scope, Send
 
 from api import actions, admin, executions, health, notifications, publish, sse, tickets, web
+from api.csrf import CsrfGuard
 from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import Runtime
@@ -89,6 +90,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             *web.ROUTES,
         ],
         dependencies=DEPENDENCIES,
+        middleware=[CsrfGuard(settings.allowed_origins)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_payload_bytes + BODY_OVERHEAD,
