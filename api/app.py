@@ -95,6 +95,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
         lifespan=[lifespan],
         request_max_body_size=settings.max_payload_bytes + BODY_OVERHEAD,
         openapi_config=OpenAPIConfig(title="Sinal", version="1.0.0"),
+        # Logging is the caller's (`api.logs` for `sinal serve`): Litestar's default would
+        # replace the root logger's handler, the one that redacts secrets, with its own.
+        logging_config=None,
     )
     litestar.state.sinal = runtime
     return SinalApp(litestar, runtime)

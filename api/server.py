@@ -10,49 +10,13 @@ otherwise cut them with 1012.
 from __future__ import annotations
 
 import gc
-import logging
-import re
 import socket
-from urllib.parse import unquote_plus
 
 import uvicorn
 
 from api import actions
 from api.app import SinalApp
 from api.runtime import Runtime
-
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
-SECRET_PARAMS = frozenset({"ticket", "token", "access_token"})
-
-
-def redact(text: str) -> str:
-    """Hide the values of secret query parameters, however their names are percent-encoded."""
-
-    def hide(match: re.Match[str]) -> str:
-        if unquote_plus(match.group(2)).lower() in SECRET_PARAMS:
-            return f"{match.group(1)}{match.group(2)}=[redacted]"
-        return match.group(0)
-
-    return _QUERY_PARAM.sub(hide, text)
-
-
-class RedactSecrets(logging.Filter):
-    """Access logs show paths with their query: tickets must not reach the log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
-        return True
-
-
-class QuietDenials(logging.Filter):
-    """Drop the error uvicorn's websockets-sansio protocol logs after every upgrade refused with
-    an HTTP response (the `websocket.http.response` extension), though the refusal went out as
-    it should: https://github.com/Kludex/uvicorn/pull/3138. `/v1/actions` refuses bad credentials
-    that way, and nothing else in this app returns from a WebSocket without an answer."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "ASGI callable returned without completing handshake."
 
 
 class DrainingServer(uvicorn.Server):
@@ -69,15 +33,13 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
-    logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
-    # WebSocket handshakes are logged here, path and query (`?ticket=`) included.
-    logging.getLogger("uvicorn.error").addFilter(RedactSecrets())
-    logging.getLogger("uvicorn.error").addFilter(QuietDenials())
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level.lower(),
+        # Its loggers write through the redacting handler of `api.logs.configure`.
+        log_config=None,
         timeout_graceful_shutdown=10,
         # Action messages are at most 16 KiB (a larger one gets a 413 reply); a frame beyond this
         # closes the socket (1009) before it is buffered whole.
