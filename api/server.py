@@ -10,13 +10,16 @@ otherwise cut them with 1012.
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 
 import uvicorn
 
-from api import actions
+from api import actions, connections
 from api.app import SinalApp
 from api.runtime import Runtime
+
+log = logging.getLogger("sinal")
 
 
 class DrainingServer(uvicorn.Server):
@@ -33,6 +36,30 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
+    settings = app.runtime.settings
+    before, descriptors = connections.raise_descriptor_limit()
+    limits = connections.Limits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=connections.connection_cap(settings.max_connections, descriptors),
+    )
+    raised = f" (raised from {before})" if descriptors > before else ""
+    log.info(
+        "open files: at most %d%s; connections: at most %d; request headers within %g s, "
+        "bodies within %g s",
+        descriptors,
+        raised,
+        limits.max_connections,
+        limits.header_timeout_s,
+        limits.body_timeout_s,
+    )
+    if limits.max_connections < settings.max_connections:
+        log.warning(
+            "SINAL_MAX_CONNECTIONS=%d lowered to %d: the open-file limit is %d (raise `ulimit -n`)",
+            settings.max_connections,
+            limits.max_connections,
+            descriptors,
+        )
     config = uvicorn.Config(
         app,
         host=host,
@@ -44,8 +71,9 @@ def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
         # Action messages are at most 16 KiB (a larger one gets a 413 reply); a frame beyond this
         # closes the socket (1009) before it is buffered whole.
         ws_max_size=actions.MAX_FRAME_BYTES,
-        # Streams are long-lived; headers still must arrive promptly.
+        # Between two requests on one connection; reading a request has its own deadlines.
         timeout_keep_alive=30,
+        http=connections.guarded_protocol(limits),
     )
     # With many open streams, the collector's full passes over all their long-lived objects
     # took 16 % of the server's CPU under the default thresholds (700, 10, 10); collecting
