@@ -261,7 +261,12 @@ class Settings:
         rows = []
         for spec in fields(self):
             value = getattr(self, spec.name)
-            shown = "(set)" if spec.metadata["secret"] and value else redact_url(str(value))
+            if spec.metadata["secret"] and value:
+                shown = "(set)"
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
+            else:
+                shown = redact_url(str(value))
             rows.append((spec.metadata["env"], shown, str(spec.default)))
         return rows
 

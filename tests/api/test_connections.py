@@ -20,6 +20,8 @@ from anyio.abc import SocketStream
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from api.connections import connection_cap
+from api.settings import Settings, SettingsError
 from tests.support import SERVICE, ServerProcess, bearer, open_stream, publish
 
 pytestmark = pytest.mark.anyio
@@ -131,7 +133,7 @@ async def test_silent_and_dribbling_sockets_are_closed_while_healthz_answers(
         head, _, body = outcome.answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408 Request Timeout"), outcome.answer
         assert b"content-type: application/problem+json" in head
-        assert json.loads(body)["status"] == 408
+        assert json.loads(body)["title"] == "Request timeout"
     assert b"headers did not arrive" in headers[0].answer
     assert b"body did not arrive" in bodies[0].answer
     # The server kept answering meanwhile, promptly.
@@ -249,3 +251,25 @@ def test_start_up_raises_the_open_file_limit_and_says_so(tmp_path: Path) -> None
     assert f"open files: at most {hard} (raised from {low})" in logs
     # The cap was set below what the descriptors allow.
     assert f"connections: at most {min(50_000, hard - 256)}" in logs
+
+
+def test_bad_limits_stop_start_up() -> None:
+    for variable, value in (
+        ("SINAL_HEADER_TIMEOUT", "0"),
+        ("SINAL_BODY_TIMEOUT", "-1"),
+        ("SINAL_BODY_TIMEOUT", "inf"),
+        ("SINAL_MAX_CONNECTIONS", "0"),
+        ("SINAL_MAX_CONNECTIONS", "many"),
+    ):
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({variable: value})
+        assert raised.value.variable == variable
+    settings = Settings.from_env({"SINAL_HEADER_TIMEOUT": "1.5", "SINAL_MAX_CONNECTIONS": "10"})
+    assert (settings.header_timeout_s, settings.max_connections) == (1.5, 10)
+
+
+def test_the_cap_stays_below_the_open_file_limit() -> None:
+    assert connection_cap(50_000, 1_048_576) == 50_000
+    assert connection_cap(50_000, 1024) == 768
+    assert connection_cap(10, 1024) == 10
+    assert connection_cap(50_000, 300) == 150  # a tiny limit still leaves room for connections
