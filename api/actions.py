@@ -23,7 +23,6 @@ import uuid
 from collections import deque
 from datetime import UTC, datetime
 from typing import Annotated, Any, assert_never, cast
-from urllib.parse import urlsplit
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -31,15 +30,15 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.types import Message as AsgiMessage
 
 from api import executions, notifications
-from api.auth import COOKIE
 from api.body import refused
+from api.csrf import check_origin, cookie_authenticated
 from api.notifications import MAX_IDS, ManyChanged
 from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
 from api.runtime import Runtime
 from db.engine import UNAVAILABLE_DATABASE
 from streams.access import Principal
 from streams.disconnect import CLOSE_CODES, DisconnectReason, close_at, close_text, deadline
-from streams.errors import Forbidden, SinalError, Unavailable
+from streams.errors import SinalError, Unavailable
 
 log = logging.getLogger("sinal.actions")
 
@@ -181,22 +180,11 @@ def _authenticate(socket: WebSocket[Any, Any, Any], runtime: Runtime) -> Princip
         raise Unavailable("the server is shutting down; reconnect to another instance")
     headers, cookies = socket.headers, socket.cookies
     principal = runtime.auth.authenticate(headers, cookies, socket.query_params.get("ticket"))
-    if not headers.get("authorization") and cookies.get(COOKIE):
-        _check_origin(headers.get("origin"), headers.get("host"))
+    # A browser sends the cookie with a WebSocket opened by any site (no CORS applies to the
+    # handshake), and every browser sends `Origin` with it.
+    if cookie_authenticated(headers, cookies):
+        check_origin(headers, socket.scope["scheme"], runtime.settings.allowed_origins)
     return principal
-
-
-def _check_origin(origin: str | None, host: str | None) -> None:
-    """A browser sends the cookie with a WebSocket opened by any site (no CORS applies to the
-    handshake), and every browser sends `Origin`: a cookie is accepted from this origin only."""
-    if origin is None:
-        return  # not a browser
-    if host is None or urlsplit(origin).netloc.lower() != host.lower():
-        raise Forbidden(
-            "the sinal_token cookie is accepted only from this origin; "
-            "elsewhere, send a ticket (?ticket=)",
-            field="Origin",
-        )
 
 
 async def _deny(socket: WebSocket[Any, Any, Any], details: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from api import (
     tickets,
     web,
 )
+from api.csrf import CsrfGuard
 from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import Runtime
@@ -100,10 +101,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             *web.ROUTES,
         ],
         dependencies=DEPENDENCIES,
+        middleware=[CsrfGuard(settings.allowed_origins)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_payload_bytes + BODY_OVERHEAD,
         openapi_config=OpenAPIConfig(title="Sinal", version="1.0.0"),
+        # Logging is the caller's (`api.logs` for `sinal serve`): Litestar's default would
+        # replace the root logger's handler, the one that redacts secrets, with its own.
+        logging_config=None,
     )
     openapi.complete(litestar, settings)
     litestar.state.sinal = runtime

@@ -63,14 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from api import logs
     from api.app import create_app
     from api.server import serve
 
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-    # Piccolo announces the SQLite version at every engine it builds: noise in service logs.
-    logging.getLogger("piccolo").setLevel(
-        max(logging.WARNING, logging.getLevelName(settings.log_level))
-    )
+    logs.configure(settings.log_level)
     uses_dev_secret = settings.jwt_secret is None and settings.jwt_algorithm == "HS256"
     settings, created = settings.with_dev_secret()
     if created:

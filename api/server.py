@@ -12,49 +12,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import socket
-from urllib.parse import unquote_plus
 
 import uvicorn
 
-from api import actions
+from api import actions, connections
 from api.app import SinalApp
 from api.runtime import Runtime
 
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
 log = logging.getLogger("sinal")
-SECRET_PARAMS = frozenset({"ticket", "token", "access_token"})
-
-
-def redact(text: str) -> str:
-    """Hide the values of secret query parameters, however their names are percent-encoded."""
-
-    def hide(match: re.Match[str]) -> str:
-        if unquote_plus(match.group(2)).lower() in SECRET_PARAMS:
-            return f"{match.group(1)}{match.group(2)}=[redacted]"
-        return match.group(0)
-
-    return _QUERY_PARAM.sub(hide, text)
-
-
-class RedactSecrets(logging.Filter):
-    """Access logs show paths with their query: tickets must not reach the log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
-        return True
-
-
-class QuietDenials(logging.Filter):
-    """Drop the error uvicorn's websockets-sansio protocol logs after every upgrade refused with
-    an HTTP response (the `websocket.http.response` extension), though the refusal went out as
-    it should: https://github.com/Kludex/uvicorn/pull/3138. `/v1/actions` refuses bad credentials
-    that way, and nothing else in this app returns from a WebSocket without an answer."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "ASGI callable returned without completing handshake."
 
 
 class DrainingServer(uvicorn.Server):
@@ -89,21 +55,44 @@ def browsable_host(host: str) -> str:
 
 
 def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
-    logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
-    # WebSocket handshakes are logged here, path and query (`?ticket=`) included.
-    logging.getLogger("uvicorn.error").addFilter(RedactSecrets())
-    logging.getLogger("uvicorn.error").addFilter(QuietDenials())
+    settings = app.runtime.settings
+    before, descriptors = connections.raise_descriptor_limit()
+    limits = connections.Limits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=connections.connection_cap(settings.max_connections, descriptors),
+    )
+    raised = f" (raised from {before})" if descriptors > before else ""
+    log.info(
+        "open files: at most %d%s; connections: at most %d; request headers within %g s, "
+        "bodies within %g s",
+        descriptors,
+        raised,
+        limits.max_connections,
+        limits.header_timeout_s,
+        limits.body_timeout_s,
+    )
+    if limits.max_connections < settings.max_connections:
+        log.warning(
+            "SINAL_MAX_CONNECTIONS=%d lowered to %d: the open-file limit is %d (raise `ulimit -n`)",
+            settings.max_connections,
+            limits.max_connections,
+            descriptors,
+        )
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level.lower(),
+        # Its loggers write through the redacting handler of `api.logs.configure`.
+        log_config=None,
         timeout_graceful_shutdown=10,
         # Action messages are at most 16 KiB (a larger one gets a 413 reply); a frame beyond this
         # closes the socket (1009) before it is buffered whole.
         ws_max_size=actions.MAX_FRAME_BYTES,
-        # Streams are long-lived; headers still must arrive promptly.
+        # Between two requests on one connection; reading a request has its own deadlines.
         timeout_keep_alive=30,
+        http=connections.guarded_protocol(limits),
     )
     # With many open streams, the collector's full passes over all their long-lived objects
     # took 16 % of the server's CPU under the default thresholds (700, 10, 10); collecting

@@ -102,6 +102,39 @@ def _redis_url(text: str) -> str:
     return text
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(text: str) -> str:
+    """`scheme://host[:port]`, lowercase and without a default port; ValueError if `text` is
+    not an origin (a path, query, credentials or another scheme than http(s))."""
+    parts = urlsplit(text.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{text!r} is not an origin like https://app.example.com[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"{text!r} is not an origin: give scheme, host and port only")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} has an invalid port") from None
+    host = parts.hostname.lower()
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    return (
+        f"{scheme}://{host}"
+        if port in (None, DEFAULT_PORTS[scheme])
+        else f"{scheme}://{host}:{port}"
+    )
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ValueError("expected comma-separated origins, e.g. https://app.example.com")
+    return tuple(dict.fromkeys(normalize_origin(item) for item in items))
+
+
 def _algorithm(text: str) -> str:
     if text not in ("HS256", "RS256", "ES256"):
         raise ValueError("expected HS256, RS256 or ES256")
@@ -160,6 +193,11 @@ class Settings:
     actions_burst: int = _env("SINAL_ACTIONS_BURST", _positive_int, 40)
     actions_idle_timeout_s: float = _env("SINAL_ACTIONS_IDLE_TIMEOUT", _positive_float, 300.0)
     log_level: str = _env("SINAL_LOG_LEVEL", _log_level, "INFO")
+    # Unset: a cookie-authenticated request must come from the origin it was sent to.
+    allowed_origins: tuple[str, ...] | None = _env("SINAL_ALLOWED_ORIGINS", _origins, None)
+    header_timeout_s: float = _env("SINAL_HEADER_TIMEOUT", _positive_float, 10.0)
+    body_timeout_s: float = _env("SINAL_BODY_TIMEOUT", _positive_float, 30.0)
+    max_connections: int = _env("SINAL_MAX_CONNECTIONS", _positive_int, 50_000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -253,7 +291,12 @@ class Settings:
         rows = []
         for spec in fields(self):
             value = getattr(self, spec.name)
-            shown = "(set)" if spec.metadata["secret"] and value else redact_url(str(value))
+            if spec.metadata["secret"] and value:
+                shown = "(set)"
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
+            else:
+                shown = redact_url(str(value))
             rows.append((spec.metadata["env"], shown, str(spec.default)))
         return rows
 

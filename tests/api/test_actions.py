@@ -476,7 +476,7 @@ async def test_the_upgrade_needs_a_valid_credential(memory_server: ServerProcess
     # A JWT is not a ticket.
     status, body = await refused(memory_server, query=f"?ticket={token('alice')}")
     assert (status, body["detail"]) == (401, "ticket is invalid")
-    # A refusal is no server error (uvicorn logs one by mistake: api/server.py QuietDenials).
+    # A refusal is no server error (uvicorn logs one by mistake: api/logs.py QuietDenials).
     assert "ERROR" not in memory_server.logs()
 
 

@@ -1,0 +1,248 @@
+"""Connection limits uvicorn does not have: request read deadlines, and a cap per process.
+
+Uvicorn's keep-alive timeout covers the idle time between two requests only, is not armed before
+a connection's first request, and any byte resets it: a socket that sent nothing, or dribbled its
+headers or its body, held a descriptor forever, and 1,084 of them exhausted a server limited to
+1,024. An ASGI middleware cannot help: the app is called once the headers are in. So
+`GuardedHttpProtocol`, a subclass of uvicorn's httptools protocol (the one `uvicorn[standard]`
+selects), gives each request
+
+- `SINAL_HEADER_TIMEOUT` seconds from the connection (on a kept-alive one, from the request's
+  first bytes) to the end of its headers;
+- `SINAL_BODY_TIMEOUT` seconds from there to the end of its body, not counting the time the
+  server itself stops reading because the app has not taken what came yet;
+
+after which it answers 408 and closes (a socket that sent nothing is just closed). Responses are
+not timed: streams, long-polls and the action WebSocket are long-lived on purpose; a WebSocket's
+handshake request is timed like any other.
+
+Past `SINAL_MAX_CONNECTIONS` open connections (streams and sockets count), a new connection's
+request is answered 503 with `Retry-After` and the connection closed, before it reaches the app;
+`/healthz` excepted, so that a liveness probe does not get a full process restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from api.problems import PROBLEM_JSON, encode_problem, problem
+
+log = logging.getLogger("sinal.connections")
+
+# Descriptors kept for what is not a client connection: the Redis pool (up to 100), the
+# database pool, SQLite's files, the listening socket and the event loop's own.
+RESERVED_DESCRIPTORS = 256
+RETRY_AFTER_S = 5
+# Paths served even past the connection cap.
+EXEMPT_PATHS = frozenset({"/healthz"})
+# At most one "at its connection limit" warning per this many seconds.
+WARN_EVERY_S = 10.0
+
+HEADERS, BODY = "headers", "body"
+
+
+@dataclass(frozen=True)
+class Limits:
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise this process's open-file soft limit to its hard limit: (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit cannot be the soft one (Linux caps it at fs.nr_open).
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, error)
+            return soft, soft
+    return soft, max(soft, target)
+
+
+def connection_cap(wanted: int, descriptors: int) -> int:
+    """At most `wanted`, and below what the descriptors allow: a clear 503 rather than
+    `accept()` failing for lack of descriptors."""
+    return max(1, min(wanted, max(descriptors - RESERVED_DESCRIPTORS, descriptors // 2)))
+
+
+def guarded_protocol(limits: Limits) -> type[GuardedHttpProtocol]:
+    """The protocol class to give `uvicorn.Config(http=...)`."""
+    return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"limits": limits})
+
+
+def _response(status: int, detail: str, *headers: str) -> bytes:
+    body = encode_problem(problem(status, detail))
+    head = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        f"content-type: {PROBLEM_JSON}",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *headers,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """One HTTP connection, with read deadlines and the cap (see the module's docstring).
+
+    The httptools parser calls `on_message_begin`, `on_headers_complete` and
+    `on_message_complete` from `data_received`; a deadline is armed only when a phase is still
+    open once the bytes at hand are parsed, so requests that arrive whole cost no timer.
+    """
+
+    limits: ClassVar[Limits]
+    _last_warning: ClassVar[float] = 0.0
+
+    _phase: str | None = None  # HEADERS or BODY while a request is being read
+    _began = False  # bytes of the current request have come
+    _refusing = False
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse()
+        self._phase = HEADERS
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._phase = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._phase is not None and self._deadline is None and not self.transport.is_closing():
+            self._arm()
+
+    # -- parser callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = HEADERS  # keeps the deadline of a new connection's first request
+        self._began = True
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._disarm()
+        upgrading = self.parser.should_upgrade() and self._should_upgrade()
+        self._phase = None if upgrading else BODY  # a WebSocket is not timed from here
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+        self._phase = None
+        self._began = False
+
+    # -- deadlines -----------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        limits = self.limits
+        timeout = limits.header_timeout_s if self._phase == HEADERS else limits.body_timeout_s
+        self._deadline = self.loop.call_later(timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._phase is None or self.transport.is_closing():
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        if self._phase == HEADERS:
+            if not self._began:  # e.g. a browser's speculative preconnection: nothing to answer
+                log.debug("closed %s: no request within %s s", client, self.limits.header_timeout_s)
+                self.transport.close()
+                return
+            limit = f"{self.limits.header_timeout_s:g} s"
+            self._time_out(f"the request headers did not arrive within {limit}")
+            log.info("closed %s: request headers not complete within %s", client, limit)
+            return
+        cycle = self.cycle
+        if cycle.response_complete:  # answered without the body, which never came
+            self.transport.close()
+            return
+        if self.flow.read_paused:  # the server holds what came; the app has not taken it yet
+            self._arm()
+            return
+        limit = f"{self.limits.body_timeout_s:g} s"
+        # The app waiting for the body sees a disconnect; what it answers is not sent.
+        response_started = cycle.response_started
+        cycle.disconnected = True
+        cycle.message_event.set()
+        if response_started:
+            self.transport.close()
+        else:
+            self._time_out(f"the request body did not arrive within {limit}")
+        log.info("closed %s: request body not complete within %s", client, limit)
+
+    def _time_out(self, detail: str) -> None:
+        self.transport.write(_response(408, detail))
+        self.transport.close()
+
+    # -- the connection cap --------------------------------------------------------------------
+
+    def _refuse(self) -> None:
+        """Answer this connection's request with 503, whatever it asks (but `EXEMPT_PATHS`)."""
+        self._refusing = True
+        self.app = _Refusal(self.app, self.limits.max_connections)
+        now = time.monotonic()
+        if now - GuardedHttpProtocol._last_warning >= WARN_EVERY_S:
+            GuardedHttpProtocol._last_warning = now
+            log.warning(
+                "at the connection limit (%d, SINAL_MAX_CONNECTIONS): refusing new requests "
+                "with 503",
+                self.limits.max_connections,
+            )
+
+    def _should_upgrade_to_ws(self) -> bool:
+        # A refused WebSocket handshake gets the 503 like any request.
+        return not self._refusing and super()._should_upgrade_to_ws()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        if not self._refusing:
+            super()._unsupported_upgrade_warning()
+
+
+class _Refusal:
+    """The ASGI app of a connection past the cap."""
+
+    def __init__(self, app: ASGI3Application, cap: int) -> None:
+        self.app = app
+        self.body = encode_problem(
+            problem(
+                503,
+                f"this server process has reached its limit of {cap} open connections; "
+                f"retry in {RETRY_AFTER_S} s",
+            )
+        )
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "http" and scope["path"] in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(self.body)).encode()),
+            (b"retry-after", str(RETRY_AFTER_S).encode()),
+            (b"connection", b"close"),
+        ]
+        start: Any = {"type": "http.response.start", "status": 503, "headers": headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
