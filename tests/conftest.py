@@ -114,6 +114,15 @@ def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def graceless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A memory-engine server that ends connections the moment their credential expires."""
+    server = ServerProcess(tmp_path_factory.mktemp("graceless"), {"SINAL_AUTH_GRACE": "0"})
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -26,15 +26,6 @@ pytestmark = pytest.mark.anyio
 
 CHANNEL, KIND = "notifications:alice", "notification.created"
 EXPIRED = {"reason": "expired", "reconnect": True}
-
-
-@pytest.fixture(scope="module")
-def graceless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Connections end the moment their credential expires."""
-    server = ServerProcess(tmp_path_factory.mktemp("graceless"), {"SINAL_AUTH_GRACE": "0"})
-    server.start()
-    yield server
-    server.stop()
 
 
 def short_token(sub: str = "alice", ttl_s: int = 2) -> tuple[str, float]:

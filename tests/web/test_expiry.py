@@ -28,14 +28,6 @@ from tests.web.test_browser import (
 TTL_S = 4  # long enough for the page to go live, short enough to expire during the test
 
 
-@pytest.fixture(scope="module")
-def graceless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("graceless"), {"SINAL_AUTH_GRACE": "0"})
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def context(browser: Browser, graceless: ServerProcess) -> Iterator[BrowserContext]:
     context = browser.new_context(base_url=graceless.url)
