@@ -33,9 +33,8 @@ from api import executions, notifications
 from api.auth import COOKIE
 from api.body import refused
 from api.notifications import MAX_IDS, ManyChanged
-from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
+from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of, render
 from api.runtime import Runtime
-from db.engine import UNAVAILABLE_DATABASE
 from streams.access import Principal
 from streams.errors import Forbidden, SinalError, Unavailable
 
@@ -290,14 +289,8 @@ class ActionSession:
     async def _perform(self, message: Message) -> str:
         try:
             result = await perform(self.runtime, self.principal, message)
-        except SinalError as error:
-            return _failed(message.ref, problem_of(error))
-        except UNAVAILABLE_DATABASE as error:
-            log.warning("database error on action %s: %s", type(message).__name__, error)
-            return _failed(message.ref, problem(503, "the database is unavailable; retry shortly"))
-        except Exception:
-            log.exception("unhandled error on action %s", type(message).__name__)
-            details = problem(500, "an unexpected error occurred; it has been logged")
+        except Exception as error:  # answered as REST would answer it; the socket stays open
+            details, _ = render(error, f"action {message.__struct_config__.tag}")
             return _failed(message.ref, details)
         return ENCODER.encode(Ok(message.ref, True, result)).decode()
 

@@ -23,23 +23,11 @@ from api.longpoll import MAX_WAIT_S, PollResponse, long_poll, unless_gone
 from api.problems import problem_of
 from api.runtime import Runtime
 from db import executions
-from db.executions import (
-    MAX_LIMIT,
-    STATUSES,
-    AlreadyRetried,
-    Applied,
-    Execution,
-    ExecutionNotFound,
-    IngestEvent,
-    InvalidTransition,
-    Refusal,
-    SequenceGap,
-)
-from db.notifications import InvalidCursor
-from db.tracking import Command, ExecutionConflict, ExecutionView, Spec
+from db.executions import MAX_LIMIT, STATUSES, Applied, Execution, IngestEvent
+from db.tracking import Command, ExecutionView, Spec
 from streams.access import Principal
 from streams.channels import IDENTIFIER, execution_channel
-from streams.errors import BadRequest, Conflict, Forbidden, NotFound, SinalError
+from streams.errors import BadRequest, Forbidden, NotFound
 
 TAGS = ["executions"]
 MAX_BATCH = 500
@@ -169,10 +157,7 @@ async def create_execution(
     require_role(principal, "service")
     body = decode_body(await request.body(), CreateRequest)
     spec = Spec(body.team, body.owner, body.name, body.kind, body.total_steps, body.id)
-    try:
-        execution, created = await runtime.tracker.create(spec)
-    except ExecutionConflict as error:
-        raise Conflict(str(error), field="id") from None
+    execution, created = await runtime.tracker.create(spec)
     return Response(
         ExecutionView.of(execution),
         status_code=201 if created else 200,
@@ -197,7 +182,7 @@ async def append_events(
     _check_sizes(batch, "events")
     [result] = await runtime.tracker.ingest_many([(id, batch)])
     if isinstance(result, Exception):
-        raise _refused(result, "events")
+        raise result
     return EventsResponse.of(result)
 
 
@@ -227,7 +212,7 @@ async def append_many(
     results = await runtime.tracker.ingest_many([(b.execution, b.events) for b in batches])
     return BulkResponse(
         [
-            RefusedBatch(str(batch.execution), problem_of(_refused(result, "events")))
+            RefusedBatch(str(batch.execution), problem_of(result))
             if isinstance(result, Exception)
             else AppliedBatch.of(result)
             for batch, result in zip(batches, results, strict=True)
@@ -241,25 +226,6 @@ def _check_sizes(events: list[IngestEvent], field: str) -> None:
         if data is not None and len(msgspec.json.encode(data)) > MAX_LOG_DATA_BYTES:
             raise BadRequest(f"larger than {MAX_LOG_DATA_BYTES} bytes as JSON",
                              field=f"{field}[{index}]")  # fmt: skip
-
-
-def _refused(refusal: Refusal, field: str) -> SinalError:
-    """The problem a refused batch answers: what the producer must resend, and from where."""
-    if isinstance(refusal, SequenceGap):
-        return Conflict(
-            f"sequence gap: expected seq {refusal.expected}, got {refusal.got}; "
-            "nothing was applied",
-            field=field,
-            extra={"expected_seq": refusal.expected, "execution_status": refusal.status},
-        )
-    if isinstance(refusal, InvalidTransition):
-        return Conflict(
-            f"{refusal}; nothing was applied",
-            field=field,
-            extra={"seq": refusal.seq, "execution_status": refusal.status,
-                   "expected_seq": refusal.expected},
-        )  # fmt: skip
-    return NotFound(str(refusal))
 
 
 # -- reading (team members, admins, services) ------------------------------------------------
@@ -281,19 +247,16 @@ async def list_executions(
     timezone); `cursor` is the previous page's `next_cursor`."""
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
-    try:
-        page = await executions.list_executions(
-            runtime.database,
-            _teams(principal, team),
-            status=status,
-            owner=owner,
-            since=None if since is None else parse_time(since, "since"),
-            until=None if until is None else parse_time(until, "until"),
-            before_cursor=cursor,
-            limit=limit,
-        )
-    except InvalidCursor as error:
-        raise BadRequest(str(error), field="cursor") from None
+    page = await executions.list_executions(
+        runtime.database,
+        _teams(principal, team),
+        status=status,
+        owner=owner,
+        since=None if since is None else parse_time(since, "since"),
+        until=None if until is None else parse_time(until, "until"),
+        before_cursor=cursor,
+        limit=limit,
+    )
     return ExecutionPage([ExecutionView.of(e) for e in page.items], page.next_cursor)
 
 
@@ -399,27 +362,13 @@ async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID
 
 async def retry(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryResponse:
     await _require_team(runtime, principal, id, _may_command)
-    try:
-        command, new = await runtime.tracker.retry(id, principal.sub)
-    except ExecutionNotFound:
-        raise NotFound(f"no execution {id}") from None
-    except AlreadyRetried as error:
-        extra = {"execution_status": error.status, "retry_execution": str(error.attempt)}
-        raise Conflict(str(error), extra=extra) from None
-    except InvalidTransition as error:
-        raise Conflict(str(error), extra={"execution_status": error.status}) from None
+    command, new = await runtime.tracker.retry(id, principal.sub)
     return RetryResponse(command, ExecutionView.of(new))
 
 
 async def cancel(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
     await _require_team(runtime, principal, id, _may_command)
-    try:
-        command = await runtime.tracker.cancel(id, principal.sub)
-    except ExecutionNotFound:
-        raise NotFound(f"no execution {id}") from None
-    except InvalidTransition as error:
-        raise Conflict(str(error), extra={"execution_status": error.status}) from None
-    return CancelResponse(command)
+    return CancelResponse(await runtime.tracker.cancel(id, principal.sub))
 
 
 # -- the execution service takes commands ----------------------------------------------------

@@ -29,6 +29,7 @@ from piccolo.querystring import QueryString
 
 from db.engine import Database, write_transaction
 from db.notifications import decode_cursor, encode_cursor, new_id
+from streams.errors import Conflict, NotFound
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -96,27 +97,38 @@ IngestEvent = Progress | StepStarted | StepFinished | Log | StatusChange | Failu
 # -- errors ----------------------------------------------------------------------------------
 
 
-class ExecutionNotFound(LookupError):
-    pass
+class ExecutionNotFound(NotFound):
+    def __init__(self, id: uuid.UUID) -> None:
+        super().__init__(f"no execution {id}")
 
 
-class SequenceGap(ValueError):
+class SequenceGap(Conflict):
     """A batch skipped a sequence number; `expected` is the next one to send."""
 
     def __init__(self, expected: int, got: int, *, status: str) -> None:
-        super().__init__(f"expected seq {expected}, got {got}")
-        self.expected, self.got, self.status = expected, got, status
+        super().__init__(
+            f"sequence gap: expected seq {expected}, got {got}; nothing was applied",
+            field="events",
+            extra={"expected_seq": expected, "execution_status": status},
+        )
+        self.expected, self.got, self.execution_status = expected, got, status
 
 
-class InvalidTransition(ValueError):
-    """The execution cannot do what an event asks in its state; `seq` is that event's, and
-    `expected` the seq the execution still expects (nothing of the batch was applied)."""
+class InvalidTransition(Conflict):
+    """The execution cannot do what an event or a command asks in its state. For an event,
+    `seq` is that event's, and `expected` the seq the execution still expects (nothing of the
+    batch was applied)."""
 
     def __init__(
         self, message: str, *, status: str, seq: int | None = None, expected: int | None = None
     ) -> None:
-        super().__init__(message)
-        self.status, self.seq, self.expected = status, seq, expected
+        super().__init__(
+            message,
+            field=None if seq is None else "events",
+            extra={"seq": seq, "execution_status": status, "expected_seq": expected},
+        )
+        # Not `status`: that is the HTTP status of every SinalError.
+        self.execution_status, self.seq, self.expected = status, seq, expected
 
 
 class AlreadyRetried(InvalidTransition):
@@ -128,6 +140,7 @@ class AlreadyRetried(InvalidTransition):
             status=status,
         )
         self.attempt = attempt
+        self.extra["retry_execution"] = str(attempt)
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -401,7 +414,7 @@ async def apply_many(
         for id, events in batches:
             execution = found.get(id)
             if execution is None:
-                results.append(ExecutionNotFound(f"no execution {id}"))
+                results.append(ExecutionNotFound(id))
                 continue
             try:
                 state, applied, duplicates = _plan(execution, events, now)
@@ -438,8 +451,12 @@ def _plan(
         try:
             state.apply(event, now)
         except InvalidTransition as error:
-            error.expected = execution.next_seq
-            raise
+            raise InvalidTransition(
+                f"{error.detail}; nothing was applied",
+                status=error.execution_status,
+                seq=error.seq,
+                expected=execution.next_seq,
+            ) from None
         applied.append(event)
     return state, applied, duplicates
 
@@ -654,7 +671,7 @@ async def locked(database: Database, id: uuid.UUID) -> Execution:
     lock = " FOR UPDATE" if isinstance(database, PostgresEngine) else ""
     rows = await _run(database, f"SELECT {_COLUMNS} FROM execution WHERE id = {{}}{lock}", id)
     if not rows:
-        raise ExecutionNotFound(f"no execution {id}")
+        raise ExecutionNotFound(id)
     return _execution(rows[0])
 
 
