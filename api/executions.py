@@ -9,7 +9,6 @@ id, and its stream channel 403 whether it exists or not.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -289,7 +288,7 @@ async def execution_logs(
     the `execution:<id>` channel."""
     if level is not None and level not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}", field="level")
-    await _require_team(runtime, principal, id, _may_read)
+    await _require_team(runtime, principal, id)
     lines = await executions.logs(
         runtime.database, id, level=level, step=step, after_seq=after, limit=limit
     )
@@ -322,22 +321,28 @@ async def _visible(runtime: Runtime, principal: Principal, id: uuid.UUID) -> Exe
     return execution
 
 
-async def _require_team(
-    runtime: Runtime, principal: Principal, id: uuid.UUID, allowed: Callable[[Principal, str], bool]
-) -> None:
-    """Execution `id` exists and `allowed` lets `principal` at its team; else 404, exactly as
-    for an unknown id."""
+async def _require_team(runtime: Runtime, principal: Principal, id: uuid.UUID) -> str:
+    """The team of execution `id`, which `principal` may read; else 404, exactly as for an
+    unknown id."""
     team = await executions.team_of(runtime.database, str(id))
-    if team is None or not allowed(principal, team):
+    if team is None or not _may_read(principal, team):
         raise NotFound(f"no execution {id}")
+    return team
+
+
+async def _require_commander(runtime: Runtime, principal: Principal, id: uuid.UUID) -> None:
+    """`principal` may command execution `id`. A reader who may not (a service) knows the
+    execution exists: 403 says what it lacks. Anyone else gets the 404 of `_require_team`."""
+    team = await _require_team(runtime, principal, id)
+    if not (principal.is_admin or team in principal.teams):
+        raise Forbidden(
+            f"retry and cancel are for the members of team {team!r} and the 'admin' role; "
+            "this token has neither"
+        )
 
 
 def _may_read(principal: Principal, team: str) -> bool:
     return principal.is_admin or principal.is_service or team in principal.teams
-
-
-def _may_command(principal: Principal, team: str) -> bool:
-    return principal.is_admin or team in principal.teams
 
 
 # -- commands (team members) -----------------------------------------------------------------
@@ -361,13 +366,13 @@ async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID
 
 
 async def retry(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryResponse:
-    await _require_team(runtime, principal, id, _may_command)
+    await _require_commander(runtime, principal, id)
     command, new = await runtime.tracker.retry(id, principal.sub)
     return RetryResponse(command, ExecutionView.of(new))
 
 
 async def cancel(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
-    await _require_team(runtime, principal, id, _may_command)
+    await _require_commander(runtime, principal, id)
     return CancelResponse(await runtime.tracker.cancel(id, principal.sub))
 
 

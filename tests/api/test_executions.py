@@ -356,6 +356,25 @@ async def test_bad_input_is_a_clear_problem(memory_server: ServerProcess) -> Non
         assert_problem(response, 400, "cursor")
 
 
+async def test_a_service_that_reads_an_execution_is_told_it_may_not_command_it(
+    memory_server: ServerProcess,
+) -> None:
+    """Regression: a service token got 404 on retry and cancel of an execution it reads, as
+    if there were none; it is 403 naming what commands need."""
+    async with httpx.AsyncClient(base_url=memory_server.url) as client:
+        id = (await create(client))["id"]
+        await send(client, id, {"type": "status", "seq": 1, "status": "failed"})
+        for command in ("retry", "cancel"):
+            response = await client.post(f"/v1/executions/{id}/{command}", headers=SERVICE)
+            detail = assert_problem(response, 403)["detail"]
+            assert "'admin' role" in detail, detail
+            assert "team 'ml'" in detail, detail
+        # A service of the team, and the team's members, do command it.
+        member_service = bearer("svc", "service", teams=("ml",))
+        response = await client.post(f"/v1/executions/{id}/retry", headers=member_service)
+        assert response.status_code == 202, response.text
+
+
 async def test_a_retried_create_answers_with_the_first(memory_server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=memory_server.url) as client:
         id = str(uuid.uuid4())
