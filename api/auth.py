@@ -24,6 +24,8 @@ from streams.errors import Unauthorized
 COOKIE = "sinal_token"
 TICKET_AUDIENCE = "sinal:stream"
 TICKET_ALGORITHM = "HS256"
+# The last second of year 9999: later `exp`, `nbf` or `iat` claims are refused.
+MAX_NUMERIC_DATE = 253_402_300_799
 # Tokens verified recently, kept so that a client's next requests skip the signature check.
 VERIFIED_CACHE_SIZE = 10_000
 
@@ -102,6 +104,19 @@ class Authenticator:
             raise Unauthorized("token has expired") from None
         except jwt.PyJWTError as error:
             raise Unauthorized(f"token is invalid: {error}") from None
+        # PyJWT takes any value `int()` takes: "9999999999" as text, and 10**400, which then
+        # overflowed as a float here. RFC 7519 says a NumericDate is a JSON number.
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if name in claims and not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and abs(value) <= MAX_NUMERIC_DATE
+            ):
+                raise Unauthorized(
+                    f"token claim '{name}' must be a number of seconds since 1970, "
+                    f"at most {MAX_NUMERIC_DATE} (year 9999)"
+                )
         return principal_from_claims(claims), claims
 
     def verify_ticket(self, ticket: str) -> Principal:
