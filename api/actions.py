@@ -31,12 +31,12 @@ from litestar.types import Message as AsgiMessage
 
 from api import executions, notifications
 from api.auth import COOKIE
-from api.body import refused
+from api.body import decode_json
 from api.notifications import MAX_IDS, ManyChanged
 from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of, render
 from api.runtime import Runtime
 from streams.access import Principal
-from streams.errors import Forbidden, SinalError, Unavailable
+from streams.errors import BadRequest, Forbidden, SinalError, Unavailable
 
 log = logging.getLogger("sinal.actions")
 
@@ -97,7 +97,6 @@ class CancelExecution(Action, tag="cancel_execution"):
 
 
 Message = Ping | MarkRead | MarkUnread | Dismiss | MarkAllRead | RetryExecution | CancelExecution
-MESSAGE = msgspec.json.Decoder(Message)
 
 
 class _RefOnly(msgspec.Struct):
@@ -281,9 +280,9 @@ class ActionSession:
         if not raw.strip():
             return self._bad_input(None, problem(400, "message is empty; send a JSON object"))
         try:
-            message = MESSAGE.decode(raw)
-        except msgspec.DecodeError as error:
-            return self._bad_input(_ref_of(raw), problem_of(refused(error)))
+            message: Message = decode_json(raw, Message)
+        except BadRequest as error:
+            return self._bad_input(_ref_of(raw), problem_of(error))
         return await self._perform(message)
 
     async def _perform(self, message: Message) -> str:
@@ -309,7 +308,7 @@ class ActionSession:
 def _ref_of(raw: bytes) -> str | None:
     try:
         return REF_ONLY.decode(raw).ref
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # the message may be nested past any limit
         return None
 
 

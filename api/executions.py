@@ -16,17 +16,18 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import decode_body, parse_time
+from api.body import decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.longpoll import MAX_WAIT_S, PollResponse, long_poll, unless_gone
 from api.problems import problem_of
 from api.runtime import Runtime
 from db import executions
-from db.executions import MAX_LIMIT, STATUSES, Applied, Execution, IngestEvent
+from db.executions import MAX_LIMIT, MAX_STEP, STATUSES, Applied, Execution, IngestEvent
 from db.tracking import Command, ExecutionView, Spec
 from streams.access import Principal
 from streams.channels import IDENTIFIER, execution_channel
 from streams.errors import BadRequest, Forbidden, NotFound
+from streams.limits import MAX_INT64
 
 TAGS = ["executions"]
 MAX_BATCH = 500
@@ -248,9 +249,9 @@ async def list_executions(
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
     page = await executions.list_executions(
         runtime.database,
-        _teams(principal, team),
+        _teams(principal, text_param(team, "team")),
         status=status,
-        owner=owner,
+        owner=text_param(owner, "owner"),
         since=None if since is None else parse_time(since, "since"),
         until=None if until is None else parse_time(until, "until"),
         before_cursor=cursor,
@@ -280,8 +281,8 @@ async def execution_logs(
     principal: Principal,
     id: uuid.UUID,
     level: str | None = None,
-    step: Annotated[int | None, Parameter(ge=1)] = None,
-    after: Annotated[int, Parameter(ge=0)] = 0,
+    step: Annotated[int | None, Parameter(ge=1, le=MAX_STEP)] = None,
+    after: Annotated[int, Parameter(ge=0, le=MAX_INT64)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LOG_PAGE)] = 100,
 ) -> LogPage:
     """`after` is the previous page's `next_after` (a `seq`); for a live tail, subscribe to

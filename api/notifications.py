@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import decode_body, parse_time
+from api.body import decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.longpoll import MAX_WAIT_S, PollResponse, long_poll
 from api.runtime import Runtime
@@ -27,6 +27,7 @@ from streams.access import Principal
 from streams.channels import is_valid_identifier
 from streams.errors import BadRequest, NotFound
 from streams.event import EVENT_TYPE
+from streams.limits import utc_problem
 
 MAX_USERS = 1000
 MAX_IDS = MAX_LIMIT
@@ -47,6 +48,11 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
     severity: Severity = Severity.info
     link: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
     expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+    def __post_init__(self) -> None:
+        problem = None if self.expires_at is None else utc_problem(self.expires_at)
+        if problem is not None:
+            raise ValueError(f"Field `expires_at` {problem}")  # msgspec adds where
 
 
 class NotificationPage(msgspec.Struct):
@@ -193,7 +199,7 @@ async def list_notifications(
     page = await notifications.list_for_user(
         principal.sub,
         state=_state(state_filter),
-        type=type,
+        type=text_param(type, "type"),
         severity=severity,
         since=None if since is None else parse_time(since, "since"),
         before_cursor=cursor,

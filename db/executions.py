@@ -30,6 +30,7 @@ from piccolo.querystring import QueryString
 from db.engine import Database, write_transaction
 from db.notifications import decode_cursor, encode_cursor, new_id
 from streams.errors import Conflict, NotFound
+from streams.limits import MAX_INT64, utc_problem
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -40,8 +41,10 @@ NEXT_STATUS: Mapping[str, frozenset[str]] = {
 }
 MAX_LIMIT = 200
 
-Seq = Annotated[int, msgspec.Meta(ge=1)]
-StepNumber = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+# `next_seq` (the last seq + 1) is a PostgreSQL bigint.
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT64 - 1)]
+MAX_STEP = 100_000
+StepNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_STEP)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -74,6 +77,11 @@ class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
     step: StepNumber | None = None
     data: dict[str, Any] | None = None
     time: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+    def __post_init__(self) -> None:
+        problem = None if self.time is None else utc_problem(self.time)
+        if problem is not None:
+            raise ValueError(f"Field `time` {problem}")  # msgspec adds where
 
 
 class StatusChange(msgspec.Struct, tag="status", forbid_unknown_fields=True):
