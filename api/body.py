@@ -27,6 +27,7 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_SCANNED = 1024 * 1024
 
 
 def decode_body(raw: bytes, type: type[T]) -> T:
@@ -148,17 +149,19 @@ def _field_at(
 
 def _path_at(raw: bytes, offset: int | None, depth: int | None) -> list[str | int]:
     """The keys and indices leading to byte `offset`, or to the first container past `depth`.
-    Only on a refusal: a plain scan, which needs `raw` well-formed up to that point."""
+    Only on a refusal: a plain scan, which needs `raw` well-formed up to that point. It reads
+    at most `_SCANNED` bytes, so that a refused body costs about what a decoded one does; past
+    that, the path is not known ([])."""
     path: list[str | int] = []  # per open container: its current key or index
     arrays: list[bool] = []
     key_next = False
-    for match in _TOKEN.finditer(raw):
+    for match in _TOKEN.finditer(raw, 0, _SCANNED):
         token = match.group()
         if offset is not None and match.end() >= offset:
-            break
+            return path
         if token in (b"{", b"["):
             if depth is not None and len(arrays) >= depth:
-                break
+                return path
             arrays.append(token == b"[")
             path.append(0 if token == b"[" else "")
             key_next = token == b"{"
@@ -179,7 +182,7 @@ def _path_at(raw: bytes, offset: int | None, depth: int | None) -> list[str | in
                 path[-1] = json.loads(token)
             except ValueError:
                 path[-1] = "?"
-    return path
+    return []
 
 
 def _unwrap(info: schema.Type) -> schema.Type:
