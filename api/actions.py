@@ -30,15 +30,14 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.types import Message as AsgiMessage
 
 from api import executions, notifications
-from api.body import refused
+from api.body import decode_json
 from api.csrf import check_origin, cookie_authenticated
 from api.notifications import MAX_IDS, ManyChanged
-from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of
+from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of, render
 from api.runtime import Runtime
-from db.engine import UNAVAILABLE_DATABASE
 from streams.access import Principal
 from streams.disconnect import CLOSE_CODES, DisconnectReason, close_at, close_text, deadline
-from streams.errors import SinalError, Unavailable
+from streams.errors import BadRequest, SinalError, Unavailable
 
 log = logging.getLogger("sinal.actions")
 
@@ -99,7 +98,6 @@ class CancelExecution(Action, tag="cancel_execution"):
 
 
 Message = Ping | MarkRead | MarkUnread | Dismiss | MarkAllRead | RetryExecution | CancelExecution
-MESSAGE = msgspec.json.Decoder(Message)
 
 
 class _RefOnly(msgspec.Struct):
@@ -281,22 +279,16 @@ class ActionSession:
         if not raw.strip():
             return self._bad_input(None, problem(400, "message is empty; send a JSON object"))
         try:
-            message = MESSAGE.decode(raw)
-        except msgspec.DecodeError as error:
-            return self._bad_input(_ref_of(raw), problem_of(refused(error)))
+            message: Message = decode_json(raw, Message)
+        except BadRequest as error:
+            return self._bad_input(_ref_of(raw), problem_of(error))
         return await self._perform(message)
 
     async def _perform(self, message: Message) -> str:
         try:
             result = await perform(self.runtime, self.principal, message)
-        except SinalError as error:
-            return _failed(message.ref, problem_of(error))
-        except UNAVAILABLE_DATABASE as error:
-            log.warning("database error on action %s: %s", type(message).__name__, error)
-            return _failed(message.ref, problem(503, "the database is unavailable; retry shortly"))
-        except Exception:
-            log.exception("unhandled error on action %s", type(message).__name__)
-            details = problem(500, "an unexpected error occurred; it has been logged")
+        except Exception as error:  # answered as REST would answer it; the socket stays open
+            details, _ = render(error, f"action {message.__struct_config__.tag}")
             return _failed(message.ref, details)
         return ENCODER.encode(Ok(message.ref, True, result)).decode()
 
@@ -315,7 +307,7 @@ class ActionSession:
 def _ref_of(raw: bytes) -> str | None:
     try:
         return REF_ONLY.decode(raw).ref
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # the message may be nested past any limit
         return None
 
 

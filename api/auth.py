@@ -26,6 +26,8 @@ TICKET_AUDIENCE = "sinal:stream"
 TICKET_ALGORITHM = "HS256"
 # The ticket claim that carries the expiry of the token it was minted from.
 TOKEN_EXPIRY = "token_exp"
+# The last second of year 9999: later `exp`, `nbf` or `iat` claims are refused.
+MAX_NUMERIC_DATE = 253_402_300_799
 # Tokens verified recently, kept so that a client's next requests skip the signature check.
 VERIFIED_CACHE_SIZE = 10_000
 
@@ -112,6 +114,19 @@ class Authenticator:
             raise Unauthorized(f"token is invalid: {error}{self._secret_hint()}") from None
         except jwt.PyJWTError as error:
             raise Unauthorized(f"token is invalid: {error}") from None
+        # PyJWT takes any value `int()` takes: "9999999999" as text, and 10**400, which then
+        # overflowed as a float here. RFC 7519 says a NumericDate is a JSON number.
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if name in claims and not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and abs(value) <= MAX_NUMERIC_DATE
+            ):
+                raise Unauthorized(
+                    f"token claim '{name}' must be a number of seconds since 1970, "
+                    f"at most {MAX_NUMERIC_DATE} (year 9999)"
+                )
         return principal_from_claims(claims), claims
 
     def _secret_hint(self) -> str:

@@ -1,19 +1,33 @@
-"""Decoding request bodies and query values, with errors that name the field."""
+"""Decoding request bodies and query values, with errors that name the field.
+
+Every JSON body and action message goes through `decode_json`, which holds the limits of
+`streams.limits` for all of them: nesting depth and no NUL in any string.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect as schema
 
 from streams.errors import BadRequest
+from streams.limits import MAX_DEPTH, NUL, utc_problem
 
 T = TypeVar("T")
 
 _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
+# msgspec's messages for a field it names, and ours from `__post_init__` ("Field `x` ...").
+_NAMED = re.compile(r"^(?:Object (?:missing required|contains unknown) field|Field) `([^`]*)`")
+# The `\u0000` escape (NUL) in a JSON string: after an even run of backslashes.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_SCANNED = 1024 * 1024
 
 
 def decode_body(raw: bytes, type: type[T]) -> T:
@@ -25,10 +39,28 @@ def decode_body(raw: bytes, type: type[T]) -> T:
         raw.decode()
     except UnicodeDecodeError as error:
         raise BadRequest(f"request body is not UTF-8 (invalid byte at {error.start})") from None
+    value: T = decode_json(raw, type)
+    return value
+
+
+def decode_json(raw: bytes, type: Any) -> Any:
+    """`raw` decoded as `type`, within the limits; a BadRequest naming the field otherwise."""
     try:
-        return msgspec.json.decode(raw, type=type)
+        value = msgspec.json.decode(raw, type=type)
     except msgspec.DecodeError as error:
         raise refused(error) from None
+    except RecursionError:  # about 1,000 deep: msgspec's own limit
+        raise _too_deep(raw, type) from None
+    # Escaped backslashes out of the way, every backslash left starts an escape of one string.
+    unescaped = raw.replace(b"\\\\", b"")
+    if b"\\u0000" in unescaped:
+        # PostgreSQL refuses NUL in text where SQLite stores it: refused before either.
+        nul = _NUL_ESCAPE.search(raw)
+        field = None if nul is None else _field_at(raw, type, offset=nul.end())
+        raise BadRequest(f"{field or 'text'} must not contain NUL (\\u0000)", field=field)
+    if _deeper_than(unescaped, MAX_DEPTH):
+        raise _too_deep(raw, type)
+    return value
 
 
 def refused(error: msgspec.DecodeError) -> BadRequest:
@@ -56,6 +88,127 @@ def parse_time(text: str, field: str) -> datetime:
         raise BadRequest(
             f"{field} must be an ISO 8601 time, e.g. 2026-11-25T08:00:00Z", field=field
         ) from None
-    if value.tzinfo is None:
-        raise BadRequest(f"{field} needs a timezone (e.g. a trailing Z)", field=field)
+    problem = utc_problem(value)
+    if problem is not None:
+        raise BadRequest(f"{field} {problem}", field=field)
     return value
+
+
+def text_param(value: str | None, field: str) -> str | None:
+    """A query or header value that reaches the database: no NUL, as in JSON bodies."""
+    if value is not None and NUL in value:
+        raise BadRequest(f"{field} must not contain NUL (\\u0000)", field=field)
+    return value
+
+
+# -- depth -----------------------------------------------------------------------------------
+
+
+def _deeper_than(unescaped: bytes, limit: int) -> bool:
+    """Whether well-formed JSON nests objects and arrays more than `limit` deep; `unescaped`
+    is its text without escaped backslashes. Bytes at a time, never a loop per character: a
+    bulk ingest body is megabytes."""
+    brackets = unescaped.translate(_ONE_KIND, _NOT_BRACKET)
+    if brackets.count(b"[") <= limit:  # brackets inside strings counted too: an upper bound
+        return False
+    outside_strings = b"".join(unescaped.replace(b'\\"', b"").split(b'"')[::2])
+    brackets = outside_strings.translate(_ONE_KIND, _NOT_BRACKET)
+    for _ in range(limit):  # each pass removes the innermost level
+        brackets = brackets.replace(b"[]", b"")
+        if not brackets:
+            return False
+    return True
+
+
+def _too_deep(raw: bytes, type: Any) -> BadRequest:
+    field = _field_at(raw, type, depth=MAX_DEPTH)
+    return BadRequest(
+        f"{field or 'the body'} is nested too deep: JSON may nest objects and arrays at most "
+        f"{MAX_DEPTH} levels",
+        field=field,
+    )
+
+
+# -- naming the field of a refusal ------------------------------------------------------------
+
+
+def _field_at(
+    raw: bytes, type: Any, *, offset: int | None = None, depth: int | None = None
+) -> str | None:
+    """The field of `type` that holds byte `offset` of `raw`, or where nesting first passes
+    `depth`: the path as far as the schema describes it (`events[2].data`, not the keys the
+    producer chose inside `data`)."""
+    info: schema.Type | None = schema.type_info(type)
+    parts: list[str | int] = []
+    for part in _path_at(raw, offset, depth):
+        if info is None or not _described(info):  # None: a field the schema does not know
+            break
+        parts.append(part)
+        info = _member(info, part)
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text or None
+
+
+def _path_at(raw: bytes, offset: int | None, depth: int | None) -> list[str | int]:
+    """The keys and indices leading to byte `offset`, or to the first container past `depth`.
+    Only on a refusal: a plain scan, which needs `raw` well-formed up to that point. It reads
+    at most `_SCANNED` bytes, so that a refused body costs about what a decoded one does; past
+    that, the path is not known ([])."""
+    path: list[str | int] = []  # per open container: its current key or index
+    arrays: list[bool] = []
+    key_next = False
+    for match in _TOKEN.finditer(raw, 0, _SCANNED):
+        token = match.group()
+        if offset is not None and match.end() >= offset:
+            return path
+        if token in (b"{", b"["):
+            if depth is not None and len(arrays) >= depth:
+                return path
+            arrays.append(token == b"[")
+            path.append(0 if token == b"[" else "")
+            key_next = token == b"{"
+        elif token in (b"}", b"]"):
+            if arrays:
+                arrays.pop()
+                path.pop()
+            key_next = False
+        elif token == b",":
+            if arrays and arrays[-1]:
+                path[-1] = int(path[-1]) + 1
+            else:
+                key_next = True
+        elif token == b":":
+            key_next = False
+        elif key_next and path:
+            try:
+                path[-1] = json.loads(token)
+            except ValueError:
+                path[-1] = "?"
+    return []
+
+
+def _unwrap(info: schema.Type) -> schema.Type:
+    while isinstance(info, schema.Metadata):
+        info = info.type
+    return info
+
+
+def _described(info: schema.Type) -> bool:
+    info = _unwrap(info)
+    if isinstance(info, schema.UnionType):
+        return any(_described(member) for member in info.types)
+    return isinstance(info, (schema.StructType, schema.ListType, schema.TupleType))
+
+
+def _member(info: schema.Type, part: str | int) -> schema.Type | None:
+    info = _unwrap(info)
+    if isinstance(info, schema.UnionType):
+        members = (_member(member, part) for member in info.types)
+        return next((member for member in members if member is not None), None)
+    if isinstance(info, schema.StructType) and isinstance(part, str):
+        return next((field.type for field in info.fields if field.encode_name == part), None)
+    if isinstance(info, schema.ListType) and isinstance(part, int):
+        return info.item_type
+    return None

@@ -9,7 +9,6 @@ id, and its stream channel 403 whether it exists or not.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -18,29 +17,18 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import TIME, decode_body, parse_time
+from api.body import TIME, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.longpoll import MAX_WAIT_S, PollResponse, credential_wait, long_poll, unless_gone
 from api.problems import problem_of
 from api.runtime import Runtime
 from db import executions
-from db.executions import (
-    MAX_LIMIT,
-    STATUSES,
-    AlreadyRetried,
-    Applied,
-    Execution,
-    ExecutionNotFound,
-    IngestEvent,
-    InvalidTransition,
-    Refusal,
-    SequenceGap,
-)
-from db.notifications import InvalidCursor
-from db.tracking import Command, ExecutionConflict, ExecutionView, Spec
+from db.executions import MAX_LIMIT, MAX_STEP, STATUSES, Applied, Execution, IngestEvent
+from db.tracking import Command, ExecutionView, Spec
 from streams.access import Principal
 from streams.channels import IDENTIFIER, execution_channel
-from streams.errors import BadRequest, Conflict, Forbidden, NotFound, SinalError
+from streams.errors import BadRequest, Forbidden, NotFound
+from streams.limits import MAX_INT64
 
 TAGS = ["executions"]
 MAX_BATCH = 500
@@ -174,10 +162,7 @@ async def create_execution(
     require_role(principal, "service")
     body = decode_body(await request.body(), CreateRequest)
     spec = Spec(body.team, body.owner, body.name, body.kind, body.total_steps, body.id)
-    try:
-        execution, created = await runtime.tracker.create(spec)
-    except ExecutionConflict as error:
-        raise Conflict(str(error), field="id") from None
+    execution, created = await runtime.tracker.create(spec)
     return Response(
         ExecutionView.of(execution),
         status_code=201 if created else 200,
@@ -202,7 +187,7 @@ async def append_events(
     _check_sizes(batch, "events")
     [result] = await runtime.tracker.ingest_many([(id, batch)])
     if isinstance(result, Exception):
-        raise _refused(result, "events")
+        raise result
     return EventsResponse.of(result)
 
 
@@ -232,7 +217,7 @@ async def append_many(
     results = await runtime.tracker.ingest_many([(b.execution, b.events) for b in batches])
     return BulkResponse(
         [
-            RefusedBatch(str(batch.execution), problem_of(_refused(result, "events")))
+            RefusedBatch(str(batch.execution), problem_of(result))
             if isinstance(result, Exception)
             else AppliedBatch.of(result)
             for batch, result in zip(batches, results, strict=True)
@@ -246,25 +231,6 @@ def _check_sizes(events: list[IngestEvent], field: str) -> None:
         if data is not None and len(msgspec.json.encode(data)) > MAX_LOG_DATA_BYTES:
             raise BadRequest(f"larger than {MAX_LOG_DATA_BYTES} bytes as JSON",
                              field=f"{field}[{index}]")  # fmt: skip
-
-
-def _refused(refusal: Refusal, field: str) -> SinalError:
-    """The problem a refused batch answers: what the producer must resend, and from where."""
-    if isinstance(refusal, SequenceGap):
-        return Conflict(
-            f"sequence gap: expected seq {refusal.expected}, got {refusal.got}; "
-            "nothing was applied",
-            field=field,
-            extra={"expected_seq": refusal.expected, "execution_status": refusal.status},
-        )
-    if isinstance(refusal, InvalidTransition):
-        return Conflict(
-            f"{refusal}; nothing was applied",
-            field=field,
-            extra={"seq": refusal.seq, "execution_status": refusal.status,
-                   "expected_seq": refusal.expected},
-        )  # fmt: skip
-    return NotFound(str(refusal))
 
 
 # -- reading (team members, admins, services) ------------------------------------------------
@@ -286,19 +252,16 @@ async def list_executions(
     timezone); `cursor` is the previous page's `next_cursor`."""
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
-    try:
-        page = await executions.list_executions(
-            runtime.database,
-            _teams(principal, team),
-            status=status,
-            owner=owner,
-            since=None if since is None else parse_time(since, "since"),
-            until=None if until is None else parse_time(until, "until"),
-            before_cursor=cursor,
-            limit=limit,
-        )
-    except InvalidCursor as error:
-        raise BadRequest(str(error), field="cursor") from None
+    page = await executions.list_executions(
+        runtime.database,
+        _teams(principal, text_param(team, "team")),
+        status=status,
+        owner=text_param(owner, "owner"),
+        since=None if since is None else parse_time(since, "since"),
+        until=None if until is None else parse_time(until, "until"),
+        before_cursor=cursor,
+        limit=limit,
+    )
     return ExecutionPage([ExecutionView.of(e) for e in page.items], page.next_cursor)
 
 
@@ -323,15 +286,15 @@ async def execution_logs(
     principal: Principal,
     id: uuid.UUID,
     level: Annotated[str | None, Parameter(schema_extra={"enum": list(LEVELS)})] = None,
-    step: Annotated[int | None, Parameter(ge=1)] = None,
-    after: Annotated[int, Parameter(ge=0)] = 0,
+    step: Annotated[int | None, Parameter(ge=1, le=MAX_STEP)] = None,
+    after: Annotated[int, Parameter(ge=0, le=MAX_INT64)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LOG_PAGE)] = 100,
 ) -> LogPage:
     """`after` is the previous page's `next_after` (a `seq`); for a live tail, subscribe to
     the `execution:<id>` channel."""
     if level is not None and level not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}", field="level")
-    await _require_team(runtime, principal, id, _may_read)
+    await _require_team(runtime, principal, id)
     lines = await executions.logs(
         runtime.database, id, level=level, step=step, after_seq=after, limit=limit
     )
@@ -364,22 +327,28 @@ async def _visible(runtime: Runtime, principal: Principal, id: uuid.UUID) -> Exe
     return execution
 
 
-async def _require_team(
-    runtime: Runtime, principal: Principal, id: uuid.UUID, allowed: Callable[[Principal, str], bool]
-) -> None:
-    """Execution `id` exists and `allowed` lets `principal` at its team; else 404, exactly as
-    for an unknown id."""
+async def _require_team(runtime: Runtime, principal: Principal, id: uuid.UUID) -> str:
+    """The team of execution `id`, which `principal` may read; else 404, exactly as for an
+    unknown id."""
     team = await executions.team_of(runtime.database, str(id))
-    if team is None or not allowed(principal, team):
+    if team is None or not _may_read(principal, team):
         raise NotFound(f"no execution {id}")
+    return team
+
+
+async def _require_commander(runtime: Runtime, principal: Principal, id: uuid.UUID) -> None:
+    """`principal` may command execution `id`. A reader who may not (a service) knows the
+    execution exists: 403 says what it lacks. Anyone else gets the 404 of `_require_team`."""
+    team = await _require_team(runtime, principal, id)
+    if not (principal.is_admin or team in principal.teams):
+        raise Forbidden(
+            f"retry and cancel are for the members of team {team!r} and the 'admin' role; "
+            "this token has neither"
+        )
 
 
 def _may_read(principal: Principal, team: str) -> bool:
     return principal.is_admin or principal.is_service or team in principal.teams
-
-
-def _may_command(principal: Principal, team: str) -> bool:
-    return principal.is_admin or team in principal.teams
 
 
 # -- commands (team members) -----------------------------------------------------------------
@@ -403,28 +372,14 @@ async def cancel_execution(runtime: Runtime, principal: Principal, id: uuid.UUID
 
 
 async def retry(runtime: Runtime, principal: Principal, id: uuid.UUID) -> RetryResponse:
-    await _require_team(runtime, principal, id, _may_command)
-    try:
-        command, new = await runtime.tracker.retry(id, principal.sub)
-    except ExecutionNotFound:
-        raise NotFound(f"no execution {id}") from None
-    except AlreadyRetried as error:
-        extra = {"execution_status": error.status, "retry_execution": str(error.attempt)}
-        raise Conflict(str(error), extra=extra) from None
-    except InvalidTransition as error:
-        raise Conflict(str(error), extra={"execution_status": error.status}) from None
+    await _require_commander(runtime, principal, id)
+    command, new = await runtime.tracker.retry(id, principal.sub)
     return RetryResponse(command, ExecutionView.of(new))
 
 
 async def cancel(runtime: Runtime, principal: Principal, id: uuid.UUID) -> CancelResponse:
-    await _require_team(runtime, principal, id, _may_command)
-    try:
-        command = await runtime.tracker.cancel(id, principal.sub)
-    except ExecutionNotFound:
-        raise NotFound(f"no execution {id}") from None
-    except InvalidTransition as error:
-        raise Conflict(str(error), extra={"execution_status": error.status}) from None
-    return CancelResponse(command)
+    await _require_commander(runtime, principal, id)
+    return CancelResponse(await runtime.tracker.cancel(id, principal.sub))
 
 
 # -- the execution service takes commands ----------------------------------------------------

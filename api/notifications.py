@@ -15,18 +15,19 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import TIME, decode_body, parse_time
+from api.body import TIME, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.longpoll import MAX_WAIT_S, PollResponse, long_poll
 from api.runtime import Runtime
 from db import notifications
 from db.inbox import Change, NotificationView
-from db.notifications import MAX_LIMIT, STATES, Draft, IdempotencyMismatch, InvalidCursor, State
+from db.notifications import MAX_LIMIT, STATES, Draft, State
 from db.tables import Severity
 from streams.access import Principal
 from streams.channels import IDENTIFIER, is_valid_identifier
-from streams.errors import BadRequest, NotFound, Unprocessable
+from streams.errors import BadRequest, NotFound
 from streams.event import EVENT_TYPE
+from streams.limits import utc_problem
 
 MAX_USERS = 1000
 MAX_IDS = MAX_LIMIT
@@ -57,6 +58,11 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
     severity: Severity = Severity.info
     link: Annotated[str, msgspec.Meta(max_length=2048, extra_json_schema=LINK)] | None = None
     expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+    def __post_init__(self) -> None:
+        problem = None if self.expires_at is None else utc_problem(self.expires_at)
+        if problem is not None:
+            raise ValueError(f"Field `expires_at` {problem}")  # msgspec adds where
 
 
 class NotificationPage(msgspec.Struct):
@@ -129,15 +135,9 @@ async def create_notifications(
     )
     if body.data is not None and len(msgspec.json.encode(body.data)) > MAX_DATA_BYTES:
         raise BadRequest(f"data is larger than {MAX_DATA_BYTES} bytes as JSON", field="data")
-    try:
-        results = await runtime.inbox.create(
-            users,
-            draft,
-            producer=None if key is None else principal.sub,
-            idempotency_key=key,
-        )
-    except IdempotencyMismatch as error:
-        raise Unprocessable(str(error), field="Idempotency-Key") from None
+    results = await runtime.inbox.create(
+        users, draft, producer=None if key is None else principal.sub, idempotency_key=key
+    )
     replayed = not any(created for _, created in results)
     return Response(
         CreatedNotifications([NotificationView.of(record) for record, _ in results]),
@@ -208,18 +208,15 @@ async def list_notifications(
 ) -> NotificationPage:
     """Without `state`: everything not dismissed. `since` (inclusive) is an ISO 8601 time with
     a timezone; `cursor` is the previous page's `next_cursor`."""
-    try:
-        page = await notifications.list_for_user(
-            principal.sub,
-            state=_state(state_filter),
-            type=type,
-            severity=severity,
-            since=None if since is None else parse_time(since, "since"),
-            before_cursor=cursor,
-            limit=limit,
-        )
-    except InvalidCursor as error:
-        raise BadRequest(str(error), field="cursor") from None
+    page = await notifications.list_for_user(
+        principal.sub,
+        state=_state(state_filter),
+        type=text_param(type, "type"),
+        severity=severity,
+        since=None if since is None else parse_time(since, "since"),
+        before_cursor=cursor,
+        limit=limit,
+    )
     return NotificationPage([NotificationView.of(r) for r in page.items], page.next_cursor)
 
 
@@ -299,12 +296,9 @@ async def mark_all_read(
             before_cursor = before
         else:
             before_time = parse_time(before, "before")
-    try:
-        marked, unread = await runtime.inbox.read_all(
-            principal.sub, before=before_time, before_cursor=before_cursor
-        )
-    except InvalidCursor as error:
-        raise BadRequest(str(error), field="before") from None
+    marked, unread = await runtime.inbox.read_all(
+        principal.sub, before=before_time, before_cursor=before_cursor
+    )
     return ReadAllResponse(marked, unread)
 
 

@@ -48,16 +48,6 @@ def problem_of(error: SinalError) -> dict[str, Any]:
     return problem(error.status, error.detail, field=error.field, **error.extra)
 
 
-def encode_problem(body: dict[str, Any]) -> bytes:
-    return msgspec.json.encode(body)
-
-
-def _response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response(
-        content=body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
-    )
-
-
 def headers_of(error: SinalError) -> dict[str, str]:
     """The headers that go with the problem of `error`: how to authenticate, when to retry."""
     if isinstance(error, Unavailable):
@@ -67,11 +57,12 @@ def headers_of(error: SinalError) -> dict[str, str]:
     return {}
 
 
-def handle_sinal_error(_: Request[Any, Any, Any], error: SinalError) -> Response[Any]:
-    return _response(problem_of(error), headers_of(error))
-
-
-def handle_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+def render(error: Exception, where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The problem body and headers for any error, wherever it is answered: Litestar's
+    responses, the SSE handler's and the action WebSocket's replies. `where` (a method and
+    path, or an action) goes to the log when the error is not the caller's."""
+    if isinstance(error, SinalError):
+        return problem_of(error), headers_of(error)
     if isinstance(error, ValidationException):
         errors = error.extra if isinstance(error.extra, list) else []
         field = next((item.get("key") for item in errors if isinstance(item, dict)), None)
@@ -80,26 +71,26 @@ def handle_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Respon
             for item in errors
             if isinstance(item, dict)
         )
-        return _response(problem(400, detail or error.detail, field=field))
-    return _response(problem(error.status_code, error.detail), dict(error.headers or {}))
+        return problem(400, detail or error.detail, field=field), {}
+    if isinstance(error, HTTPException):
+        return problem(error.status_code, error.detail), dict(error.headers or {})
+    if isinstance(error, UNAVAILABLE_DATABASE):
+        # The database is down or locked up: worth a retry, not a 500.
+        log.warning("database error on %s: %s", where, error)
+        return problem(503, "the database is unavailable; retry shortly"), {"Retry-After": "1"}
+    log.error("unhandled error on %s", where, exc_info=error)
+    return problem(500, "an unexpected error occurred; it has been logged"), {}
 
 
-def handle_database_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    """The database is down or locked up: worth a retry, not a 500."""
-    log.warning("database error on %s %s: %s", request.method, request.url.path, error)
-    return _response(
-        problem(503, "the database is unavailable; retry shortly"), {"Retry-After": "1"}
+def encode_problem(body: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(body)
+
+
+def handle_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    body, headers = render(error, f"{request.method} {request.url.path}")
+    return Response(
+        content=body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers or None
     )
 
 
-def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _response(problem(500, "an unexpected error occurred; it has been logged"))
-
-
-EXCEPTION_HANDLERS: dict[Any, Any] = {
-    SinalError: handle_sinal_error,
-    HTTPException: handle_http_error,
-    **dict.fromkeys(UNAVAILABLE_DATABASE, handle_database_error),
-    Exception: handle_unexpected,
-}
+EXCEPTION_HANDLERS: dict[Any, Any] = {Exception: handle_error}

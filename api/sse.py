@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar.types import HTTPScope, Receive, Send
 
-from api.problems import PROBLEM_JSON, encode_problem, headers_of, problem, problem_of
+from api.problems import PROBLEM_JSON, encode_problem, problem, render
 from api.runtime import Runtime
 from streams.access import authorized_channels
 from streams.cursor import InvalidCursor, Position, decode_cursor
@@ -40,12 +40,12 @@ STREAM_HEADERS = [
 
 async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtime) -> None:
     if scope["method"] != "GET":
-        await _send_problem(send, problem(405, f"use GET for {PATH}"), [(b"allow", b"GET")])
+        await _send_problem(send, problem(405, f"use GET for {PATH}"), {"Allow": "GET"})
         return
     try:
         session = await open_session(StreamRequest(scope), runtime)
-    except SinalError as error:
-        await _send_problem(send, problem_of(error), retry_after(error))
+    except Exception as error:
+        await _send_problem(send, *render(error, f"GET {PATH}"))
         return
     started = False
 
@@ -56,10 +56,12 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
 
     try:
         await session.run(start, send, receive)
-    except SinalError as error:
+    except Exception as error:
         if not started:
-            await _send_problem(send, problem_of(error), retry_after(error))
+            await _send_problem(send, *render(error, f"GET {PATH}"))
             return
+        if not isinstance(error, SinalError):
+            raise
         # Mid-stream (engine lost during a replay): end the stream; the client resumes.
         log.warning("stream ended early: %s", error.detail)
     if not session.abandoned:
@@ -124,21 +126,14 @@ async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSessio
     )
 
 
-def retry_after(error: SinalError) -> list[tuple[bytes, bytes]]:
-    value = headers_of(error).get("Retry-After")
-    return [(b"retry-after", value.encode())] if value else []
-
-
 async def _send_problem(
-    send: Send, details: dict[str, Any], extra_headers: Sequence[tuple[bytes, bytes]] = ()
+    send: Send, details: dict[str, Any], extra_headers: Mapping[str, str] | None = None
 ) -> None:
     body = encode_problem(details)
     headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),
-        *extra_headers,
+        *((name.lower().encode(), value.encode()) for name, value in (extra_headers or {}).items()),
     ]
-    if details["status"] == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": details["status"], "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -51,9 +51,31 @@ async def _secure(response: Response[Any]) -> Response[Any]:
 def _only_web_files(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Serve the pages' assets, not the package's Python files."""
     path = request.path_params.get("file_path")  # None for the folder itself: index.html
-    if path is None or str(path).endswith("/") or Path(str(path)).suffix in SERVED_SUFFIXES:
+    if path is not None and "\x00" in str(path):
+        # No file has one, and the file system refuses to look (ValueError: a 500).
+        return Response(
+            problem(400, "the path must not contain NUL (%00)", field="path"),
+            status_code=400,
+            media_type=PROBLEM_JSON,
+        )
+    if path is None or (_exists(str(path)) and _servable(str(path))):
         return None
     return Response(problem(404, "no such file"), status_code=404, media_type=PROBLEM_JSON)
+
+
+def _servable(path: str) -> bool:
+    return path.endswith("/") or Path(path).suffix in SERVED_SUFFIXES
+
+
+def _exists(path: str) -> bool:
+    """Whether `path` names a file or folder of `web/`. Asked here because the static files
+    router answers 500 to what the file system refuses to look up (a name too long, a file
+    taken for a folder)."""
+    try:
+        target = WEB_DIR / path.lstrip("/")
+        return target.is_file() or target.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 static = create_static_files_router(

@@ -29,6 +29,8 @@ from piccolo.querystring import QueryString
 
 from db.engine import Database, write_transaction
 from db.notifications import decode_cursor, encode_cursor, new_id
+from streams.errors import Conflict, NotFound
+from streams.limits import MAX_INT64, utc_problem
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -39,8 +41,10 @@ NEXT_STATUS: Mapping[str, frozenset[str]] = {
 }
 MAX_LIMIT = 200
 
-Seq = Annotated[int, msgspec.Meta(ge=1)]
-StepNumber = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+# `next_seq` (the last seq + 1) is a PostgreSQL bigint.
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT64 - 1)]
+MAX_STEP = 100_000
+StepNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_STEP)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -74,6 +78,11 @@ class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
     data: dict[str, Any] | None = None
     time: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
+    def __post_init__(self) -> None:
+        problem = None if self.time is None else utc_problem(self.time)
+        if problem is not None:
+            raise ValueError(f"Field `time` {problem}")  # msgspec adds where
+
 
 class StatusChange(msgspec.Struct, tag="status", forbid_unknown_fields=True):
     seq: Seq
@@ -96,27 +105,38 @@ IngestEvent = Progress | StepStarted | StepFinished | Log | StatusChange | Failu
 # -- errors ----------------------------------------------------------------------------------
 
 
-class ExecutionNotFound(LookupError):
-    pass
+class ExecutionNotFound(NotFound):
+    def __init__(self, id: uuid.UUID) -> None:
+        super().__init__(f"no execution {id}")
 
 
-class SequenceGap(ValueError):
+class SequenceGap(Conflict):
     """A batch skipped a sequence number; `expected` is the next one to send."""
 
     def __init__(self, expected: int, got: int, *, status: str) -> None:
-        super().__init__(f"expected seq {expected}, got {got}")
-        self.expected, self.got, self.status = expected, got, status
+        super().__init__(
+            f"sequence gap: expected seq {expected}, got {got}; nothing was applied",
+            field="events",
+            extra={"expected_seq": expected, "execution_status": status},
+        )
+        self.expected, self.got, self.execution_status = expected, got, status
 
 
-class InvalidTransition(ValueError):
-    """The execution cannot do what an event asks in its state; `seq` is that event's, and
-    `expected` the seq the execution still expects (nothing of the batch was applied)."""
+class InvalidTransition(Conflict):
+    """The execution cannot do what an event or a command asks in its state. For an event,
+    `seq` is that event's, and `expected` the seq the execution still expects (nothing of the
+    batch was applied)."""
 
     def __init__(
         self, message: str, *, status: str, seq: int | None = None, expected: int | None = None
     ) -> None:
-        super().__init__(message)
-        self.status, self.seq, self.expected = status, seq, expected
+        super().__init__(
+            message,
+            field=None if seq is None else "events",
+            extra={"seq": seq, "execution_status": status, "expected_seq": expected},
+        )
+        # Not `status`: that is the HTTP status of every SinalError.
+        self.execution_status, self.seq, self.expected = status, seq, expected
 
 
 class AlreadyRetried(InvalidTransition):
@@ -128,6 +148,7 @@ class AlreadyRetried(InvalidTransition):
             status=status,
         )
         self.attempt = attempt
+        self.extra["retry_execution"] = str(attempt)
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -401,7 +422,7 @@ async def apply_many(
         for id, events in batches:
             execution = found.get(id)
             if execution is None:
-                results.append(ExecutionNotFound(f"no execution {id}"))
+                results.append(ExecutionNotFound(id))
                 continue
             try:
                 state, applied, duplicates = _plan(execution, events, now)
@@ -438,8 +459,12 @@ def _plan(
         try:
             state.apply(event, now)
         except InvalidTransition as error:
-            error.expected = execution.next_seq
-            raise
+            raise InvalidTransition(
+                f"{error.detail}; nothing was applied",
+                status=error.execution_status,
+                seq=error.seq,
+                expected=execution.next_seq,
+            ) from None
         applied.append(event)
     return state, applied, duplicates
 
@@ -654,7 +679,7 @@ async def locked(database: Database, id: uuid.UUID) -> Execution:
     lock = " FOR UPDATE" if isinstance(database, PostgresEngine) else ""
     rows = await _run(database, f"SELECT {_COLUMNS} FROM execution WHERE id = {{}}{lock}", id)
     if not rows:
-        raise ExecutionNotFound(f"no execution {id}")
+        raise ExecutionNotFound(id)
     return _execution(rows[0])
 
 

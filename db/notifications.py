@@ -22,6 +22,7 @@ from piccolo.columns.combination import And, Or, Where
 from piccolo.querystring import QueryString
 
 from db.tables import Notification, Severity
+from streams.errors import BadRequest, Unprocessable
 
 State = Literal["unread", "read", "dismissed"]
 STATES: tuple[State, ...] = ("unread", "read", "dismissed")
@@ -29,12 +30,18 @@ MAX_LIMIT = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class InvalidCursor(ValueError):
-    """A pagination cursor that this module did not produce."""
+class InvalidCursor(BadRequest):
+    """A pagination cursor that this module did not produce; `field` is the API parameter
+    that carried it."""
 
 
-class IdempotencyMismatch(ValueError):
+class IdempotencyMismatch(Unprocessable):
     """An idempotency key reused for a different notification (not a retry of the first)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was used for a different notification", field="Idempotency-Key"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +119,7 @@ def encode_cursor(created: datetime, id: uuid.UUID) -> str:
     return "v1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(text: str, field: str = "cursor") -> tuple[datetime, uuid.UUID]:
     version, _, payload = text.partition(".")
     try:
         if version != "v1":
@@ -124,7 +131,7 @@ def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
         created = _EPOCH + timedelta(microseconds=micros)
         return created, uuid.UUID(bytes=raw[8:])
     except (ValueError, binascii.Error, OverflowError) as error:
-        raise InvalidCursor(f"invalid cursor: {error}") from None
+        raise InvalidCursor(f"invalid cursor: {error}", field=field) from None
 
 
 _COLUMNS = (
@@ -302,9 +309,7 @@ async def with_replays(
         )
         for record in map(_record, existing):
             if not draft.matches(record):
-                raise IdempotencyMismatch(
-                    "this Idempotency-Key was used for a different notification"
-                )
+                raise IdempotencyMismatch()
             replayed[record.user] = record
     return [
         (record, True) if record.id in inserted else (replayed[record.user], False)
@@ -477,7 +482,7 @@ async def read_all(
     if up_to is not None:
         query = query.where(Notification.created <= _aware(up_to, "up_to"))
     if up_to_cursor is not None:
-        created, id = decode_cursor(up_to_cursor)
+        created, id = decode_cursor(up_to_cursor, field="before")  # read-all's `before`
         query = query.where(
             (Notification.created < created)
             | ((Notification.created == created) & (Notification.id <= id))

@@ -52,7 +52,7 @@ from db.inbox import Inbox
 from db.notifications import Draft
 from db.outbox import OutboxEvent, Relay, enqueue
 from streams.channels import COMMANDS, execution_channel
-from streams.errors import PayloadTooLarge
+from streams.errors import Conflict, PayloadTooLarge
 from streams.tasks import finish_or_cancel
 
 log = logging.getLogger("sinal.executions")
@@ -198,8 +198,13 @@ class CommandEvent(msgspec.Struct):
     created: datetime
 
 
-class ExecutionConflict(ValueError):
+class ExecutionConflict(Conflict):
     """An execution with this id exists and differs from the one asked for."""
+
+    def __init__(self, id: uuid.UUID) -> None:
+        super().__init__(
+            f"execution {id} exists with another team, owner, name or kind", field="id"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,7 +636,5 @@ class ProgressThrottle:
 def _replayed(existing: Execution, spec: Spec) -> Execution:
     asked = (spec.team, spec.owner, spec.name, spec.kind)
     if (existing.team, existing.owner, existing.name, existing.kind) != asked:
-        raise ExecutionConflict(
-            f"execution {existing.id} exists with another team, owner, name or kind"
-        )
+        raise ExecutionConflict(existing.id)
     return existing

@@ -394,6 +394,23 @@ async def test_bad_input_is_answered_and_the_socket_stays_usable(
             assert "pong" in await ok(socket, "ping", ref="after")
 
 
+async def test_input_past_the_limits_is_answered_and_the_socket_stays_usable(
+    memory_server: ServerProcess,
+) -> None:
+    """Regression: a message nested 1,000 deep closed the socket with 4500 (RecursionError),
+    and a `mark_all_read` bound outside years 1-9999 in UTC was a 500 reply."""
+    bad: list[tuple[Any, str | None, str]] = [
+        ('{"x": ' + "[" * 1000 + "]" * 1000 + ', "op": "ping", "ref": "deep"}', None, "x"),
+        ({"op": "mark_all_read", "ref": "1", "before": "9999-12-31T23:59:59-14:00"}, "1", "before"),
+        ({"op": "mark_all_read", "ref": "2", "before": "0001-01-01T00:00:00+14:00"}, "2", "before"),
+        ({"op": "mark_all_read", "ref": "3", "before": "2026\x00"}, "3", "before"),
+    ]
+    async with actions(memory_server, bearer("deep-diver")) as socket:
+        for message, ref, field in bad:
+            await failed(socket, message, 400, ref=ref, field=field)
+            assert "pong" in await ok(socket, "ping", ref="after")
+
+
 async def test_a_frame_past_the_servers_limit_closes_the_socket(
     memory_server: ServerProcess,
 ) -> None:

@@ -156,6 +156,40 @@ async def test_token_with_ill_typed_claims_is_401(
     assert named in assert_unauthorized(response)["detail"].lower()
 
 
+@pytest.mark.parametrize(
+    ("claims", "said"),
+    [
+        # A 500: PyJWT took it, then it overflowed as a float.
+        ({"exp": 10**400}, "'exp' must be a number"),
+        # Accepted: PyJWT reads these claims as `int(value)`.
+        ({"exp": "9999999999"}, "'exp' must be a number"),
+        ({"nbf": "0"}, "'nbf' must be a number"),
+        ({"iat": "0"}, "'iat' must be a number"),
+        ({"exp": 253_402_300_800}, "'exp' must be a number"),  # after year 9999
+        ({"nbf": 10**400}, "(nbf)"),  # PyJWT: not yet valid
+        ({"iat": 10**400}, "(iat)"),
+    ],
+    ids=["exp-huge", "exp-text", "nbf-text", "iat-text", "exp-after-9999", "nbf-huge", "iat-huge"],
+)
+async def test_time_claims_must_be_numbers_of_seconds(
+    memory_server: ServerProcess, claims: dict[str, Any], said: str
+) -> None:
+    """Regression: RFC 7519 times are JSON numbers; text was accepted and a huge number was a
+    500. Each is now refused with 401 naming the claim."""
+    bad = signed({"sub": "svc", "roles": ["service"], **claims})
+    response = await call(memory_server.url, "publish", {"Authorization": f"Bearer {bad}"})
+    detail = assert_unauthorized(response)["detail"]
+    assert said in detail, detail
+
+
+async def test_time_claims_that_are_numbers_are_accepted(memory_server: ServerProcess) -> None:
+    now = time.time()
+    good = signed({"sub": "svc", "roles": ["service"], "iat": now, "nbf": int(now) - 5,
+                   "exp": now + 600.5})  # fmt: skip
+    response = await call(memory_server.url, "publish", {"Authorization": f"Bearer {good}"})
+    assert response.status_code == 201, response.text
+
+
 async def test_token_without_exp_is_401(memory_server: ServerProcess) -> None:
     forever = jwt.encode({"sub": "svc", "roles": ["service"]}, SECRET, algorithm="HS256")
     response = await call(memory_server.url, "publish", {"Authorization": f"Bearer {forever}"})

@@ -62,6 +62,17 @@ async def send(
     return body
 
 
+# Valid ISO 8601 times whose UTC form is outside years 1-9999 (Python's datetime).
+OVERFLOWS_UTC = ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00")
+
+
+def nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def channel(id: str) -> dict[str, str]:
     return {"channel": f"execution:{id}"}
 
@@ -318,11 +329,31 @@ async def test_bad_input_is_a_clear_problem(memory_server: ServerProcess) -> Non
             ({"events": [{"type": "log", "seq": n, "message": "x"} for n in range(1, 502)]},
              "events"),
             ({"events": "all of them"}, "events"),
+            # Regressions, each a 500 before: past the limits of every request.
+            ({"events": [{"type": "log", "seq": 1, "message": "x", "time": OVERFLOWS_UTC[0]}]},
+             "events[0].time"),
+            ({"events": [{"type": "log", "seq": 1, "message": "x", "time": OVERFLOWS_UTC[1]}]},
+             "events[0].time"),
+            ({"events": [{"type": "log", "seq": 1, "message": "x", "data": {"a": nested(70)}}]},
+             "events[0].data"),
+            ({"events": [{"type": "log", "seq": 2**63, "message": "x"}]}, "events[0].seq"),
+            ({"events": [{"type": "log", "seq": 1, "message": "a\x00"}]}, "events[0].message"),
         ]  # fmt: skip
         for body, field in cases:
             response = await client.post(path, json=body, headers=SERVICE)
             assert_problem(response, 400, field)
         assert_problem(await client.post(path, content=b"{not json", headers=SERVICE), 400)
+        deep = b"[" * 1000 + b"]" * 1000
+        body = b'{"events": [{"type": "log", "seq": 1, "message": "x", "data": {"a": %s}}]}' % deep
+        response = await client.post(path, content=body, headers=SERVICE)
+        assert "64 levels" in assert_problem(response, 400, "events[0].data")["detail"]
+        bulk = (
+            b'{"batches": [{"execution": "%s", "events": [{"type": "error", "seq": 1, '
+            % (id.encode())
+            + b'"code": "E", "message": "m", "details": {"a": %s}}]}]}' % deep
+        )
+        response = await client.post("/v1/executions/events", content=bulk, headers=SERVICE)
+        assert_problem(response, 400, "batches[0].events[0].details")
         huge = {"events": [{"type": "log", "seq": n, "message": "x" * 4000} for n in range(1, 300)]}
         assert_problem(await client.post(path, json=huge, headers=SERVICE), 413)
         missing = f"/v1/executions/{uuid.uuid4()}/events"
@@ -347,13 +378,83 @@ async def test_bad_input_is_a_clear_problem(memory_server: ServerProcess) -> Non
             ("until=2026-01-01T00:00:00", "until"),
             ("cursor=v1.nope", "cursor"),
             ("limit=0", "limit"),
+            (f"since={OVERFLOWS_UTC[0]}", "since"),
+            ("until=0001-01-01T00:00:00%2B14:00", "until"),
+            ("team=ml%00", "team"),
+            ("owner=alice%00", "owner"),
         ]:
             assert_problem(await client.get(f"/v1/executions?{query}", headers=ALICE), 400, field)
-        for query, field in [("level=loud", "level"), ("step=0", "step"), ("after=-1", "after")]:
+        for query, field in [
+            ("level=loud", "level"),
+            ("step=0", "step"),
+            ("after=-1", "after"),
+            ("after=9223372036854775808", "after"),  # past a bigint: a 500 before
+            ("step=2147483648", "step"),  # past PostgreSQL's integer: a 500 there
+        ]:
             response = await client.get(f"/v1/executions/{id}/logs?{query}", headers=ALICE)
             assert_problem(response, 400, field)
         response = await client.get(f"/v1/executions/{id}/poll?cursor=garbage", headers=ALICE)
         assert_problem(response, 400, "cursor")
+
+
+async def test_a_service_that_reads_an_execution_is_told_it_may_not_command_it(
+    memory_server: ServerProcess,
+) -> None:
+    """Regression: a service token got 404 on retry and cancel of an execution it reads, as
+    if there were none; it is 403 naming what commands need."""
+    async with httpx.AsyncClient(base_url=memory_server.url) as client:
+        id = (await create(client))["id"]
+        await send(client, id, {"type": "status", "seq": 1, "status": "failed"})
+        for command in ("retry", "cancel"):
+            response = await client.post(f"/v1/executions/{id}/{command}", headers=SERVICE)
+            detail = assert_problem(response, 403)["detail"]
+            assert "'admin' role" in detail, detail
+            assert "team 'ml'" in detail, detail
+        # A service of the team, and the team's members, do command it.
+        member_service = bearer("svc", "service", teams=("ml",))
+        response = await client.post(f"/v1/executions/{id}/retry", headers=member_service)
+        assert response.status_code == 202, response.text
+
+
+async def test_out_of_range_values_are_refused_alike_on_both_databases(
+    spawn: Callable[..., ServerProcess], database_env: dict[str, str]
+) -> None:
+    """Regression: PostgreSQL answered 500 to NUL in text and to integers past its columns
+    (`step=2147483648`, `after=2**63`) where SQLite took them; both now answer 400 naming
+    the field, and nothing of a refused batch is stored."""
+    server = spawn(database_env)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        id = (await create(client))["id"]
+        for body, field in [
+            ({"team": "ml", "owner": "alice", "name": "a\x00"}, "name"),
+            ({"team": "ml", "owner": "alice", "name": "n", "kind": "\x00"}, "kind"),
+        ]:
+            response = await client.post("/v1/executions", json=body, headers=SERVICE)
+            assert_problem(response, 400, field)
+        for event, field in [
+            ({"type": "log", "seq": 1, "message": "\x00"}, "events[0].message"),
+            ({"type": "log", "seq": 1, "message": "m", "data": {"k": "\x00"}}, "events[0].data"),
+            ({"type": "step_started", "seq": 1, "step": 1, "name": "\x00"}, "events[0].name"),
+            ({"type": "error", "seq": 1, "code": "E\x00", "message": "m"}, "events[0].code"),
+            ({"type": "step_started", "seq": 1, "step": 2**31, "name": "s"}, "events[0].step"),
+            ({"type": "log", "seq": 1, "message": "m", "time": OVERFLOWS_UTC[0]},
+             "events[0].time"),
+        ]:  # fmt: skip
+            response = await client.post(
+                f"/v1/executions/{id}/events", json={"events": [event]}, headers=SERVICE
+            )
+            assert_problem(response, 400, field)
+        for query, field in [
+            ("after=9223372036854775808", "after"),
+            ("step=2147483648", "step"),
+            ("level=info%00", "level"),
+        ]:
+            response = await client.get(f"/v1/executions/{id}/logs?{query}", headers=ALICE)
+            assert_problem(response, 400, field)
+        for query in ("team=ml%00", "owner=a%00", f"since={OVERFLOWS_UTC[0]}"):
+            response = await client.get(f"/v1/executions?{query}", headers=ADMIN)
+            assert_problem(response, 400, query.partition("=")[0])
+        assert (await client.get(f"/v1/executions/{id}", headers=ALICE)).json()["next_seq"] == 1
 
 
 async def test_a_retried_create_answers_with_the_first(memory_server: ServerProcess) -> None:

@@ -22,6 +22,15 @@ from tests.support import (
 pytestmark = pytest.mark.anyio
 
 ALICE, BOB = bearer("alice"), bearer("bob")
+# Valid ISO 8601 times whose UTC form is outside years 1-9999 (Python's datetime).
+OVERFLOWS_UTC = ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00")
+
+
+def nested_list(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 @pytest.fixture
@@ -278,11 +287,22 @@ async def test_bad_input_is_refused_with_the_field_named(
             ({**ok, "expires_at": "2026-01-01T00:00:00"}, "expires_at"),
             ({**ok, "data": [1, 2]}, "data"),
             ({**ok, "data": {"x": "y" * 20_000}}, "data"),
+            # Regressions, each a 500 before: past the limits of every request.
+            ({**ok, "expires_at": OVERFLOWS_UTC[0]}, "expires_at"),
+            ({**ok, "expires_at": OVERFLOWS_UTC[1]}, "expires_at"),
+            ({**ok, "data": {"x": nested_list(100)}}, "data"),
+            ({**ok, "title": "a\x00b"}, "title"),
+            ({**ok, "data": {"x\x00": 1}}, "data"),
         ]
         for body, field in cases:
             assert_problem(await post(body), 400, field)
         response = await client.post("/v1/notifications", content=b"{not json", headers=SERVICE)
         assert_problem(response, 400)
+        deep = b'{"user": "alice", "type": "t", "title": "t", "data": {"x": ' + b"[" * 1000
+        response = await client.post(
+            "/v1/notifications", content=deep + b"]" * 1000 + b"}}", headers=SERVICE
+        )
+        assert "64 levels" in assert_problem(response, 400, "data")["detail"]
         response = await client.post(
             "/v1/notifications", json=ok, headers=SERVICE | {"Idempotency-Key": "x" * 256}
         )
@@ -299,6 +319,9 @@ async def test_bad_input_is_refused_with_the_field_named(
             ({"cursor": "nonsense"}, "cursor"),
             ({"since": "yesterday"}, "since"),
             ({"since": "2026-01-01T00:00:00"}, "since"),
+            ({"since": OVERFLOWS_UTC[0]}, "since"),
+            ({"since": OVERFLOWS_UTC[1]}, "since"),
+            ({"type": "build\x00"}, "type"),
         ]:
             response = await client.get("/v1/notifications", params=params, headers=ALICE)
             assert_problem(response, 400, field)
@@ -310,7 +333,12 @@ async def test_bad_input_is_refused_with_the_field_named(
         ]:
             response = await client.post("/v1/notifications/read", json=body, headers=ALICE)
             assert_problem(response, 400, field)
-        for body, field in [({"before": "v1.bad"}, "before"), ({"before": "soon"}, "before")]:
+        for body, field in [
+            ({"before": "v1.bad"}, "before"),
+            ({"before": "soon"}, "before"),
+            ({"before": OVERFLOWS_UTC[0]}, "before"),
+            ({"before": OVERFLOWS_UTC[1]}, "before"),
+        ]:
             response = await client.post("/v1/notifications/read-all", json=body, headers=ALICE)
             assert_problem(response, 400, field)
         response = await client.get("/v1/notifications/not-a-uuid", headers=ALICE)
@@ -318,6 +346,33 @@ async def test_bad_input_is_refused_with_the_field_named(
         assert response.headers["content-type"] == "application/problem+json"
         assert_problem(await client.get("/v1/notifications"), 401)
         assert_problem(await client.get("/v1/notifications/unread-count"), 401)
+
+
+async def test_nul_is_refused_alike_on_both_databases(
+    spawn: Callable[..., ServerProcess], database_env: dict[str, str]
+) -> None:
+    """Regression: PostgreSQL refused NUL in text with a 500 where SQLite stored it; both now
+    answer 400 naming the field, and nothing is stored."""
+    server = spawn(database_env)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        ok = {"user": "alice", "type": "build.finished", "title": "t"}
+        for fields, field in [
+            ({"title": "a\x00"}, "title"),
+            ({"body": "\x00"}, "body"),
+            ({"link": "/x\x00"}, "link"),
+            ({"data": {"k": "\x00"}}, "data"),
+        ]:
+            response = await client.post("/v1/notifications", json=ok | fields, headers=SERVICE)
+            assert "NUL" in assert_problem(response, 400, field)["detail"]
+        for params, field in [({"type": "a\x00"}, "type"), ({"since": "2026\x00"}, "since")]:
+            response = await client.get("/v1/notifications", params=params, headers=ALICE)
+            assert_problem(response, 400, field)
+        response = await client.post(
+            "/v1/notifications/read-all", json={"before": OVERFLOWS_UTC[0]}, headers=ALICE
+        )
+        assert_problem(response, 400, "before")
+        listed = await client.get("/v1/notifications", headers=ALICE)
+        assert listed.json()["notifications"] == []
 
 
 async def test_outbox_delivers_what_was_created_while_redis_was_down(

@@ -278,6 +278,45 @@ async def test_wrong_type_is_400_naming_the_field(
     assert_problem(await post(memory_server, event(**fields)), 400, field)
 
 
+def nested(depth: int) -> bytes:
+    """`data` holding arrays nested so that the whole body is `depth` levels deep."""
+    inner = depth - 1  # the body's own object is the first level
+    return b'{"channel": "broadcast", "type": "broadcast", "data": ' + (
+        b"[" * inner + b"]" * inner + b"}"
+    )
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 30_000])
+async def test_json_nested_past_the_limit_is_400_naming_data(
+    memory_server: ServerProcess, depth: int
+) -> None:
+    """Regression: `data` nested 1,000 deep raised RecursionError in the decoder: a 500."""
+    body = assert_problem(await post(memory_server, nested(depth)), 400, "data")
+    assert "64 levels" in body["detail"]
+
+
+async def test_json_nested_to_the_limit_is_accepted(memory_server: ServerProcess) -> None:
+    assert (await post(memory_server, nested(64))).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"data": {"note": "a\u0000b"}}, "data"), ({"type": "a\u0000"}, "type")],
+)
+async def test_nul_in_any_string_is_400_naming_the_field(
+    memory_server: ServerProcess, fields: dict[str, Any], field: str
+) -> None:
+    """NUL is refused in every request, as PostgreSQL would refuse it where it stores text."""
+    body = assert_problem(await post(memory_server, event(**fields)), 400, field)
+    assert "NUL" in body["detail"]
+
+
+async def test_an_escaped_backslash_before_u0000_is_plain_text(
+    memory_server: ServerProcess,
+) -> None:
+    assert (await post(memory_server, event(data="C:\\u0000"))).status_code == 201
+
+
 async def test_refused_publishes_leave_no_event(server: ServerProcess) -> None:
     """Nothing half-published: a stream replaying the channel sees only the valid event."""
     channel = "notifications:fay"

@@ -43,7 +43,13 @@ def test_the_execution_page_is_the_same_under_both_paths(memory_server: ServerPr
 
 @pytest.mark.parametrize(
     "path",
-    ["/app/__init__.py", "/app/missing.js", "/app/../api/auth.py"],
+    [
+        "/app/__init__.py",
+        "/app/missing.js",
+        "/app/../api/auth.py",
+        "/app/" + "x" * 300 + ".json",  # a 500: the file system refuses a name that long
+        "/app/index.html/x.json",  # a 500: a file taken for a folder
+    ],
 )
 def test_other_files_are_not_found(memory_server: ServerProcess, path: str) -> None:
     assert_problem(httpx.get(memory_server.url + path), 404)
@@ -63,6 +69,12 @@ def test_an_execution_page_address_without_an_execution_id_is_the_page_with_a_40
     assert response.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/app/execution.js">' in response.text
     assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("path", ["/app/x%00.json", "/app/%00"])
+def test_a_path_with_nul_is_400(memory_server: ServerProcess, path: str) -> None:
+    """Regression: `GET /app/x%00.json`, with no credential, answered 500."""
+    assert_problem(httpx.get(memory_server.url + path), 400, "path")
 
 
 def test_the_root_leads_to_the_notification_center(memory_server: ServerProcess) -> None:

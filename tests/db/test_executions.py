@@ -130,7 +130,7 @@ async def test_invalid_transitions_are_refused(
     execution = await new(db)
     with pytest.raises(InvalidTransition) as refused:
         await executions.apply(db, execution.id, events)
-    assert refused.value.status == status
+    assert refused.value.execution_status == status
     assert refused.value.seq == events[-1].seq
 
 
