@@ -31,7 +31,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import COOKIE
 from api.settings import normalize_origin
-from streams.errors import Forbidden, SinalError
+from streams.errors import Forbidden, UnsupportedMediaType
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # `Sec-Fetch-Site` values that mean the page is Sinal's own, or that no page is involved (the
@@ -39,11 +39,6 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SAME_SITE_FETCHES = frozenset({"same-origin", "none"})
 # WebSocket scopes say `ws`/`wss`; the page that opens the socket has an http(s) origin.
 _WEB_SCHEMES = {"ws": "http", "wss": "https"}
-
-
-class UnsupportedMediaType(SinalError):
-    status = 415
-    title = "Unsupported media type"
 
 
 def own_origin(scheme: str, host: str | None) -> str | None:

@@ -61,6 +61,11 @@ class PayloadTooLarge(SinalError):
     title = "Payload too large"
 
 
+class UnsupportedMediaType(SinalError):
+    status = 415
+    title = "Unsupported media type"
+
+
 class Unavailable(SinalError):
     status = 503
     title = "Service unavailable"
