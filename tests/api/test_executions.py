@@ -227,7 +227,11 @@ async def test_stream_and_long_poll_resume_from_the_same_cursor(
         await send(client, id, {"type": "log", "seq": 1, "message": "before"})
         async with open_stream(server.url, ALICE, params=channel(id)) as (alice, _):
             await send(client, id, {"type": "log", "seq": 2, "message": "live"})
-            await alice.until(lambda r: bool(r.payloads("execution.log")))
+            # "before" may arrive live too: the outbox relay publishes it after the ingest
+            # answered, so the cursor is taken once "live" itself is in.
+            await alice.until(
+                lambda r: "live" in [p["message"] for p in r.payloads("execution.log")]
+            )
             cursor = alice.last_id
         # Missed while away; the long-poll picks them up from the stream's cursor.
         await send(client, id, {"type": "log", "seq": 3, "message": "missed 1"},
