@@ -41,6 +41,8 @@ log = logging.getLogger("sinal.connections")
 # Descriptors kept for what is not a client connection: the Redis pool (up to 100), the
 # database pool, SQLite's files, the listening socket and the event loop's own.
 RESERVED_DESCRIPTORS = 256
+# The cap when SINAL_MAX_CONNECTIONS is unset, where the open-file limit allows as many.
+DEFAULT_MAX_CONNECTIONS = 50_000
 RETRY_AFTER_S = 5
 # Paths served even past the connection cap.
 EXEMPT_PATHS = frozenset({"/healthz"})

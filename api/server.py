@@ -60,7 +60,9 @@ def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
     limits = connections.Limits(
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
-        max_connections=connections.connection_cap(settings.max_connections, descriptors),
+        max_connections=connections.connection_cap(
+            settings.max_connections or connections.DEFAULT_MAX_CONNECTIONS, descriptors
+        ),
     )
     raised = f" (raised from {before})" if descriptors > before else ""
     log.info(
@@ -72,7 +74,8 @@ def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
         limits.header_timeout_s,
         limits.body_timeout_s,
     )
-    if limits.max_connections < settings.max_connections:
+    # Only a cap the operator asked for is worth a warning; the default simply fits the limit.
+    if settings.max_connections is not None and limits.max_connections < settings.max_connections:
         log.warning(
             "SINAL_MAX_CONNECTIONS=%d lowered to %d: the open-file limit is %d (raise `ulimit -n`)",
             settings.max_connections,

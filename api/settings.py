@@ -197,7 +197,8 @@ class Settings:
     allowed_origins: tuple[str, ...] | None = _env("SINAL_ALLOWED_ORIGINS", _origins, None)
     header_timeout_s: float = _env("SINAL_HEADER_TIMEOUT", _positive_float, 10.0)
     body_timeout_s: float = _env("SINAL_BODY_TIMEOUT", _positive_float, 30.0)
-    max_connections: int = _env("SINAL_MAX_CONNECTIONS", _positive_int, 50_000)
+    # Unset: 50,000, or fewer where the open-file limit allows fewer (`api.connections`).
+    max_connections: int | None = _env("SINAL_MAX_CONNECTIONS", _positive_int, None)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -251,6 +251,20 @@ def test_start_up_raises_the_open_file_limit_and_says_so(tmp_path: Path) -> None
     assert f"open files: at most {hard} (raised from {low})" in logs
     # The cap was set below what the descriptors allow.
     assert f"connections: at most {min(50_000, hard - 256)}" in logs
+    # Regression: with SINAL_MAX_CONNECTIONS unset, every start-up on a host whose limit is
+    # below 50,256 warned that the cap was lowered, though nobody had asked for more.
+    assert "lowered to" not in logs
+
+
+def test_a_cap_asked_for_above_the_open_file_limit_is_lowered_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard + 1
+    server = ServerProcess(tmp_path, {"SINAL_MAX_CONNECTIONS": str(wanted)}).start()
+    server.stop()
+    lowered = connection_cap(wanted, hard)
+    assert f"SINAL_MAX_CONNECTIONS={wanted} lowered to {lowered}" in server.logs()
 
 
 def test_bad_limits_stop_start_up() -> None:
