@@ -114,19 +114,8 @@ class Authenticator:
             raise Unauthorized(f"token is invalid: {error}{self._secret_hint()}") from None
         except jwt.PyJWTError as error:
             raise Unauthorized(f"token is invalid: {error}") from None
-        # PyJWT takes any value `int()` takes: "9999999999" as text, and 10**400, which then
-        # overflowed as a float here. RFC 7519 says a NumericDate is a JSON number.
-        for name in ("exp", "nbf", "iat"):
-            value = claims.get(name)
-            if name in claims and not (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and abs(value) <= MAX_NUMERIC_DATE
-            ):
-                raise Unauthorized(
-                    f"token claim '{name}' must be a number of seconds since 1970, "
-                    f"at most {MAX_NUMERIC_DATE} (year 9999)"
-                )
+        for name in ("nbf", "iat"):  # `exp` is read by `principal_from_claims`
+            _seconds(claims, name)
         return principal_from_claims(claims), claims
 
     def _secret_hint(self) -> str:
@@ -216,19 +205,22 @@ def principal_from_claims(claims: Mapping[str, Any], expiry: str = "exp") -> Pri
 
 
 def _seconds(claims: Mapping[str, Any], name: str) -> float | None:
-    """A time claim as seconds since the epoch: a finite number, or absent (None)."""
-    value = claims.get(name)
-    if value is None:
+    """A time claim as seconds since the epoch, or None when absent.
+
+    PyJWT takes any value `int()` takes: "9999999999" as text, and 10**400, which then
+    overflowed as a float. RFC 7519 says a NumericDate is a JSON number.
+    """
+    if name not in claims:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Unauthorized(f"token claim '{name}' must be a number (seconds since the epoch)")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds):
-        raise Unauthorized(f"token claim '{name}' is out of range")
-    return seconds
+    value = claims[name]
+    if isinstance(value, bool) or not (
+        isinstance(value, int | float) and abs(value) <= MAX_NUMERIC_DATE
+    ):
+        raise Unauthorized(
+            f"token claim '{name}' must be a number of seconds since 1970, "
+            f"at most {MAX_NUMERIC_DATE} (year 9999)"
+        )
+    return float(value)
 
 
 def _strings(claims: Mapping[str, Any], name: str) -> frozenset[str]:
