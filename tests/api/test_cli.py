@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import httpx
 import pytest
@@ -15,8 +16,11 @@ from api.settings import Settings, SettingsError
 from tests.api.test_settings import env_without_sinal, run_sinal
 from tests.support import SECRET, ServerProcess, assert_problem, free_port, token
 
+# Every setting that holds a number, with a default or without one.
 NUMERIC = [
-    spec.metadata["env"] for spec in fields(Settings) if isinstance(spec.default, int | float)
+    spec.metadata["env"]
+    for spec in fields(Settings)
+    if get_type_hints(Settings)[spec.name] in (int, float, int | None, float | None)
 ]
 PYTHON_WORDING = ("invalid literal", "could not convert", "base 10")
 
