@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from streams.commands import CommandQueue
 from streams.cursor import Position
 from streams.event import Event, StreamId
 
@@ -101,6 +102,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise if the engine cannot serve (readiness)."""
+
+    @abc.abstractmethod
+    def commands(self) -> CommandQueue:
+        """The queue of commands for the execution service over the `commands` channel's log;
+        the same queue on every call."""
 
     async def wait_live(self, timeout_s: float) -> bool:
         """Whether live events reach the sink, waiting up to `timeout_s` for their connection

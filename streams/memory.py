@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 
+from streams.commands import CommandQueue, MemoryCommands
 from streams.cursor import Position
 from streams.engine import Engine, Retention, Sequenced, Sink, check_position
 from streams.event import Event, StreamId
@@ -39,6 +40,7 @@ class MemoryEngine(Engine):
         self._logs: dict[str, _Log] = {}
         self._sink: Sink | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._commands: MemoryCommands | None = None
 
     async def connect(self, sink: Sink) -> None:
         self._sink = sink
@@ -118,6 +120,12 @@ class MemoryEngine(Engine):
 
     async def ping(self) -> None:
         pass
+
+    def commands(self) -> CommandQueue:
+        # One queue per engine: it holds the consumer group's state, as Redis does for its own.
+        if self._commands is None:
+            self._commands = MemoryCommands(self)
+        return self._commands
 
     def _trim(self, log: _Log, now_ms: int) -> None:
         events = log.events

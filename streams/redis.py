@@ -29,6 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams.channels import COMMANDS
+from streams.commands import CommandQueue, RedisCommands
 from streams.cursor import Position
 from streams.engine import Engine, PositionLost, Retention, Sequenced, Sink, check_position
 from streams.errors import Unavailable
@@ -143,12 +145,7 @@ class RedisEngine(Engine):
         self._outbox: asyncio.Queue[tuple[Op, str]] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-
-    @property
-    def client(self) -> aioredis.Redis:
-        """The command client (short socket timeout), for internal users of Sinal's keys such
-        as the command queue."""
-        return self._redis
+        self._commands = RedisCommands(self._redis, keys(COMMANDS)[0])
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -173,6 +170,9 @@ class RedisEngine(Engine):
             await self._redis.ping()
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
+
+    def commands(self) -> CommandQueue:
+        return self._commands
 
     async def wait_live(self, timeout_s: float) -> bool:
         if self._connected.is_set():
