@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from streams.commands import CommandQueue, MemoryCommands
 from streams.cursor import Position
-from streams.engine import Engine, Retention, Sequenced, Sink, check_position
+from streams.engine import Engine, Retention, Sequenced, Sink, check_node_id, check_position
 from streams.event import Event, StreamId
 
 
@@ -47,6 +47,7 @@ class MemoryEngine(Engine):
 
     async def close(self) -> None:
         self._sink = None
+        self._control = None
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
         log = self._logs.get(channel)
@@ -120,6 +121,10 @@ class MemoryEngine(Engine):
 
     async def ping(self) -> None:
         pass
+
+    async def control_send(self, message: bytes, to: str | None = None) -> None:
+        """This process is the only node: its handler, if `to` is this node or every node."""
+        self._control_received(None if to is None else check_node_id(to), message)
 
     def commands(self) -> CommandQueue:
         # One queue per engine: it holds the consumer group's state, as Redis does for its own.
