@@ -14,7 +14,7 @@ from db.outbox import Relay
 from db.retention import Purge
 from db.tracking import Tracker
 from streams.access import ChannelPolicy, DefaultPolicy
-from streams.commands import CommandQueue, command_queue
+from streams.commands import CommandQueue
 from streams.engine import Engine, Retention
 from streams.hub import Hub
 from streams.memory import MemoryEngine
@@ -91,5 +91,5 @@ class Runtime:
                 max_event_bytes=settings.max_payload_bytes,
                 progress_interval_s=settings.progress_interval_ms / 1000,
             ),
-            command_queue(engine),
+            engine.commands(),
         )

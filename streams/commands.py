@@ -20,19 +20,19 @@ import asyncio
 import bisect
 import contextlib
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from streams.channels import COMMANDS
-from streams.engine import Engine
 from streams.errors import BadRequest, Unavailable
 from streams.event import Event, StreamId, format_stream_id, parse_stream_id
-from streams.memory import MemoryEngine
-from streams.redis import RedisEngine, keys
+
+if TYPE_CHECKING:  # the engines import this module to build their queue
+    from streams.memory import MemoryEngine
 
 GROUP = "executors"
 COMMAND_TYPE = "execution.command"
@@ -78,14 +78,6 @@ class CommandQueue(abc.ABC):
         """How many entries are delivered and not yet acknowledged."""
 
 
-def command_queue(engine: Engine) -> CommandQueue:
-    if isinstance(engine, RedisEngine):
-        return RedisCommands(engine)
-    if isinstance(engine, MemoryEngine):
-        return MemoryCommands(engine)
-    raise TypeError(f"no command queue for the {engine.name!r} engine")
-
-
 def parse_ids(ids: Sequence[str]) -> list[StreamId]:
     parsed = []
     for text in ids:
@@ -115,7 +107,7 @@ class _Pending:
 
 
 class _Group:
-    """The group's state for one memory engine, shared by every queue over it (as Redis's is)."""
+    """The group's state for one memory engine (its one queue holds it)."""
 
     __slots__ = ("last", "pending")
 
@@ -125,16 +117,12 @@ class _Group:
         self.pending: dict[StreamId, _Pending] = {}
 
 
-_groups: weakref.WeakKeyDictionary[MemoryEngine, _Group] = weakref.WeakKeyDictionary()
-
-
 class MemoryCommands(CommandQueue):
+    """Built by `MemoryEngine.commands()`, once per engine."""
+
     def __init__(self, engine: MemoryEngine) -> None:
         self._engine = engine
-        group = _groups.get(engine)
-        if group is None:
-            group = _groups[engine] = _Group()
-        self._group = group
+        self._group = _Group()
 
     async def claim(
         self, consumer: str, *, limit: int, wait_s: float, redeliver_after_s: float
@@ -237,9 +225,11 @@ return claimed
 
 
 class RedisCommands(CommandQueue):
-    def __init__(self, engine: RedisEngine) -> None:
-        self._redis = engine.client
-        self._key = keys(COMMANDS)[0]
+    """Built by `RedisEngine.commands()` over its command client and the `commands` log."""
+
+    def __init__(self, client: aioredis.Redis, log_key: str) -> None:
+        self._redis = client
+        self._key = log_key
         self._redeliver = self._redis.register_script(REDELIVER)
         self._group_ready = False
 

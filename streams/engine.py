@@ -1,20 +1,48 @@
 """The engine contract: a per-channel event log that also carries live events to one hub.
 
 Two engines implement it, `memory` (the embedded default) and `redis` (Redis Streams), and one
-conformance suite (`tests/streams/test_engines.py`) runs against both.
+conformance suite (`tests/streams/test_engines.py`, `test_commands.py`, `test_control.py`) runs
+against both. Besides the log, each engine provides the queue of commands for the execution
+service (`commands`) and a control bus.
+
+The control bus carries small messages between the processes sharing one engine, the *nodes*:
+`on_control(node_id, handler)` makes this process node `node_id` and hands it every message
+sent to it or to every node; `control_send(message, to=None)` sends to every node (this one
+included) or to the node `to`. It is the broadcaster shape (publish, and one subscriber per
+process) rather than a request/response API, because what travels on it (questions to every
+node, their answers, orders to act) is decided by the layer above; answers are messages too.
+
+Why so little: nothing on the bus is per connection, and nothing is stored. It is live only,
+at most once, like pub/sub: a node that is down or reconnecting misses what is sent meanwhile,
+and the layer above, which waits for answers with a deadline, reports it as unreachable instead
+of the bus replaying old orders to it. On the memory engine the one process is the one node,
+and `control_send` calls its handler directly; on Redis every node's one pub/sub reader also
+takes the bus (see `streams/redis.py`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import logging
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from streams.commands import CommandQueue
 from streams.cursor import Position
 from streams.event import Event, StreamId
 
+log = logging.getLogger("sinal.engine")
+
 ResetReason = Literal["trimmed", "epoch", "invalid"]
+
+# Called on the event loop (in the Redis engine's reader; in `control_send` itself on memory):
+# it must not block, and work that awaits belongs in a task of its own.
+ControlHandler = Callable[[bytes], None]
+
+# Printable ASCII without spaces: the Redis engine puts the address before the message.
+NODE_ID = re.compile(r"[!-~]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +83,7 @@ class Sink(Protocol):
 
 class Engine(abc.ABC):
     name: str
+    _control: tuple[str, ControlHandler] | None = None  # this node's id and handler
 
     @abc.abstractmethod
     async def connect(self, sink: Sink) -> None:
@@ -102,10 +131,46 @@ class Engine(abc.ABC):
     async def ping(self) -> None:
         """Raise if the engine cannot serve (readiness)."""
 
+    @abc.abstractmethod
+    def commands(self) -> CommandQueue:
+        """The queue of commands for the execution service over the `commands` channel's log;
+        the same queue on every call."""
+
+    @abc.abstractmethod
+    async def control_send(self, message: bytes, to: str | None = None) -> None:
+        """Send `message` on the control bus to every node, this one included, or only to the
+        node `to`. Live only: nodes that are not listening now never get it. Raises
+        Unavailable when the engine cannot be reached."""
+
+    def on_control(self, node_id: str, handler: ControlHandler) -> None:
+        """This process is node `node_id` on the control bus: `handler` gets every message to
+        it or to every node from now on, until `close`."""
+        self._control = (check_node_id(node_id), handler)
+
+    def _control_received(self, to: str | None, message: bytes) -> None:
+        """A message came in on the bus: to the handler if it is addressed to this node."""
+        if self._control is None:
+            return
+        node_id, handler = self._control
+        if to is not None and to != node_id:
+            return
+        try:
+            handler(message)
+        except Exception:
+            # The handler runs in the engine's reader (or the sender's call): neither may fail
+            # because of what a handler did.
+            log.exception("the control handler failed on a message to %s", to or "every node")
+
     async def wait_live(self, timeout_s: float) -> bool:
         """Whether live events reach the sink, waiting up to `timeout_s` for their connection
         to come back when it is lost. An engine in the process is always live."""
         return True
+
+
+def check_node_id(node_id: str) -> str:
+    if not NODE_ID.fullmatch(node_id):
+        raise ValueError(f"not a node id: {node_id[:64]!r} (1 to 128 printable ASCII, no spaces)")
+    return node_id
 
 
 def check_position(position: Position, epoch: str, last: StreamId, *, trimmed: bool) -> None:

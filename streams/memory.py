@@ -15,8 +15,9 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 
+from streams.commands import CommandQueue, MemoryCommands
 from streams.cursor import Position
-from streams.engine import Engine, Retention, Sequenced, Sink, check_position
+from streams.engine import Engine, Retention, Sequenced, Sink, check_node_id, check_position
 from streams.event import Event, StreamId
 
 
@@ -39,12 +40,14 @@ class MemoryEngine(Engine):
         self._logs: dict[str, _Log] = {}
         self._sink: Sink | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._commands: MemoryCommands | None = None
 
     async def connect(self, sink: Sink) -> None:
         self._sink = sink
 
     async def close(self) -> None:
         self._sink = None
+        self._control = None
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
         log = self._logs.get(channel)
@@ -118,6 +121,16 @@ class MemoryEngine(Engine):
 
     async def ping(self) -> None:
         pass
+
+    async def control_send(self, message: bytes, to: str | None = None) -> None:
+        """This process is the only node: its handler, if `to` is this node or every node."""
+        self._control_received(None if to is None else check_node_id(to), message)
+
+    def commands(self) -> CommandQueue:
+        # One queue per engine: it holds the consumer group's state, as Redis does for its own.
+        if self._commands is None:
+            self._commands = MemoryCommands(self)
+        return self._commands
 
     def _trim(self, log: _Log, now_ms: int) -> None:
         events = log.events

@@ -10,6 +10,14 @@ Pub/sub is at-most-once, so the reader remembers the last position it saw per ch
 lost connection it re-subscribes and reads the stream from there, so nothing is skipped. A
 stream whose epoch changed (Redis lost its data) becomes a `reset` instead of a silent gap.
 
+The control bus (see `streams/engine.py`) rides on the same reader: every reader subscribes
+first to `sinal:control:<db>`, whose confirmation also tells it that its connection is up, so
+the bus costs no connection and no subscription of its own, and comes back with the reader's
+re-subscription after a lost connection. A message names its node (`<to> <message>`, `<to>`
+empty for every node) and each reader keeps only those for its node: every node reads every
+control message, which is cheap for a bus that carries operators' questions and orders, never
+per-connection traffic.
+
 Keys of one channel share a hash tag (`sinal:{<channel>}:…`), so the scripts are Redis Cluster safe.
 """
 
@@ -29,15 +37,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams.channels import COMMANDS
+from streams.commands import CommandQueue, RedisCommands
 from streams.cursor import Position
-from streams.engine import Engine, PositionLost, Retention, Sequenced, Sink, check_position
+from streams.engine import (
+    Engine,
+    PositionLost,
+    Retention,
+    Sequenced,
+    Sink,
+    check_node_id,
+    check_position,
+)
 from streams.errors import Unavailable
 from streams.event import Event, StreamId, parse_stream_id
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.redis")
 
-CONTROL = "sinal:control"
 CATCH_UP_PAGE = 500
 
 # Each entry records the id of the entry before it (`p`): Redis does not report what trimming
@@ -98,6 +115,11 @@ def live_name(channel: str, db: int) -> str:
     return f"sinal:{{{channel}}}:live:{db}"
 
 
+def control_name(db: int) -> str:
+    # Like the live channels, the database number keeps deployments sharing a server apart.
+    return f"sinal:control:{db}"
+
+
 def channel_of(live: str) -> str:
     return live[len("sinal:{") : live.rindex("}:live:")]
 
@@ -135,6 +157,7 @@ class RedisEngine(Engine):
             url, socket_timeout=5, socket_connect_timeout=5, max_connections=200
         )
         self.db = int(self._redis.connection_pool.connection_kwargs.get("db", 0))
+        self._control_name = control_name(self.db)
         self._publish = self._redis.register_script(PUBLISH)
         self._read = self._redis.register_script(READ)
         self._sink: Sink | None = None
@@ -143,12 +166,7 @@ class RedisEngine(Engine):
         self._outbox: asyncio.Queue[tuple[Op, str]] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-
-    @property
-    def client(self) -> aioredis.Redis:
-        """The command client (short socket timeout), for internal users of Sinal's keys such
-        as the command queue."""
-        return self._redis
+        self._commands = RedisCommands(self._redis, keys(COMMANDS)[0])
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -162,6 +180,7 @@ class RedisEngine(Engine):
         if self._reader is not None:
             await cancel_and_wait(self._reader)
             self._reader = None
+        self._control = None
         for watch in self._watches.values():
             for waiter in watch.waiters:
                 waiter.cancel()
@@ -171,6 +190,16 @@ class RedisEngine(Engine):
     async def ping(self) -> None:
         try:
             await self._redis.ping()
+        except RedisError as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+
+    def commands(self) -> CommandQueue:
+        return self._commands
+
+    async def control_send(self, message: bytes, to: str | None = None) -> None:
+        address = b"" if to is None else check_node_id(to).encode()
+        try:
+            await self._redis.publish(self._control_name, address + b" " + message)
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
 
@@ -328,7 +357,7 @@ class RedisEngine(Engine):
         pubsub = client.pubsub()
         sender = None
         try:
-            await pubsub.subscribe(CONTROL)
+            await pubsub.subscribe(self._control_name)
             # Everything this process watches is subscribed anew; positions seen before the
             # connection was lost are caught up once each channel's subscription is confirmed.
             self._outbox = asyncio.Queue()
@@ -378,9 +407,15 @@ class RedisEngine(Engine):
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         name = message["channel"].decode()
-        if name == CONTROL:
+        if name == self._control_name:
             if kind == "subscribe":
                 self._connected.set()
+            elif kind == "message":
+                address, separator, body = message["data"].partition(b" ")
+                if not separator:  # not from Sinal's `control_send`
+                    log.warning("ignored a malformed message on %s", name)
+                    return
+                self._control_received(address.decode(errors="replace") or None, body)
             return
         channel = channel_of(name)
         if kind == "message":

@@ -19,7 +19,6 @@ from streams.commands import (
     Delivery,
     MemoryCommands,
     RedisCommands,
-    command_queue,
 )
 from streams.engine import Engine, Retention, Sequenced
 from streams.errors import BadRequest
@@ -67,7 +66,7 @@ def make_engine(request: pytest.FixtureRequest) -> EngineFactory:
 @pytest.fixture
 async def setup(make_engine: EngineFactory) -> AsyncIterator[Setup]:
     engine = make_engine(Retention(max_len=10_000, max_age_s=3600))
-    yield Setup(engine, command_queue(engine))
+    yield Setup(engine, engine.commands())
     await engine.close()
 
 
@@ -231,10 +230,11 @@ async def test_entries_from_the_outbox_relay_are_consumed_alike(setup: Setup) ->
     assert {d.type for d in got} == {COMMAND_TYPE}
 
 
-async def test_queues_over_one_engine_share_the_group(setup: Setup) -> None:
+async def test_the_engine_has_one_queue(setup: Setup) -> None:
     await setup.publish(2)
     await setup.claim("a", limit=1)
-    other = command_queue(setup.engine)
+    other = setup.engine.commands()
+    assert other is setup.queue
     [got] = await other.claim("b", limit=10, wait_s=0, redeliver_after_s=LONG)
     assert got.data_json == b'{"n":1}'
     assert await other.pending() == 2
@@ -245,7 +245,7 @@ async def test_entries_trimmed_while_pending_are_dropped(make_engine: EngineFact
     never redelivered (Redis: XAUTOCLAIM reports and drops it)."""
     engine = make_engine(Retention(max_len=10, max_age_s=3600))
     try:
-        setup = Setup(engine, command_queue(engine))
+        setup = Setup(engine, engine.commands())
         old = await setup.publish(5)
         assert ids(await setup.claim("a")) == ids_of(old)
         # Redis trims whole stream nodes (`MAXLEN ~`): enough entries that the first goes.
@@ -263,7 +263,7 @@ def test_the_commands_channel_is_not_subscribable() -> None:
     assert not is_valid_channel(COMMANDS)
 
 
-async def test_the_factory_picks_the_engine_s_queue(setup: Setup) -> None:
+async def test_each_engine_provides_its_queue(setup: Setup) -> None:
     expected = RedisCommands if isinstance(setup.engine, RedisEngine) else MemoryCommands
     assert isinstance(setup.queue, expected)
 
@@ -273,7 +273,7 @@ async def test_redis_consumers_of_the_raw_stream_share_the_group(redis_url: str)
     engine = RedisEngine(redis_url)
     client = aioredis.Redis.from_url(redis_url)
     try:
-        queue = command_queue(engine)
+        queue = engine.commands()
         await engine.publish(COMMANDS, COMMAND_TYPE, b'{"n":0}')
         await engine.publish(COMMANDS, COMMAND_TYPE, b'{"n":1}')
         [first] = await queue.claim("api", limit=1, wait_s=0, redeliver_after_s=LONG)
@@ -296,7 +296,7 @@ async def test_redis_queue_survives_losing_its_stream(redis_url: str) -> None:
     engine = RedisEngine(redis_url)
     client = aioredis.Redis.from_url(redis_url)
     try:
-        queue = command_queue(engine)
+        queue = engine.commands()
         assert await queue.claim("a", limit=1, wait_s=0, redeliver_after_s=LONG) == []
         await client.delete(*keys(COMMANDS))
         await engine.publish(COMMANDS, COMMAND_TYPE, b'{"n":0}')
