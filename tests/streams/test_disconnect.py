@@ -8,6 +8,7 @@ import time
 import anyio
 import pytest
 
+from streams import disconnect
 from streams.disconnect import (
     CLOSE_CODES,
     REASONS,
@@ -59,3 +60,34 @@ async def test_close_at_calls_back_at_the_wall_clock_time() -> None:
     assert past is not None
     assert past.when() <= loop.time()
     past.cancel()
+
+
+@pytest.mark.anyio
+async def test_expiries_fire_in_order_and_a_cancelled_one_never() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[str] = []
+    done = asyncio.Event()
+    now = time.time()
+    for name, after in (("third", 0.15), ("first", 0.05), ("second", 0.1)):
+        close_at(loop, now + after, lambda name=name: fired.append(name))
+    cancelled = close_at(loop, now + 0.01, lambda: fired.append("cancelled"))
+    assert cancelled is not None
+    cancelled.cancel()
+    close_at(loop, now + 0.2, done.set)
+    with anyio.fail_after(2):
+        await done.wait()
+    assert fired == ["first", "second", "third"]
+
+
+@pytest.mark.anyio
+async def test_connections_that_leave_early_do_not_pile_up_in_the_schedule() -> None:
+    """Streams that end long before their credential expires (the common case) cancel their
+    entry; the schedule drops such entries once they are many, instead of holding them for
+    hours until their deadline."""
+    loop = asyncio.get_running_loop()
+    later = time.time() + 3600
+    entries = [close_at(loop, later, lambda: None) for _ in range(10_000)]
+    for entry in entries:
+        assert entry is not None
+        entry.cancel()
+    assert len(disconnect._SCHEDULES[loop]._heap) <= 2 * disconnect._COMPACT_AFTER
