@@ -130,30 +130,28 @@ class StreamSession:
             self._subscriber = subscriber
             if self._close_early is not None:
                 subscriber.close(self._close_early)
-            expiry = close_at(self.hub.loop, self.deadline, lambda: subscriber.close("expired"))
+            expiry = close_at(self.hub.loop, self.deadline, subscriber.close, "expired")
             try:
                 await self._handshake(subscriber, start)
                 if not subscriber.closed:
-                    await self._live(subscriber, receive)
+                    # Live: inline, not in a coroutine of its own, whose frame every idle
+                    # stream would hold for its whole life.
+                    subscriber.on_close = self._on_close
+                    subscriber.notify = self._flush
+                    self._flush()
+                    try:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        subscriber.close("disconnect")
+                    except asyncio.CancelledError:
+                        if not subscriber.closed or self._task.cancelling() > 1:
+                            raise  # not ours: the server is cancelling the request
+                        self._task.uncancel()
+                    subscriber.notify = None
                 await self._finish(subscriber)
             finally:
                 if expiry is not None:
                     expiry.cancel()
-
-    async def _live(self, subscriber: Subscriber, receive: Receive) -> None:
-        assert self._task is not None
-        subscriber.on_close = self._on_close
-        subscriber.notify = self._flush
-        self._flush()
-        try:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            subscriber.close("disconnect")
-        except asyncio.CancelledError:
-            if not subscriber.closed or self._task.cancelling() > 1:
-                raise  # not ours: the server is cancelling the request
-            self._task.uncancel()
-        subscriber.notify = None
 
     def _on_close(self, reason: CloseReason) -> None:
         # The task waits in `receive()`; wake it so the response can end.
