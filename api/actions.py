@@ -161,7 +161,7 @@ async def actions(socket: WebSocket[Any, Any, Any]) -> None:
         return
     session = ActionSession(socket, runtime, principal)
     ends = deadline(principal.expires_at, runtime.settings.auth_grace_s)
-    expiry = close_at(asyncio.get_running_loop(), ends, lambda: session.disconnect("expired"))
+    expiry = close_at(asyncio.get_running_loop(), ends, session.disconnect, "expired")
     with runtime.actions.opened(principal.sub, session):
         try:
             await socket.accept()

@@ -80,26 +80,37 @@ def deadline(expires_at: float | None, grace_s: float) -> float | None:
 
 
 def close_at(
-    loop: asyncio.AbstractEventLoop, when: float | None, callback: Callable[[], object]
+    loop: asyncio.AbstractEventLoop,
+    when: float | None,
+    callback: Callable[..., object],
+    *args: object,
 ) -> Expiry | None:
-    """Call `callback` at `when` (seconds since the epoch, wall clock, as JWT `exp` is); the
-    caller cancels the returned entry when the connection ends first."""
+    """Call `callback(*args)` at `when` (seconds since the epoch, wall clock, as JWT `exp` is);
+    the caller cancels the returned entry when the connection ends first. (A bound method and
+    its arguments, not a closure: one per idle stream, each byte counts.)"""
     if when is None:
         return None
     schedule = _SCHEDULES.get(loop)
     if schedule is None:
         schedule = _SCHEDULES[loop] = _Schedule(loop)
-    return schedule.add(loop.time() + max(0.0, when - time.time()), callback)
+    return schedule.add(loop.time() + max(0.0, when - time.time()), callback, args)
 
 
 class Expiry:
     """One connection's place in its loop's schedule."""
 
-    __slots__ = ("_schedule", "_when", "callback")
+    __slots__ = ("_schedule", "_when", "args", "callback")
 
-    def __init__(self, when: float, callback: Callable[[], object], schedule: _Schedule) -> None:
+    def __init__(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[object, ...],
+        schedule: _Schedule,
+    ) -> None:
         self._when = when
-        self.callback: Callable[[], object] | None = callback
+        self.callback: Callable[..., object] | None = callback
+        self.args = args
         self._schedule = schedule
 
     def when(self) -> float:
@@ -128,8 +139,8 @@ class _Schedule:
         self._timer: asyncio.TimerHandle | None = None
         self._cancelled = 0
 
-    def add(self, when: float, callback: Callable[[], object]) -> Expiry:
-        entry = Expiry(when, callback, self)
+    def add(self, when: float, callback: Callable[..., object], args: tuple[object, ...]) -> Expiry:
+        entry = Expiry(when, callback, args, self)
         heapq.heappush(self._heap, entry)
         if self._heap[0] is entry:
             self._arm()
@@ -163,7 +174,7 @@ class _Schedule:
                 self._cancelled -= 1
                 continue
             try:
-                callback()
+                callback(*entry.args)
             except Exception:  # one connection's ending must not stop the others'
                 log.exception("ending an expired connection failed")
         if self._heap:
