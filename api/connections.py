@@ -108,9 +108,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     The httptools parser calls `on_message_begin`, `on_headers_complete` and
     `on_message_complete` from `data_received`. A connection still reading a request waits in
-    `_reading` with its deadline, and one timer per process sweeps it (`_sweep`): measured
-    (docs/benchmarks.md), a timer per connection cost about 1.3 KB of every idle stream's
-    memory, as the cancelled timers of the handshakes linger in the event loop's heap.
+    `_reading` with its deadline, and one timer per process sweeps it (`_sweep`), so that no
+    connection holds a timer of its own: an idle stream's memory is what a server of many
+    streams spends (docs/benchmarks.md).
     """
 
     limits: ClassVar[Limits]

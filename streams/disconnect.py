@@ -13,8 +13,8 @@ simply answers early. The reasons:
 - `limit`: a runtime limit; reconnect after `retry_after` seconds.
 
 Expiry costs no timer per connection, let alone a task: every connection of a loop waits in one
-heap with one timer for its earliest deadline (`close_at`). Measured (docs/benchmarks.md): a
-timer per idle stream cost about 0.8 KB of its memory.
+heap with one timer for its earliest deadline (`close_at`), as an idle stream's memory is what a
+server of many streams spends (docs/benchmarks.md).
 """
 
 from __future__ import annotations
