@@ -44,6 +44,18 @@ def bearer(sub: str, *roles: str, **kwargs: Any) -> dict[str, str]:
 
 
 SERVICE = bearer("svc", "service")
+# Valid ISO 8601 times whose UTC form is outside years 1-9999 (Python's datetime).
+OVERFLOWS_UTC = ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00")
+
+
+def nested_lists(depth: int) -> Any:
+    """JSON arrays nested `depth` deep: `[[[]]]` for 3."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 ADMIN = bearer("root", "admin")
 
 

@@ -13,10 +13,12 @@ import pytest
 
 from tests.support import (
     ADMIN,
+    OVERFLOWS_UTC,
     SERVICE,
     ServerProcess,
     assert_problem,
     bearer,
+    nested_lists,
     open_stream,
     stream_response,
 )
@@ -60,17 +62,6 @@ async def send(
     assert response.status_code == expect, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-# Valid ISO 8601 times whose UTC form is outside years 1-9999 (Python's datetime).
-OVERFLOWS_UTC = ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00")
-
-
-def nested(depth: int) -> Any:
-    value: Any = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
 
 
 def channel(id: str) -> dict[str, str]:
@@ -338,8 +329,8 @@ async def test_bad_input_is_a_clear_problem(memory_server: ServerProcess) -> Non
              "events[0].time"),
             ({"events": [{"type": "log", "seq": 1, "message": "x", "time": OVERFLOWS_UTC[1]}]},
              "events[0].time"),
-            ({"events": [{"type": "log", "seq": 1, "message": "x", "data": {"a": nested(70)}}]},
-             "events[0].data"),
+            ({"events": [{"type": "log", "seq": 1, "message": "x",
+                          "data": {"a": nested_lists(70)}}]}, "events[0].data"),
             ({"events": [{"type": "log", "seq": 2**63, "message": "x"}]}, "events[0].seq"),
             ({"events": [{"type": "log", "seq": 1, "message": "a\x00"}]}, "events[0].message"),
         ]  # fmt: skip

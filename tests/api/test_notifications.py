@@ -11,26 +11,19 @@ import httpx
 import pytest
 
 from tests.support import (
+    OVERFLOWS_UTC,
     SERVICE,
     PrivateRedis,
     ServerProcess,
     assert_problem,
     bearer,
+    nested_lists,
     open_stream,
 )
 
 pytestmark = pytest.mark.anyio
 
 ALICE, BOB = bearer("alice"), bearer("bob")
-# Valid ISO 8601 times whose UTC form is outside years 1-9999 (Python's datetime).
-OVERFLOWS_UTC = ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00")
-
-
-def nested_list(depth: int) -> Any:
-    value: Any = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
 
 
 @pytest.fixture
@@ -290,7 +283,7 @@ async def test_bad_input_is_refused_with_the_field_named(
             # Regressions, each a 500 before: past the limits of every request.
             ({**ok, "expires_at": OVERFLOWS_UTC[0]}, "expires_at"),
             ({**ok, "expires_at": OVERFLOWS_UTC[1]}, "expires_at"),
-            ({**ok, "data": {"x": nested_list(100)}}, "data"),
+            ({**ok, "data": {"x": nested_lists(100)}}, "data"),
             ({**ok, "title": "a\x00b"}, "title"),
             ({**ok, "data": {"x\x00": 1}}, "data"),
         ]
