@@ -23,6 +23,7 @@ from piccolo.querystring import QueryString
 
 from db.engine import Database
 from db.notifications import decode_cursor, encode_cursor, new_id
+from db.times import aware
 
 MAX_LIMIT = 200
 _COLUMNS = "id, at, actor, action, target, params, result, node, request_id"
@@ -76,7 +77,7 @@ async def record(
 ) -> AuditEntry:
     """Append one entry: a single INSERT, in the caller's transaction when there is one (it
     never opens its own, so the act and its entry commit together)."""
-    when = datetime.now(UTC) if at is None else _aware(at, "at")
+    when = datetime.now(UTC) if at is None else aware(at, "at")
     entry = AuditEntry(
         id=new_id(when), at=when, actor=actor, action=action, target=target,
         params=dict(params), result=dict(result), node=node, request_id=request_id,
@@ -113,7 +114,7 @@ async def list_entries(
         ("actor = {}", actor),
         ("action = {}", action),
         ("target = {}", target),
-        ("at >= {}", None if since is None else _aware(since, "since")),
+        ("at >= {}", None if since is None else aware(since, "since")),
     ):
         if value is not None:
             where.append(clause)
@@ -146,7 +147,7 @@ async def purge(
         rows = await _run(
             database,
             "SELECT id FROM sinal_audit WHERE at < {} ORDER BY at LIMIT {}",
-            _aware(older_than, "older_than"),
+            aware(older_than, "older_than"),
             batch,
         )
         if rows:
@@ -161,13 +162,6 @@ async def purge(
             return total
         if pause_s:
             await asyncio.sleep(pause_s)
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    # SQLite stores times as UTC text: a naive one would compare as if it were UTC.
-    if value.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return value
 
 
 def _entry(row: Mapping[str, Any]) -> AuditEntry:

@@ -15,6 +15,7 @@ from typing import Any
 from piccolo.querystring import QueryString
 
 from db.engine import Database
+from db.times import aware, now_or
 
 # `CASE`, not SQLite's two-argument max() or PostgreSQL's greatest(): the same text on both.
 # SQLite compares the stored UTC text, which orders as the times do.
@@ -39,7 +40,7 @@ async def revoke(
     now in force (the later of this one and any earlier revocation's). One statement, in the
     caller's transaction when there is one."""
     rows = await _run(
-        database, _REVOKE, user, _aware(before, "before"), _aware(expires_at, "expires_at"),
+        database, _REVOKE, user, aware(before, "before"), aware(expires_at, "expires_at"),
         datetime.now(UTC), by,
     )  # fmt: skip
     before_in_force: datetime = rows[0]["revoked_before"]
@@ -51,7 +52,7 @@ async def active(database: Database, now: datetime | None = None) -> dict[str, d
     rows = await _run(
         database,
         "SELECT user_id, revoked_before FROM sinal_revocation WHERE expires_at > {}",
-        _now(now),
+        now_or(now),
     )
     return {row["user_id"]: row["revoked_before"] for row in rows}
 
@@ -64,7 +65,7 @@ async def revoked_before(
         database,
         "SELECT revoked_before FROM sinal_revocation WHERE user_id = {} AND expires_at > {}",
         user,
-        _now(now),
+        now_or(now),
     )
     return rows[0]["revoked_before"] if rows else None
 
@@ -74,20 +75,9 @@ async def purge(database: Database, now: datetime | None = None) -> int:
     rows = await _run(
         database,
         "DELETE FROM sinal_revocation WHERE expires_at <= {} RETURNING user_id",
-        _now(now),
+        now_or(now),
     )
     return len(rows)
-
-
-def _now(now: datetime | None) -> datetime:
-    return datetime.now(UTC) if now is None else _aware(now, "now")
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    # SQLite stores times as UTC text: a naive one would compare as if it were UTC.
-    if value.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return value
 
 
 async def _run(database: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
