@@ -81,7 +81,9 @@ class Runtime:
             relay,
             inbox,
             Purge(
+                database,
                 keep_days=settings.notification_retention_days,
+                audit_keep_days=settings.audit_retention_days,
                 interval_s=settings.purge_interval_s,
             ),
             Tracker(

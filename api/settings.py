@@ -186,6 +186,7 @@ class Settings:
     notification_retention_days: float = _env(
         "SINAL_NOTIFICATION_RETENTION_DAYS", _non_negative_float, 90.0
     )
+    audit_retention_days: float = _env("SINAL_AUDIT_RETENTION_DAYS", _non_negative_float, 365.0)
     purge_interval_s: float = _env("SINAL_PURGE_INTERVAL", _positive_float, 3600.0)
     progress_interval_ms: float = _env("SINAL_PROGRESS_INTERVAL_MS", _non_negative_float, 100.0)
     command_ack_timeout_s: float = _env("SINAL_COMMAND_ACK_TIMEOUT", _positive_float, 30.0)

@@ -10,7 +10,6 @@ same opaque cursor (`db.notifications.encode_cursor`); ids are time-ordered (UUI
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Mapping
@@ -134,34 +133,34 @@ async def list_entries(
     return entries, entries[-1].cursor if len(rows) > limit else None
 
 
-async def purge(
-    database: Database, older_than: datetime, *, batch: int = 1000, pause_s: float = 0.0
-) -> int:
-    """Delete entries older than `older_than`, `batch` rows per statement; how many.
-
-    Ids first, then a delete by primary key (as `db.notifications.purge`): each statement is
-    short, and between them other writers get their turn (after `pause_s`, if given).
-    """
+async def purge(database: Database, older_than: datetime, *, batch: int = 1000) -> int:
+    """Delete every entry older than `older_than`, `batch` rows per statement; how many."""
     total = 0
     while True:
-        rows = await _run(
-            database,
-            "SELECT id FROM sinal_audit WHERE at < {} ORDER BY at LIMIT {}",
-            aware(older_than, "older_than"),
-            batch,
-        )
-        if rows:
-            marks = ", ".join("{}" for _ in rows)
-            await _run(
-                database,
-                f"DELETE FROM sinal_audit WHERE id IN ({marks})",
-                *(row["id"] for row in rows),
-            )
-        total += len(rows)
-        if len(rows) < batch:
+        deleted = await purge_batch(database, older_than, batch)
+        total += deleted
+        if deleted < batch:
             return total
-        if pause_s:
-            await asyncio.sleep(pause_s)
+
+
+async def purge_batch(database: Database, older_than: datetime, batch: int) -> int:
+    """Delete up to `batch` entries older than `older_than`, oldest first; how many.
+
+    Ids first, then a delete by primary key (as `db.notifications.purge`): each statement is
+    short, and between two of them other writers get their turn (`db.retention` pauses there).
+    """
+    rows = await _run(
+        database,
+        "SELECT id FROM sinal_audit WHERE at < {} ORDER BY at LIMIT {}",
+        aware(older_than, "older_than"),
+        batch,
+    )
+    if rows:
+        marks = ", ".join("{}" for _ in rows)
+        await _run(
+            database, f"DELETE FROM sinal_audit WHERE id IN ({marks})", *(row["id"] for row in rows)
+        )
+    return len(rows)
 
 
 def _entry(row: Mapping[str, Any]) -> AuditEntry:
