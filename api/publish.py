@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import msgspec
@@ -13,7 +14,7 @@ from api.runtime import Runtime
 from streams.access import Principal
 from streams.channels import CHANNEL, require_channel
 from streams.cursor import encode_cursor
-from streams.errors import BadRequest, PayloadTooLarge
+from streams.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from streams.event import EVENT_TYPE, MAX_EVENT_TYPE
 
 RESERVED_TYPES = frozenset({"ready", "reset", "message"})
@@ -45,6 +46,13 @@ async def publish(
     request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
 ) -> PublishResponse:
     require_role(principal, "service")
+    wait = runtime.admission.publish(principal.sub, 1)
+    if wait is not None:
+        raise TooManyRequests(
+            f"over this service's publish rate ({runtime.admission.limits.publish_rate:g} "
+            "events per second); retry after the time in Retry-After",
+            retry_after_s=math.ceil(wait),
+        )
     body = decode_body(await request.body(), PublishRequest)
     channel = require_channel(body.channel)
     check_event_type(body.type)
