@@ -211,7 +211,7 @@ export class LiveCounters {
     const now = Date.now();
     const stale = [...this.state.entries()].filter(([, entry]) => now - entry.heard > STALE_MS);
     const live = this.state.size - stale.length;
-    let text = `${live} ${live === 1 ? "node" : "nodes"} reporting every second`;
+    let text = live === 0 ? "No node is reporting" : `${live} ${live === 1 ? "node" : "nodes"} reporting every second`;
     if (stale.length) text += `; stale: ${stale.map(([id, entry]) => entry.report.name || this.nodes.name(id)).join(", ")}`;
     return text;
   }
