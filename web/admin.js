@@ -14,7 +14,7 @@ import { Broadcast } from "./admin/broadcast.js";
 import { Connections } from "./admin/connections.js";
 import { Limits } from "./admin/limits.js";
 import { LiveCounters, Nodes } from "./admin/nodes.js";
-import { startPage } from "./ui.js";
+import { setPageTitle, startPage } from "./ui.js";
 
 const { sinal, signedOut } = startPage();
 const main = document.getElementById("main");
@@ -31,7 +31,7 @@ function only(panel) {
 
 function forbidden() {
   only(document.getElementById("forbidden"));
-  document.title = "Admins only · Sinal";
+  setPageTitle("Admins only · Sinal");
 }
 
 // The server said 403 for the page itself: no need to ask the API first.
