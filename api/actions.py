@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -33,7 +34,8 @@ from api import executions, notifications
 from api.body import decode_json
 from api.csrf import check_origin, cookie_authenticated
 from api.notifications import MAX_IDS, ManyChanged
-from api.problems import PROBLEM_JSON, encode_problem, problem, problem_of, render
+from api.problems import PROBLEM_JSON, encode_problem, headers_of, problem, problem_of, render
+from api.remote import remote_address
 from api.runtime import Runtime
 from streams.access import Principal
 from streams.disconnect import CLOSE_CODES, DisconnectReason, close_at, close_text, deadline
@@ -155,14 +157,30 @@ async def perform(runtime: Runtime, principal: Principal, message: Message) -> m
 async def actions(socket: WebSocket[Any, Any, Any]) -> None:
     runtime: Runtime = socket.app.state.sinal
     try:
+        wait = runtime.admission.handshake()
+        if wait is not None:
+            raise Unavailable(
+                "too many new connections right now; retry after the time in Retry-After",
+                retry_after_s=math.ceil(wait),
+            )
         principal = _authenticate(socket, runtime)
     except SinalError as error:
-        await _deny(socket, problem_of(error))
+        await _deny(socket, problem_of(error), headers_of(error))
         return
     session = ActionSession(socket, runtime, principal)
     ends = deadline(principal.expires_at, runtime.settings.auth_grace_s)
     expiry = close_at(asyncio.get_running_loop(), ends, session.disconnect, "expired")
-    with runtime.actions.opened(principal.sub, session):
+    remote = remote_address(
+        socket.scope.get("client"),
+        socket.headers.get("x-forwarded-for"),
+        runtime.settings.trusted_proxies,
+    )
+    with (
+        runtime.actions.opened(principal.sub, session),
+        runtime.registry.opened(
+            principal, "ws", [], session, remote=remote, user_agent=socket.headers.get("user-agent")
+        ),
+    ):
         try:
             await socket.accept()
             await session.run()
@@ -185,7 +203,11 @@ def _authenticate(socket: WebSocket[Any, Any, Any], runtime: Runtime) -> Princip
     return principal
 
 
-async def _deny(socket: WebSocket[Any, Any, Any], details: dict[str, Any]) -> None:
+async def _deny(
+    socket: WebSocket[Any, Any, Any],
+    details: dict[str, Any],
+    extra_headers: dict[str, str] | None = None,
+) -> None:
     """Refuse the upgrade: with the problem as an HTTP response where the server can send one
     (uvicorn can), else with a bare close, which the server turns into a 403."""
     await socket.receive()  # websocket.connect (`accept` takes it itself)
@@ -198,8 +220,9 @@ async def _deny(socket: WebSocket[Any, Any, Any], details: dict[str, Any]) -> No
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),
     ]
-    if details["status"] == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
+    headers += [
+        (name.lower().encode(), value.encode()) for name, value in (extra_headers or {}).items()
+    ]
     start = {
         "type": "websocket.http.response.start",
         "status": details["status"],
@@ -212,7 +235,7 @@ async def _deny(socket: WebSocket[Any, Any, Any], details: dict[str, Any]) -> No
 class ActionSession:
     """One accepted socket: read, perform, answer, until the client leaves or a limit is hit."""
 
-    __slots__ = ("_close", "_socket", "_strikes", "_wait", "principal", "runtime")
+    __slots__ = ("_close", "_socket", "_strikes", "_wait", "answered", "principal", "runtime")
 
     def __init__(
         self, socket: WebSocket[Any, Any, Any], runtime: Runtime, principal: Principal
@@ -223,10 +246,14 @@ class ActionSession:
         self._close: tuple[int, str] | None = None  # set: close with this code and reason
         self._wait: asyncio.Timeout | None = None  # set while waiting for a message
         self._strikes: deque[float] = deque()  # when recent invalid messages came
+        self.answered = 0  # replies sent (for the admin API's listings)
 
     def disconnect(self, reason: DisconnectReason, retry_after: float | None = None) -> None:
         """End soon, for one of the server's reasons, with its close code."""
         self.stop(CLOSE_CODES[reason], close_text(reason, retry_after))
+
+    def figures(self) -> tuple[int, str | None, int]:
+        return self.answered, None, 0
 
     def stop(self, code: int, reason: str) -> None:
         if self._close is None:
@@ -243,6 +270,7 @@ class ActionSession:
             reply = await self._answer(frame)
             if reply is not None:
                 await self._socket.send_text(reply)
+                self.answered += 1
         if self._close is not None:
             await self._socket.close(*self._close)
 
@@ -267,7 +295,9 @@ class ActionSession:
     async def _answer(self, frame: dict[str, Any]) -> str | None:
         """The reply to one frame, or None when the socket closes instead."""
         if not self.runtime.actions.take(self.principal.sub):
-            self._close = (POLICY_VIOLATION, "rate limit exceeded")
+            # Over the runtime limit: closed with `limit`, and when a message fits again.
+            self.disconnect("limit", 1 / self.runtime.actions.rate)
+            self.runtime.control.over_limit(self.principal, "ws")
             return None
         text = frame.get("text")
         if text is None:

@@ -18,6 +18,7 @@ from litestar.types import Receive, Scope, Send
 from api import (
     actions,
     admin,
+    announcements,
     executions,
     health,
     notifications,
@@ -65,6 +66,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
         try:
             await runtime.hub.start()
             try:
+                await runtime.control.start()
                 runtime.relay.start()
                 runtime.purge.start()
                 runtime.tracker.start()
@@ -73,6 +75,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
                 await runtime.tracker.stop()
                 await runtime.purge.stop()
                 await runtime.relay.stop()
+                await runtime.control.stop()
                 await runtime.hub.stop()
         finally:
             await close_engine(runtime.database)
@@ -97,7 +100,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             tickets.issue_ticket,
             health.healthz,
             health.readyz,
-            admin.stats,
+            admin.router,
+            announcements.list_announcements,
             *web.ROUTES,
         ],
         dependencies=DEPENDENCIES,

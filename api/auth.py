@@ -4,6 +4,12 @@ Credentials, in order: `Authorization: Bearer <JWT>`, the HttpOnly cookie `sinal
 GET stream endpoints only, `?ticket=` (because `EventSource` cannot send headers). Tickets are
 signed with their own key and audience, so a ticket is never accepted as a JWT, nor a JWT as a
 ticket. No token or ticket is ever logged.
+
+Revocation (docs/admin.md): an administrator can revoke every token of a user issued before a
+moment, whole seconds since the epoch (`iat` is whole seconds: a token issued in the same
+second as the revocation is taken as issued after it, so that one made just after it works).
+A ticket carries the `iat` of its token and is refused with it. `revoked` is kept current by
+the control plane (api/control.py) from the database and the control bus.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,8 +31,9 @@ from streams.errors import Unauthorized
 COOKIE = "sinal_token"
 TICKET_AUDIENCE = "sinal:stream"
 TICKET_ALGORITHM = "HS256"
-# The ticket claim that carries the expiry of the token it was minted from.
+# The ticket claims that carry the expiry and issue time of the token it was minted from.
 TOKEN_EXPIRY = "token_exp"
+TOKEN_ISSUED = "token_iat"
 # The last second of year 9999: later `exp`, `nbf` or `iat` claims are refused.
 MAX_NUMERIC_DATE = 253_402_300_799
 # Tokens verified recently, kept so that a client's next requests skip the signature check.
@@ -38,6 +46,7 @@ class Authenticator:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.ticket_ttl_s = settings.ticket_ttl_s
+        self.max_lifetime_s = settings.max_token_lifetime_s
         if settings.jwt_public_key_file is not None:
             self._verify_key: str = settings.jwt_public_key_file.read_text()
         elif settings.jwt_secret is not None:
@@ -48,6 +57,10 @@ class Authenticator:
         # A key of its own for tickets: derived, so one configured secret is enough.
         self._ticket_key = hashlib.sha256(b"sinal-ticket\x00" + ticket_secret.encode()).hexdigest()
         self._verified: dict[str, tuple[Principal, float]] = {}
+        # User -> tokens issued before this second are refused; and how many were since the
+        # control plane last wrote them to the audit log.
+        self.revoked: dict[str, float] = {}
+        self.refused: Counter[str] = Counter()
         # In development a bad signature is most often a token made by `sinal token` in another
         # directory, with another development secret: the 401 says which file this server uses.
         self._dev_secret_file = (
@@ -68,12 +81,29 @@ class Authenticator:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("Authorization header must be 'Bearer <token>'")
-            return self.verify_token(token.strip())
-        if cookies.get(COOKIE):
-            return self.verify_token(cookies[COOKIE])
-        if ticket:
-            return self.verify_ticket(ticket)
-        raise Unauthorized("credentials are missing: send a Bearer token")
+            principal = self.verify_token(token.strip())
+        elif cookies.get(COOKIE):
+            principal = self.verify_token(cookies[COOKIE])
+        elif ticket:
+            principal = self.verify_ticket(ticket)
+        else:
+            raise Unauthorized("credentials are missing: send a Bearer token")
+        if self.revoked:
+            self.check_revoked(principal)
+        return principal
+
+    def check_revoked(self, principal: Principal) -> None:
+        """Raise if the user's tokens issued before a revocation include this one's."""
+        before = self.revoked.get(principal.sub)
+        if before is None:
+            return
+        # A token without `iat` cannot show it came after: refused while the revocation holds.
+        if principal.issued_at is None or principal.issued_at < before:
+            self.refused[principal.sub] += 1
+            raise Unauthorized(
+                "token was revoked by an administrator: sign in again for a new one",
+                extra={"revoked": True},
+            )
 
     def verify_token(self, token: str) -> Principal:
         """Verify `token`, or find it verified before and not expired since.
@@ -116,7 +146,19 @@ class Authenticator:
             raise Unauthorized(f"token is invalid: {error}") from None
         for name in ("nbf", "iat"):  # `exp` is read by `principal_from_claims`
             _seconds(claims, name)
-        return principal_from_claims(claims), claims
+        principal = principal_from_claims(claims)
+        if (
+            principal.issued_at is not None
+            and principal.expires_at is not None
+            and principal.expires_at - principal.issued_at > self.max_lifetime_s
+        ):
+            # A revocation is kept this long (docs/admin.md): a token living longer would
+            # outlive the revocation that covers it.
+            raise Unauthorized(
+                f"token lives longer than this server accepts ({self.max_lifetime_s} s "
+                "from 'iat' to 'exp')"
+            )
+        return principal, claims
 
     def _secret_hint(self) -> str:
         if self._dev_secret_file is None:
@@ -142,7 +184,8 @@ class Authenticator:
         # The connection it opens lives as long as the token behind it, not as the ticket: a
         # ticket only has to be used soon. (One minted without the claim: its own `exp`.)
         expiry = TOKEN_EXPIRY if TOKEN_EXPIRY in claims else "exp"
-        return principal_from_claims(claims, expiry)
+        issued = TOKEN_ISSUED if TOKEN_ISSUED in claims else "iat"
+        return principal_from_claims(claims, expiry, issued)
 
     # -- minting -------------------------------------------------------------------------------
 
@@ -168,6 +211,8 @@ class Authenticator:
             # Rounded down here: the ticket must not live a fraction of a second longer.
             expires = min(expires, math.floor(principal.expires_at))
             claims[TOKEN_EXPIRY] = principal.expires_at
+        if principal.issued_at is not None:
+            claims[TOKEN_ISSUED] = principal.issued_at
         claims["exp"] = expires
         ticket = jwt.encode(claims, self._ticket_key, algorithm=TICKET_ALGORITHM)
         return ticket, max(0, math.floor(expires - now))
@@ -194,13 +239,20 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def principal_from_claims(claims: Mapping[str, Any], expiry: str = "exp") -> Principal:
-    """The caller the verified `claims` describe; its credential expires at claim `expiry`."""
+def principal_from_claims(
+    claims: Mapping[str, Any], expiry: str = "exp", issued: str = "iat"
+) -> Principal:
+    """The caller the verified `claims` describe; its credential expires at claim `expiry` and
+    was issued at claim `issued`."""
     sub = claims.get("sub")
     if not isinstance(sub, str) or not is_valid_identifier(sub):
         raise Unauthorized("token subject must be 1-128 characters of A-Z a-z 0-9 _ @ . -")
     return Principal(
-        sub, _strings(claims, "roles"), _strings(claims, "teams"), _seconds(claims, expiry)
+        sub,
+        _strings(claims, "roles"),
+        _strings(claims, "teams"),
+        _seconds(claims, expiry),
+        _seconds(claims, issued),
     )
 
 

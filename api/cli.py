@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from api.settings import Settings, SettingsError, parse_port, redact_url
 
@@ -86,7 +87,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         f"redis ({redact_url(settings.redis_url)})" if settings.redis_url else "memory (embedded)"
     )
     log.info("engine: %s", engine)
-    serve(create_app(settings), host or settings.host, port or settings.port, settings.log_level)
+    # The address in the settings too: a node is named after it unless SINAL_NODE_NAME says.
+    settings = replace(settings, host=host or settings.host, port=port or settings.port)
+    serve(create_app(settings), settings.host, settings.port, settings.log_level)
     return 0
 
 

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 from litestar import Request
 
+from api.remote import remote_address
 from streams import cursor as stream_cursor
 from streams.access import Principal, authorized_channels
-from streams.disconnect import deadline
+from streams.disconnect import DisconnectReason, deadline, reconnect_allowed
 from streams.errors import BadRequest
-from streams.hub import Hub
+from streams.hub import Hub, Subscriber
 from streams.poll import poll
 
 if TYPE_CHECKING:
@@ -29,10 +30,44 @@ T = TypeVar("T")
 MAX_WAIT_S = 30.0
 
 
-class PollResponse(msgspec.Struct):
+class Disconnect(msgspec.Struct):
+    """Why the server answered early on its own initiative (streams/disconnect.py)."""
+
+    reason: DisconnectReason
+    reconnect: bool
+
+
+class PollResponse(msgspec.Struct, omit_defaults=True):
     events: list[dict[str, Any]]
     resets: list[dict[str, Any]]
     next_cursor: str
+    disconnect: Disconnect | None = None
+
+
+class PollHandle:
+    """A long-poll in progress, as the registry sees it (streams/registry.py)."""
+
+    __slots__ = ("cursor", "reason", "subscriber")
+
+    def __init__(self, cursor: str | None) -> None:
+        self.cursor = cursor
+        self.subscriber: Subscriber | None = None
+        self.reason: DisconnectReason | None = None
+
+    def subscribed(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        if self.reason is not None:
+            subscriber.close(self.reason)
+
+    def disconnect(self, reason: DisconnectReason, retry_after: float | None = None) -> None:
+        self.reason = self.reason or reason
+        if self.subscriber is not None:
+            self.subscriber.close(reason, retry_after)
+
+    def figures(self) -> tuple[int, str | None, int]:
+        # Nothing is sent until it answers: what waits in the buffer is what it will carry.
+        subscriber = self.subscriber
+        return 0, self.cursor, 0 if subscriber is None else len(subscriber.pending)
 
 
 async def long_poll(
@@ -63,12 +98,30 @@ async def long_poll(
     except stream_cursor.InvalidCursor as error:
         raise BadRequest(f"cursor: {error}", field="cursor") from None
     wait = credential_wait(runtime, principal, wait)
-    reply = await unless_gone(
-        request, runtime.hub, poll(runtime.hub, channels, resume, wait_s=wait)
+    handle = PollHandle(cursor)
+    remote = remote_address(
+        request.scope.get("client"),
+        request.headers.get("x-forwarded-for"),
+        runtime.settings.trusted_proxies,
     )
+    with runtime.registry.opened(
+        principal,
+        "longpoll",
+        channels,
+        handle,
+        remote=remote,
+        user_agent=request.headers.get("user-agent"),
+    ):
+        waited = poll(runtime.hub, channels, resume, wait_s=wait, subscribed=handle.subscribed)
+        reply = await unless_gone(request, runtime.hub, waited)
+    said = None
+    if handle.reason is not None:
+        said = Disconnect(handle.reason, reconnect_allowed(handle.reason))
     if reply is None:  # the client left, or the server is stopping: nothing was taken
-        return PollResponse(events=[], resets=[], next_cursor=cursor or "")
-    return PollResponse(events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor)
+        return PollResponse(events=[], resets=[], next_cursor=cursor or "", disconnect=said)
+    return PollResponse(
+        events=reply.events, resets=reply.resets, next_cursor=reply.next_cursor, disconnect=said
+    )
 
 
 def credential_wait(runtime: Runtime, principal: Principal, wait: float) -> float:

@@ -10,7 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from db.engine import UNAVAILABLE_DATABASE
-from streams.errors import SinalError, Unavailable
+from streams.errors import SinalError
 
 log = logging.getLogger("sinal.api")
 
@@ -50,7 +50,7 @@ def problem_of(error: SinalError) -> dict[str, Any]:
 
 def headers_of(error: SinalError) -> dict[str, str]:
     """The headers that go with the problem of `error`: how to authenticate, when to retry."""
-    if isinstance(error, Unavailable):
+    if error.retry_after_s is not None:
         return {"Retry-After": str(error.retry_after_s)}
     if error.status == 401:
         return {"WWW-Authenticate": "Bearer"}

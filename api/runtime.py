@@ -1,11 +1,15 @@
 """What one running app owns: settings, engine, hub, database, authenticator, access policy,
-action sockets."""
+action sockets, and its part in the cluster (registry of connections, control plane)."""
 
 from __future__ import annotations
 
 import functools
+import os
+import time
+from importlib.metadata import PackageNotFoundError, version
 
 from api.auth import Authenticator
+from api.control import Control
 from api.settings import Settings
 from db import executions
 from db.engine import Database, bind, create_engine
@@ -14,12 +18,20 @@ from db.outbox import Relay
 from db.retention import Purge
 from db.tracking import Tracker
 from streams.access import ChannelPolicy, DefaultPolicy
+from streams.admission import Admission, Limits
+from streams.cluster import Cluster, Info, new_node_id
 from streams.commands import CommandQueue
 from streams.engine import Engine, Retention
 from streams.hub import Hub
 from streams.memory import MemoryEngine
 from streams.redis import RedisEngine
+from streams.registry import Registry
 from streams.sockets import ActionSockets
+
+try:
+    VERSION = version("sinal")
+except PackageNotFoundError:  # run from a checkout that was never installed
+    VERSION = "0.0.0"
 
 
 class Runtime:
@@ -53,6 +65,33 @@ class Runtime:
         self.policy = policy or DefaultPolicy(functools.partial(executions.team_of, database))
         # The open `/v1/actions` sockets and their per-user message budget.
         self.actions = actions or ActionSockets(settings.actions_rate, settings.actions_burst)
+        defaults = Limits(actions_rate=settings.actions_rate, actions_burst=settings.actions_burst)
+        self.admission = Admission(defaults)
+        info = Info(
+            id=new_node_id(),
+            name=settings.node_name or f"{settings.host}:{settings.port}",
+            pid=os.getpid(),
+            version=VERSION,
+            started_at=time.time(),
+        )
+        self.cluster = Cluster(
+            engine,
+            info,
+            heartbeat_s=settings.node_heartbeat_s,
+            survey_timeout_s=settings.survey_timeout_s,
+        )
+        self.registry = Registry(info.id)
+        self.control = Control(
+            engine=engine,
+            hub=hub,
+            database=database,
+            cluster=self.cluster,
+            registry=self.registry,
+            auth=auth,
+            admission=self.admission,
+            actions=self.actions,
+            defaults=defaults,
+        )
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -81,7 +120,9 @@ class Runtime:
             relay,
             inbox,
             Purge(
+                database,
                 keep_days=settings.notification_retention_days,
+                audit_keep_days=settings.audit_retention_days,
                 interval_s=settings.purge_interval_s,
             ),
             Tracker(

@@ -7,6 +7,7 @@ message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import secrets
@@ -135,6 +136,24 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(normalize_origin(item) for item in items))
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item.strip()) for item in text.split(","))
+    except ValueError:
+        raise ValueError(
+            "expected comma-separated addresses or networks, e.g. 10.0.0.1,192.168.0.0/16"
+        ) from None
+
+
+def _node_name(text: str) -> str:
+    if not 0 < len(text) <= 128 or not text.isprintable():
+        raise ValueError("must be 1 to 128 printable characters")
+    return text
+
+
 def _algorithm(text: str) -> str:
     if text not in ("HS256", "RS256", "ES256"):
         raise ValueError("expected HS256, RS256 or ES256")
@@ -186,6 +205,7 @@ class Settings:
     notification_retention_days: float = _env(
         "SINAL_NOTIFICATION_RETENTION_DAYS", _non_negative_float, 90.0
     )
+    audit_retention_days: float = _env("SINAL_AUDIT_RETENTION_DAYS", _non_negative_float, 365.0)
     purge_interval_s: float = _env("SINAL_PURGE_INTERVAL", _positive_float, 3600.0)
     progress_interval_ms: float = _env("SINAL_PROGRESS_INTERVAL_MS", _non_negative_float, 100.0)
     command_ack_timeout_s: float = _env("SINAL_COMMAND_ACK_TIMEOUT", _positive_float, 30.0)
@@ -199,6 +219,14 @@ class Settings:
     body_timeout_s: float = _env("SINAL_BODY_TIMEOUT", _positive_float, 30.0)
     # Unset: 50,000, or fewer where the open-file limit allows fewer (`api.connections`).
     max_connections: int | None = _env("SINAL_MAX_CONNECTIONS", _positive_int, None)
+    # The longest `exp - iat` a token may have; a revocation of a user's tokens is kept as long.
+    max_token_lifetime_s: int = _env("SINAL_MAX_TOKEN_LIFETIME", _positive_int, 30 * 86400)
+    # Unset: host:port.
+    node_name: str | None = _env("SINAL_NODE_NAME", _node_name, None)
+    node_heartbeat_s: float = _env("SINAL_NODE_HEARTBEAT", _positive_float, 2.0)
+    survey_timeout_s: float = _env("SINAL_SURVEY_TIMEOUT", _positive_float, 1.0)
+    # Addresses of proxies whose `X-Forwarded-For` is believed (connection listings).
+    trusted_proxies: tuple[IPNetwork, ...] = _env("SINAL_TRUSTED_PROXIES", _networks, ())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -295,7 +323,7 @@ class Settings:
             if spec.metadata["secret"] and value:
                 shown = "(set)"
             elif isinstance(value, tuple):
-                shown = ",".join(value)
+                shown = ",".join(str(item) for item in value)
             else:
                 shown = redact_url(str(value))
             rows.append((spec.metadata["env"], shown, str(spec.default)))

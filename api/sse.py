@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -21,11 +22,14 @@ from urllib.parse import parse_qsl
 from litestar.types import HTTPScope, Receive, Send
 
 from api.problems import PROBLEM_JSON, encode_problem, problem, render
+from api.remote import remote_address
 from api.runtime import Runtime
-from streams.access import authorized_channels
+from streams.access import Principal, authorized_channels
+from streams.admission import STREAMS_RETRY_AFTER_S
 from streams.cursor import InvalidCursor, Position, decode_cursor
-from streams.disconnect import deadline
-from streams.errors import BadRequest, SinalError, Unavailable
+from streams.disconnect import deadline, disconnect_data
+from streams.errors import BadRequest, SinalError, TooManyRequests, Unavailable
+from streams.event import encode_control, encode_retry
 from streams.session import StreamSession
 
 log = logging.getLogger("sinal.stream")
@@ -42,11 +46,42 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
     if scope["method"] != "GET":
         await _send_problem(send, problem(405, f"use GET for {PATH}"), {"Allow": "GET"})
         return
+    request = StreamRequest(scope)
+    # Admission first: it is what keeps a reconnect storm from costing a token check each.
+    wait = runtime.admission.handshake()
+    if wait is not None:
+        await _refuse_handshake(send, request, wait)
+        return
     try:
-        session = await open_session(StreamRequest(scope), runtime)
+        principal, session = await open_session(request, runtime)
+        # Checked and registered with no await between: a burst cannot slip past the count.
+        registry = runtime.registry
+        if runtime.admission.streams_full(registry.count_of(principal.sub, "sse")):
+            raise TooManyRequests(
+                f"this user already holds {runtime.admission.limits.streams_per_user} streams "
+                "on this server, the limit; close one (the client shares one per browser)",
+                retry_after_s=STREAMS_RETRY_AFTER_S,
+            )
     except Exception as error:
         await _send_problem(send, *render(error, f"GET {PATH}"))
         return
+    remote = remote_address(
+        scope.get("client"),
+        request.headers.get("x-forwarded-for"),
+        runtime.settings.trusted_proxies,
+    )
+    with registry.opened(
+        principal,
+        "sse",
+        session.channels,
+        session,
+        remote=remote,
+        user_agent=request.headers.get("user-agent"),
+    ):
+        await _run(session, scope, receive, send)
+
+
+async def _run(session: StreamSession, scope: HTTPScope, receive: Receive, send: Send) -> None:
     started = False
 
     async def start() -> None:
@@ -91,7 +126,7 @@ class StreamRequest:
         return [value for key, value in self.query if key == name]
 
 
-async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSession:
+async def open_session(request: StreamRequest, runtime: Runtime) -> tuple[Principal, StreamSession]:
     """Authenticate, resolve and authorize channels, and parse the resume cursor."""
     settings = runtime.settings
     if runtime.hub.draining:
@@ -116,7 +151,7 @@ async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSessio
             resume = decode_cursor(query_cursor)
         except InvalidCursor as error:
             raise BadRequest(f"last_event_id: {error}", field="last_event_id") from None
-    return StreamSession(
+    return principal, StreamSession(
         runtime.hub,
         channels,
         resume,
@@ -124,6 +159,23 @@ async def open_session(request: StreamRequest, runtime: Runtime) -> StreamSessio
         retry_ms=settings.retry_ms,
         deadline=deadline(principal.expires_at, settings.auth_grace_s),
     )
+
+
+async def _refuse_handshake(send: Send, request: StreamRequest, wait: float) -> None:
+    """Over the handshake rate: a 503 with `Retry-After`; to an `EventSource` (which gives up
+    on any status but 200), a stream that only says when to come back, jittered so that the
+    refused clients of a storm return spread out."""
+    retry_after = {"Retry-After": str(math.ceil(wait))}
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        detail = "too many new connections right now; retry after the time in Retry-After"
+        await _send_problem(send, problem(503, detail, retry_after=math.ceil(wait)), retry_after)
+        return
+    body = encode_retry(int(wait * 1000)) + encode_control(
+        "disconnect", disconnect_data("limit", wait)
+    )
+    headers = [*STREAM_HEADERS, (b"retry-after", retry_after["Retry-After"].encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _send_problem(

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streams.channels import BROADCAST, execution_of, notifications_of, subscription_channels
+from streams.channels import ADMIN, BROADCAST, execution_of, notifications_of, subscription_channels
 from streams.errors import Forbidden
 
 
@@ -17,12 +17,15 @@ class Principal:
 
     `expires_at` is when the credential behind it expires (seconds since the epoch; for a
     ticket, the token it was minted from): connections it opens end then (streams/disconnect.py).
+    `issued_at` is when its token was issued (`iat`; for a ticket, its token's), which a
+    revocation of the user's tokens compares with (api/auth.py).
     """
 
     sub: str
     roles: frozenset[str] = field(default_factory=frozenset)
     teams: frozenset[str] = field(default_factory=frozenset)
     expires_at: float | None = field(default=None, compare=False)
+    issued_at: float | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -41,8 +44,9 @@ TeamOf = Callable[[str], Awaitable[str | None]]
 
 
 class DefaultPolicy:
-    """Own notifications and `broadcast` for everyone; `execution:<id>` for admins, services,
-    and the members of the execution's team (the JWT `teams` claim).
+    """Own notifications and `broadcast` for everyone; `admin` (live counters) for admins;
+    `execution:<id>` for admins, services, and the members of the execution's team (the JWT
+    `teams` claim).
 
     `team_of(id)` finds an execution's team (None: no such execution). An execution never
     changes team, so answers are cached. A caller outside the team is refused whether or not
@@ -58,6 +62,8 @@ class DefaultPolicy:
     async def can_subscribe(self, principal: Principal, channel: str) -> bool:
         if channel == BROADCAST or channel == notifications_of(principal.sub):
             return True
+        if channel == ADMIN:
+            return principal.is_admin
         execution = execution_of(channel)
         if execution is None:
             return False

@@ -5,6 +5,7 @@
 | `notifications:<user>` | that user (plain `notifications` means "mine") |
 | `broadcast`            | every authenticated user, always included      |
 | `execution:<id>`       | decided by the access policy                   |
+| `admin`                | administrators: every node's live counters     |
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ _CHANNEL = re.compile(CHANNEL)
 _IDENTIFIER = re.compile(IDENTIFIER)
 
 BROADCAST = "broadcast"
+# The nodes' live counters for the admin page (api/control.py). Only Sinal publishes on it, so it
+# is not a channel of `_CHANNEL` (publishing names those); streams may ask for it.
+ADMIN = "admin"
 # Internal: the command queue's log (streams/commands.py). Deliberately not matched by
 # `_CHANNEL`, so nobody can subscribe to it or publish to it through the API.
 COMMANDS = "commands"
@@ -66,7 +70,10 @@ def subscription_channels(user: str, requested: list[str], limit: int) -> list[s
     own = notifications_of(user)
     channels = [own, BROADCAST]
     for name in requested:
-        name = own if name == "notifications" else require_channel(name)
+        if name == "notifications":
+            name = own
+        elif name != ADMIN:
+            name = require_channel(name)
         if name not in channels:
             channels.append(name)
     return channels

@@ -14,6 +14,8 @@ class SinalError(Exception):
 
     status = 500
     title = "Internal error"
+    # Seconds after which a retry may succeed, for the `Retry-After` header (None: no header).
+    retry_after_s: int | None = None
 
     def __init__(
         self, detail: str, *, field: str | None = None, extra: Mapping[str, object] | None = None
@@ -66,9 +68,32 @@ class UnsupportedMediaType(SinalError):
     title = "Unsupported media type"
 
 
+class TooManyRequests(SinalError):
+    """A runtime limit (streams/admission.py) refused the request for now."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int, field: str | None = None) -> None:
+        super().__init__(detail, field=field, extra={"retry_after": retry_after_s})
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(SinalError):
     status = 503
     title = "Service unavailable"
-    # Seconds after which a retry may succeed, for the `Retry-After` header: what is
-    # unavailable (the engine, the database, a draining process) comes back or moves quickly.
-    retry_after_s = 1
+    # What is unavailable (the engine, the database, a draining process) comes back or moves
+    # quickly.
+    retry_after_s: int | None = 1
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str | None = None,
+        extra: Mapping[str, object] | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(detail, field=field, extra=extra)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s

@@ -138,6 +138,9 @@ class HubStats:
     connections_total: int = 0
     slow_consumer_closes: int = 0
     events_in: int = 0
+    # Events handed to connections' buffers (counted per event: one addition, not one per
+    # connection, on the hot loop).
+    deliveries: int = 0
     resets: int = 0
 
 
@@ -246,6 +249,10 @@ class Hub:
     def subscribers(self) -> list[Subscriber]:
         return list(self._all)
 
+    def watched(self, channel: str) -> bool:
+        """Whether a connection of this process carries `channel`."""
+        return channel in self._by_channel
+
     # -- waking writers ------------------------------------------------------------------------
 
     def schedule(self, subscriber: Subscriber) -> None:
@@ -289,10 +296,12 @@ class Hub:
         # The hot loop of the process: `Subscriber.push`, inlined.
         by_channel = self._by_channel
         slow = 0
+        deliveries = 0
         for event in events:
             targets = by_channel.get(event.channel)
             if not targets:
                 continue
+            deliveries += len(targets)
             for subscriber in targets:
                 if subscriber.close_reason is not None:
                     continue
@@ -307,6 +316,7 @@ class Hub:
                 ):
                     self.schedule(subscriber)
         self.stats.events_in += len(events)
+        self.stats.deliveries += deliveries - slow
         if slow:
             self.stats.slow_consumer_closes += slow
             log.info("closed %d slow consumer(s); they resume from their cursor", slow)

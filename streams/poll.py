@@ -8,13 +8,14 @@ whole reply. Positions that cannot be honoured come back as `resets`, as in the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.cursor import Position, encode_cursor
 from streams.engine import PositionLost, ResetReason
 from streams.event import Event, encode_segment
-from streams.hub import Hub, Reset
+from streams.hub import Hub, Reset, Subscriber
 
 
 @dataclass
@@ -54,16 +55,21 @@ async def poll(
     *,
     wait_s: float,
     limit: int = 500,
+    subscribed: Callable[[Subscriber], None] | None = None,
 ) -> PollReply:
     """Events after `resume` (at most `limit`), waiting up to `wait_s` for one when none are due.
 
-    Without `resume` the reply is the current position of every channel, at once.
+    Without `resume` the reply is the current position of every channel, at once. `subscribed`
+    is handed the subscriber once it is open: closing it ends the wait early (shutdown, an
+    administrator's disconnect), with what there is.
     """
     engine = hub.engine
     positions = _Positions(channels)
     reply = PollReply()
     resets: dict[ResetReason, list[str]] = {}
     async with hub.subscription(channels) as subscriber:
+        if subscribed is not None:
+            subscribed(subscriber)
         # Every position first: each event's id is the cursor over all channels after it.
         replay: list[Event] = []
         for channel in channels:

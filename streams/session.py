@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from streams.cursor import Position, encode_cursor
-from streams.disconnect import close_at, disconnect_data
+from streams.disconnect import DisconnectReason, close_at, disconnect_data
 from streams.engine import PositionLost, ResetReason
 from streams.event import (
     MAX_ID_PART,
@@ -68,6 +68,7 @@ class StreamSession:
         "abandoned",
         "channels",
         "deadline",
+        "delivered",
         "drain_retry_ms",
         "hub",
         "resume",
@@ -105,17 +106,28 @@ class StreamSession:
         self._in_flight: Generator[Any, None, None] | None = None  # a suspended live write
         self._write_done: asyncio.Future[None] | None = None
         self.abandoned = False
+        self.delivered = 0  # events written (for the admin API's listings)
 
     @property
     def cursor(self) -> str:
         return encode_cursor(self._segments)
 
-    def close(self, reason: CloseReason) -> None:
+    def close(self, reason: CloseReason, retry_after: float | None = None) -> None:
         """End the session from outside (client gone, admin disconnect, shutdown)."""
         if self._subscriber is None:
             self._close_early = self._close_early or reason
         else:
-            self._subscriber.close(reason)
+            self._subscriber.close(reason, retry_after)
+
+    # -- as a registered connection (streams/registry.py) ---------------------------------------
+
+    def disconnect(self, reason: DisconnectReason, retry_after: float | None = None) -> None:
+        self.close(reason, retry_after)
+
+    def figures(self) -> tuple[int, str | None, int]:
+        subscriber = self._subscriber
+        buffered = 0 if subscriber is None else len(subscriber.pending)
+        return self.delivered, self.cursor if self._epochs else None, buffered
 
     async def run(self, start: Start, send: Send, receive: Receive) -> None:
         """Stream until the client leaves or the hub closes the subscriber.
@@ -279,6 +291,7 @@ class StreamSession:
         # The per-connection hot loop: one bytes object for the whole batch.
         epochs, offsets, segments, index = self._epochs, self._offsets, self._segments, self._index
         out: list[bytes] = []
+        sent = 0
         for item in batch:
             if item.__class__ is Event:
                 event: Event = item
@@ -295,11 +308,13 @@ class StreamSession:
                 segments[index[channel]] = event.segment
                 cursor = CURSOR_PREFIX + ".".join(segments)
                 out.append(b"id: " + cursor.encode() + b"\n" + event.frame)
+                sent += 1
             elif item is HEARTBEAT:
                 out.append(PING)
             elif isinstance(item, Reset):
                 self._move(item.channel, item.head)
                 out.append(self._reset_frame([item.channel], item.reason))
+        self.delivered += sent
         return b"".join(out)
 
     # -- positions -----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ REQUIRE_SERVICES = os.environ.get("SINAL_REQUIRE_SERVICES") == "1"
 # Every table Sinal's migrations create: dropped so that each test starts from nothing.
 SINAL_TABLES = (
     "notification, sinal_outbox, sinal_setting, sinal_migration, "
-    "execution, execution_step, execution_log, execution_command"
+    "execution, execution_step, execution_log, execution_command, "
+    "sinal_audit, sinal_revocation, sinal_announcement"
 )
 
 

@@ -436,14 +436,15 @@ async def test_too_many_invalid_messages_close_the_socket(memory_server: ServerP
 
 
 async def test_the_rate_limit_closes_the_socket(limited_server: ServerProcess) -> None:
-    """Burst 5, then one per 10 s: the sixth message at once closes with 1008."""
+    """Burst 5, then one per 10 s: the sixth message at once closes with 4004 `limit`, saying
+    when a message fits again."""
     async with actions(limited_server, bearer("flooder")) as socket:
         for n in range(10):
             with contextlib.suppress(ConnectionClosed):
                 await socket.send(json.dumps({"op": "ping", "ref": str(n)}))
         replies, code, reason = await closed(socket)
     assert [reply["ref"] for reply in replies] == ["0", "1", "2", "3", "4"]
-    assert (code, reason) == (1008, "rate limit exceeded")
+    assert (code, reason) == (4004, "limit retry_after=10")
 
 
 async def test_the_budget_is_shared_by_a_users_sockets(limited_server: ServerProcess) -> None:
@@ -456,10 +457,10 @@ async def test_the_budget_is_shared_by_a_users_sockets(limited_server: ServerPro
         for n in range(2):
             await ok(second, "ping", ref=f"b{n}")
         await second.send(json.dumps({"op": "ping", "ref": "b2"}))
-        assert await closed(second) == ([], 1008, "rate limit exceeded")
+        assert await closed(second) == ([], 4004, "limit retry_after=10")
     async with actions(limited_server, user) as again:
         await again.send(json.dumps({"op": "ping", "ref": "c"}))
-        assert await closed(again) == ([], 1008, "rate limit exceeded")
+        assert await closed(again) == ([], 4004, "limit retry_after=10")
     async with actions(limited_server, bearer("someone-else")) as other:
         await ok(other, "ping")
 

@@ -196,12 +196,12 @@ async def test_purge_deletes_old_and_expired_in_batches(db: Database) -> None:
         await notifications.create("alice", "t", f"old {i}", now=now - timedelta(days=100))
     await notifications.create("alice", "t", "expired", expires_at=now - timedelta(seconds=1))
     kept, _ = await notifications.create("alice", "t", "kept")
-    purge = Purge(keep_days=90, interval_s=3600, batch=2, pause_s=0)
+    purge = Purge(db, keep_days=90, interval_s=3600, batch=2, pause_s=0)
     assert await purge.run_once(now) == 6
     assert [r.id for r in (await notifications.list_for_user("alice", state=None)).items] == [
         kept.id
     ]
-    forever = Purge(keep_days=0, interval_s=3600)
+    forever = Purge(db, keep_days=0, interval_s=3600)
     await notifications.create("bob", "t", "ancient", now=now - timedelta(days=10_000))
     assert await forever.run_once(now) == 0
 
