@@ -7,13 +7,14 @@ import { h } from "../ui.js";
 import { messageOf, timeElement } from "./common.js";
 
 const PAGE = 50;
+// What an entry's action reads as before its target ("user:alice", "connection:…", "limits").
 const WORDS = {
-  "connection.disconnect": "disconnected a connection",
-  "user.disconnect": "disconnected a user",
-  broadcast: "broadcast",
-  "limits.update": "changed limits",
-  "token.revoked": "refused revoked tokens",
-  "limit.cut": "a limit cut connections",
+  "connection.disconnect": "disconnected",
+  "user.disconnect": "disconnected",
+  broadcast: "broadcast to",
+  "limits.update": "changed",
+  "token.revoked": "refused revoked tokens of",
+  "limit.cut": "cut by a limit:",
 };
 
 export class Audit {
