@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.support import ServerProcess, token
 from tests.web.test_browser import Screenshot, SignedIn, open_page, user_name
+from tests.web.test_pages import console_errors, publish
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -292,3 +293,30 @@ def test_d_the_page_on_a_phone_with_live_counters_and_a_refused_limit(
     limits.get_by_role("button", name="Undo changes").click()
     expect(error).to_be_empty()
     assert errors == []
+
+
+MALFORMED_BROADCASTS = [
+    None,
+    {"announcement": None},
+    {"announcement": {"id": 5, "title": "a number for an id"}},
+    {"announcement": {"id": "x1", "title": ""}},
+    {"announcement": {"id": "x2", "title": "body of a wrong type", "body": ["a"]}},
+    {"title": "no announcement member"},
+]
+
+
+def test_broadcast_events_a_banner_cannot_show_are_ignored(
+    admin_server: ServerProcess, signed_in: SignedIn
+) -> None:
+    """Any service may publish on `broadcast`: what is not an announcement makes no banner and
+    breaks nothing; a plain `text` (the form docs/api.md shows) is still a message."""
+    page, errors = open_page(signed_in(admin_server.url, user_name("ezra")), "/app/")
+    logged = console_errors(page)
+    before = page.locator("#announcements .banner").count()
+    for data in MALFORMED_BROADCASTS:
+        publish(admin_server.url, "broadcast", "broadcast", data)
+    publish(admin_server.url, "broadcast", "broadcast", {"text": "Maintenance at 22:00 UTC"})
+    expect(page.locator("#toasts .toast")).to_contain_text("Maintenance at 22:00 UTC")
+    expect(page.locator("#announcements .banner")).to_have_count(before)
+    assert errors == []
+    assert logged == []
