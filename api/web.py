@@ -3,6 +3,9 @@
 - `/app/` and `/app/<file>`: the files of `web/` (the notification center is `index.html`);
 - `/app/executions/<id>` and `/executions/<id>`: the execution page. The second is the `link`
   of the notifications an execution's owner gets (`db.tracking`), so those links open it.
+- `/app/admin`: the admin page. Its data come from the admin API, which refuses non-admins;
+  the page itself answers 403 to a valid sign-in without the admin role, so that what the
+  address bar fetched says so too (the page then shows "Admins only").
 
 Pages carry no credential of their own: the browser sends the platform's HttpOnly `sinal_token`
 cookie with every request, the stream included. Files are revalidated on every load
@@ -24,9 +27,12 @@ from litestar.static_files import create_static_files_router
 
 import web
 from api.problems import PROBLEM_JSON, problem
+from api.runtime import Runtime
+from streams.errors import Unauthorized
 
 WEB_DIR = Path(web.__file__).resolve().parent
 EXECUTION_PAGE = WEB_DIR / "execution.html"
+ADMIN_PAGE = WEB_DIR / "admin.html"
 # What the pages are allowed to do: their own scripts, styles and API, nothing inline, no
 # framing. `'self'` covers the WebSocket of the same host.
 SECURITY_HEADERS = {
@@ -112,9 +118,31 @@ def _is_uuid(text: str) -> bool:
     return UUID.fullmatch(text) is not None
 
 
+@get(
+    ["/app/admin", "/app/admin/"],
+    include_in_schema=False,
+    cache_control=CACHE_CONTROL,
+    after_request=_secure,
+)
+async def admin_page(request: Request[Any, Any, Any]) -> File:
+    """The admin page: 403 for a valid sign-in without the admin role. Without a sign-in, or
+    with one the server refuses, it is the page as usual (200): it says how to sign in."""
+    runtime: Runtime = request.app.state.sinal
+    status = 200
+    try:
+        principal = runtime.auth.authenticate(request.headers, request.cookies)
+    except Unauthorized:
+        pass
+    else:
+        status = 200 if principal.is_admin else 403
+    return File(
+        ADMIN_PAGE, content_disposition_type="inline", media_type="text/html", status_code=status
+    )
+
+
 @get("/", include_in_schema=False)
 async def home() -> Redirect:
     return Redirect("/app/")
 
 
-ROUTES: list[Router | HTTPRouteHandler] = [static, execution_page, home]
+ROUTES: list[Router | HTTPRouteHandler] = [static, execution_page, admin_page, home]

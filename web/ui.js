@@ -1,5 +1,6 @@
 /**
- * What every page shares: the connection indicator, the unread badge, toasts, sign-in help.
+ * What every page shares: the connection indicator, the unread badge, toasts, announcements,
+ * sign-in help.
  * @module ui
  */
 
@@ -9,9 +10,16 @@ const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
 const RECOVERED_MS = 4000;
 const TOAST_MS = 7000;
 const MAX_TOASTS = 3;
+const SEVERITIES = new Set(["info", "success", "warning", "error"]);
+const SEVERITY_WORDS = { info: "Information", success: "Success", warning: "Warning", error: "Error" };
+const DISMISSED_KEY = "sinal:announcements:dismissed";
+const DISMISSED_KEEP = 200; // ids remembered; announcements expire long before this many
+const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout's limit
 // Whether this page was ever signed in: a refusal then means the sign-in expired; before, that
 // the visitor is not signed in at all.
 let wasSignedIn = false;
+// Whether the server ended the sign-in on purpose (an admin's "disconnect and revoke").
+let revoked = false;
 
 /**
  * Connect, and wire the header of the page: indicator, badge, toasts, sign-in help.
@@ -33,7 +41,9 @@ export function startPage({ toastNotifications = true } = {}) {
   for (const type of ["notification.read", "notification.unread", "notification.dismissed", "notification.read_all"]) {
     sinal.on(type, ({ data }) => setUnread(data?.unread));
   }
-  sinal.on("broadcast", ({ data }) => toast(data?.text ?? data?.title ?? "Announcement", { severity: "info", title: "Announcement" }));
+  announcements(sinal);
+  // Before the status it causes (the client stops at once), so both say why.
+  sinal.on("disconnect", ({ reason }) => (revoked ||= reason === "revoked"));
   sinal.on("status", ({ status, error }) => {
     if (status === "open") wasSignedIn = true;
     else if (error?.status === 401) signedOut(error);
@@ -48,6 +58,135 @@ export function startPage({ toastNotifications = true } = {}) {
   });
   refreshCount();
   return { sinal, setUnread, toast, signedOut };
+}
+
+/**
+ * Admin announcements as banners under the header: the active ones on load (`GET
+ * /v1/announcements`), new ones live from `broadcast` events, each dismissible (remembered in
+ * localStorage, for every tab of this browser). A `broadcast` with a plain `text` (what
+ * docs/api.md shows a service publishing) is a toast, as before; any other shape is ignored.
+ */
+function announcements(sinal) {
+  const region = document.getElementById("announcements");
+  if (!region) return;
+  const load = () =>
+    sinal.request("GET", "/v1/announcements").then(
+      ({ announcements: list }) => {
+        if (!Array.isArray(list)) return;
+        // Oldest first, each put on top: the newest ends up first.
+        for (const announcement of list.filter(isAnnouncement).reverse()) showAnnouncement(region, announcement);
+        region.setAttribute("aria-live", "polite"); // from now on, new ones are announced
+      },
+      () => region.setAttribute("aria-live", "polite"), // not signed in, or an older server
+    );
+  sinal.on("broadcast", ({ data }) => {
+    if (isAnnouncement(data?.announcement)) showAnnouncement(region, data.announcement);
+    else if (typeof data?.text === "string") toast(data.text, { severity: "info", title: "Announcement" });
+    else console.warn('sinal: ignored a "broadcast" event this page cannot show', data);
+  });
+  sinal.on("reset", ({ channels }) => {
+    if (channels.includes("broadcast")) load();
+  });
+  // Dismissed in another tab: gone here too.
+  globalThis.addEventListener("storage", ({ key }) => {
+    if (key !== DISMISSED_KEY) return;
+    const dismissed = dismissedIds();
+    for (const banner of region.querySelectorAll(".banner")) {
+      if (dismissed.includes(banner.dataset.id)) banner.remove();
+    }
+  });
+  load();
+}
+
+/** Whether `value` is an announcement as the server sends them (what a banner reads). */
+export function isAnnouncement(value) {
+  return (
+    value !== null &&
+    typeof value === "object" &&
+    typeof value.id === "string" &&
+    typeof value.title === "string" &&
+    value.title.trim() !== "" &&
+    ["body", "link", "expires_at", "severity"].every((name) => value[name] == null || typeof value[name] === "string")
+  );
+}
+
+function showAnnouncement(region, announcement) {
+  if (dismissedIds().includes(announcement.id)) return;
+  if (region.querySelector(`.banner[data-id="${CSS.escape(announcement.id)}"]`)) return;
+  const left = announcement.expires_at ? new Date(announcement.expires_at).getTime() - Date.now() : Infinity;
+  if (!(left > 0)) return; // expired (or an expiry that is not a time)
+  const banner = announcementBanner(announcement, { onDismiss: () => dismiss(region, banner) });
+  region.prepend(banner);
+  if (left < MAX_TIMER_MS) setTimeout(() => banner.remove(), left);
+}
+
+function dismiss(region, banner) {
+  const id = banner.dataset.id;
+  try {
+    const ids = [...dismissedIds().filter((known) => known !== id), id].slice(-DISMISSED_KEEP);
+    localStorage.setItem(DISMISSED_KEY, JSON.stringify(ids));
+  } catch {
+    // storage unavailable: dismissed for this page only
+  }
+  // Keep keyboard focus nearby: the next banner's button, else the page's heading.
+  const next = banner.nextElementSibling ?? banner.previousElementSibling;
+  const hadFocus = banner.contains(document.activeElement);
+  banner.remove();
+  if (!hadFocus) return;
+  const target = next?.querySelector("button") ?? document.querySelector("main h1");
+  if (target && !target.matches("button")) target.setAttribute("tabindex", "-1");
+  target?.focus();
+}
+
+function dismissedIds() {
+  try {
+    const ids = JSON.parse(localStorage.getItem(DISMISSED_KEY) ?? "[]");
+    return Array.isArray(ids) ? ids : [];
+  } catch {
+    return [];
+  }
+}
+
+/** A link an announcement may carry: the web's own (http, https, or a path), nothing else. */
+function safeLink(link) {
+  if (!link) return null;
+  try {
+    const url = new URL(link, location.href);
+    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The banner of an announcement (also the admin page's preview).
+ * @param {{id?: string, title: string, body?: ?string, severity?: ?string, link?: ?string,
+ *   expires_at?: ?string}} announcement
+ * @param {{onDismiss?: ?(() => void)}} [options] without `onDismiss`, the button does nothing
+ */
+export function announcementBanner(announcement, { onDismiss = null } = {}) {
+  const severity = SEVERITIES.has(announcement.severity) ? announcement.severity : "info";
+  const href = safeLink(announcement.link);
+  const title = href ? h("a", { href, text: announcement.title }) : announcement.title;
+  const close = h("button", {
+    type: "button",
+    class: "banner-close",
+    "aria-label": `Dismiss announcement: ${announcement.title}`,
+    text: "×",
+  });
+  if (onDismiss) close.addEventListener("click", onDismiss);
+  return h(
+    "article",
+    { class: "banner", "data-id": announcement.id ?? "", "data-severity": severity },
+    h("span", { class: "banner-icon", "aria-hidden": "true" }),
+    h(
+      "div",
+      { class: "banner-content" },
+      h("p", { class: "banner-title" }, h("span", { class: "visually-hidden", text: `${SEVERITY_WORDS[severity]}: ` }), h("strong", {}, title)),
+      announcement.body ? h("p", { class: "banner-body", text: announcement.body }) : null,
+    ),
+    close,
+  );
 }
 
 /** The document's title: the page's own, after the unread count when there is one. */
@@ -111,7 +250,7 @@ function indicator(sinal) {
     } else if (status === "signed-out" || error?.status === 401) {
       // The client has stopped trying: it takes a sign-in and a reload (the panel says how).
       text = wasSignedIn ? "Signed out" : "Not signed in";
-      if (wasSignedIn) hint.textContent = "Your sign-in expired";
+      if (wasSignedIn) hint.textContent = revoked ? "An administrator signed you out" : "Your sign-in expired";
       shown = "signed-out";
       wasDown = true;
     } else {
@@ -184,7 +323,11 @@ export function signedOut(error) {
   const panel = document.getElementById("signin");
   if (!panel.hidden) return true;
   panel.hidden = false;
-  if (wasSignedIn) {
+  if (revoked) {
+    panel.querySelector("h2").textContent = "You were signed out";
+    panel.querySelector("p").textContent =
+      "An administrator ended your sign-in on every device. Sign in again, then reload this page.";
+  } else if (wasSignedIn) {
     panel.querySelector("h2").textContent = "Your sign-in expired";
   } else {
     // A first visit: nothing to show but how to sign in (no empty lists behind it).

@@ -388,7 +388,9 @@ export class Connection {
       this.cursor = null;
       this.restart({ now: true });
       return;
-    } else if (status === 403 && error.field === "channel") {
+    } else if ((status === 403 || status === 400) && error.field === "channel") {
+      // 403: a channel this user may not read; 400: one this server does not know (an older
+      // server than the page). Either way, carry on without it rather than retry forever.
       this.findRefused(generation, error);
       return;
     }
@@ -416,7 +418,7 @@ export class Connection {
       try {
         await this.http.get("/v1/notifications/poll", [["channel", channel], ["wait", 0], ["ticket", ticket]]);
       } catch (probeError) {
-        if (probeError instanceof SinalError && probeError.status === 403) refused.push(channel);
+        if (probeError instanceof SinalError && [400, 403].includes(probeError.status)) refused.push(channel);
       }
     }
     if (generation !== this.generation) return;
