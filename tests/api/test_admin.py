@@ -20,8 +20,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import POSTGRES_URL, reset_postgres
 from api.auth import mint_token
+from tests.conftest import POSTGRES_URL, reset_postgres
 from tests.support import (
     ADMIN,
     SECRET,
@@ -76,14 +76,22 @@ async def post(
         return await client.post(path, headers=headers, json=body)
 
 
-async def node_ids(server: ServerProcess, count: int) -> list[str]:
-    """The ids of the nodes `server` knows, once it knows `count`."""
+async def listed(
+    server: ServerProcess, path: str, done: Callable[[Any], bool], **params: Any
+) -> Any:
+    """`GET path` again until `done(answer)`; fail after 10 s."""
     with anyio.fail_after(10):
         while True:
-            nodes = (await get(server, "/v1/admin/nodes"))["nodes"]
-            if len(nodes) == count:
-                return [node["id"] for node in nodes]
-            await anyio.sleep(0.1)
+            answer = await get(server, path, **params)
+            if done(answer):
+                return answer
+            await anyio.sleep(0.05)
+
+
+async def node_ids(server: ServerProcess, count: int) -> list[str]:
+    """The ids of the nodes `server` knows, once it knows `count`."""
+    answer = await listed(server, "/v1/admin/nodes", lambda nodes: len(nodes["nodes"]) == count)
+    return [node["id"] for node in answer["nodes"]]
 
 
 @contextlib.asynccontextmanager
@@ -175,9 +183,7 @@ async def test_a_node_that_does_not_answer_in_time_is_named(
         assert nodes[b_id]["status"] == "unreachable"
     finally:
         b.process.send_signal(signal.SIGCONT)
-    with anyio.fail_after(10):
-        while (await get(a, "/v1/admin/connections"))["partial"]:
-            await anyio.sleep(0.1)
+    await listed(a, "/v1/admin/connections", lambda answer: not answer["partial"])
 
 
 async def test_listing_pages_by_user_and_filters(spawn: Callable[..., ServerProcess]) -> None:
@@ -245,9 +251,7 @@ async def test_disconnecting_a_user_ends_every_transport_on_the_other_node_and_t
                 )
 
             group.start_soon(long_poll)
-            with anyio.fail_after(10):
-                while len((await get(a, "/v1/admin/users/erin"))["connections"]) < 3:
-                    await anyio.sleep(0.05)
+            await listed(a, "/v1/admin/users/erin", lambda user: len(user["connections"]) == 3)
             asked = time.monotonic()
             answer = await post(a, "/v1/admin/users/erin/disconnect", {"reason": "test"})
             assert answer.status_code == 200, answer.text
@@ -313,7 +317,7 @@ async def test_revoking_refuses_old_tokens_on_every_node_and_across_restarts(
 
 async def test_disconnecting_one_connection_by_id(spawn: Callable[..., ServerProcess]) -> None:
     server = spawn(NODE_ENV)
-    async with open_stream(server.url, bearer("gus")) as (received, wait):
+    async with open_stream(server.url, bearer("gus")) as (_received, wait):
         [connection] = (await get(server, "/v1/admin/users/gus"))["connections"]
         answer = await post(server, f"/v1/admin/connections/{connection['id']}/disconnect")
         assert answer.json() == {"closed": 1}
