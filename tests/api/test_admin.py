@@ -313,6 +313,11 @@ async def test_revoking_refuses_old_tokens_on_every_node_and_across_restarts(
     for server in (a, b):
         assert_problem(await status(server, old), 401)
         assert (await status(server, fresh)).status_code == 200
+    # The refusals before the restarts, counted per node and written as it stopped.
+    refused = (await get(a, "/v1/admin/audit", action="token.revoked"))["entries"]
+    assert {entry["target"] for entry in refused} == {"user:frank"}
+    assert sum(entry["result"]["count"] for entry in refused) >= 2
+    assert {entry["actor"] for entry in refused} == {"sinal"}
 
 
 async def test_disconnecting_one_connection_by_id(spawn: Callable[..., ServerProcess]) -> None:
@@ -418,6 +423,22 @@ async def test_handshakes_over_the_rate_are_refused_with_retry_after(
     assert int(text.split("retry: ")[1].split("\n")[0]) >= 1000
     assert 'event: disconnect\ndata: {"reason":"limit","reconnect":true' in text
     assert int(headers["retry-after"]) >= 1
+
+
+async def test_an_action_socket_over_its_budget_is_cut_and_the_cut_is_audited(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    server = spawn(NODE_ENV)
+    limits = {"actions_burst": 2, "actions_rate": 0.1}
+    assert (await put_limits(server, limits)).status_code == 200
+    async with socket(server, bearer("pat")) as ws:
+        for n in range(3):
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps({"op": "ping", "ref": str(n)}))
+        assert await close_of(ws, 5) == (4004, "limit retry_after=10")
+    server.restart()  # what was counted is written when the node stops
+    [entry] = (await get(server, "/v1/admin/audit", action="limit.cut"))["entries"]
+    assert (entry["target"], entry["result"]) == ("user:pat", {"count": 1})
 
 
 async def test_publishes_over_the_rate_get_429(spawn: Callable[..., ServerProcess]) -> None:
