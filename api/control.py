@@ -195,7 +195,7 @@ class Control:
             after=(after[0], after[1]) if after else None,
         )
         found, more = self.registry.find(where, int(question.get("limit", 100)))
-        return {"connections": [c.view(self.node_id) for c in found], "more": more}
+        return {"connections": [c.view() for c in found], "more": more}
 
     async def _answer_disconnect(self, question: dict[str, Any]) -> dict[str, Any]:
         reason: DisconnectReason = "revoked" if question.get("reason") == "revoked" else "kicked"

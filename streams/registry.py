@@ -52,7 +52,8 @@ class Connection:
         "channels",
         "connected_at",
         "handle",
-        "id",
+        "node",
+        "number",
         "principal",
         "remote",
         "transport",
@@ -61,7 +62,8 @@ class Connection:
 
     def __init__(
         self,
-        id: str,
+        node: str,
+        number: int,
         principal: Principal,
         transport: Transport,
         channels: list[str],
@@ -69,7 +71,8 @@ class Connection:
         remote: str | None,
         user_agent: str | None,
     ) -> None:
-        self.id = id
+        self.node = node
+        self.number = number
         self.principal = principal
         self.transport = transport
         self.channels = channels
@@ -79,6 +82,11 @@ class Connection:
         self.connected_at = time.time()
 
     @property
+    def id(self) -> str:
+        """`<node>-<n>`: the node that holds it can be told from the id alone."""
+        return f"{self.node}-{self.number}"
+
+    @property
     def user(self) -> str:
         return self.principal.sub
 
@@ -86,11 +94,11 @@ class Connection:
         """The listing order: by user, then by id (so a user's devices are together)."""
         return (self.principal.sub, self.id)
 
-    def view(self, node: str) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         delivered, cursor, buffered = self.handle.figures()
         return {
             "id": self.id,
-            "node": node,
+            "node": self.node,
             "user": self.principal.sub,
             "roles": sorted(self.principal.roles),
             "transport": self.transport,
@@ -128,13 +136,15 @@ class Filter:
 class Registry:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
-        self._ids = itertools.count(1)
-        self._by_id: dict[str, Connection] = {}
-        self._by_user: dict[str, dict[str, Connection]] = {}
+        self._numbers = itertools.count(1)
+        # By number, and by user (a list: most users hold one or two connections, and an idle
+        # connection's every byte counts; docs/benchmarks.md).
+        self._by_number: dict[int, Connection] = {}
+        self._by_user: dict[str, list[Connection]] = {}
         self._counts: dict[Transport, int] = dict.fromkeys(TRANSPORTS, 0)
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._by_number)
 
     def counts(self) -> dict[str, int]:
         """Open connections by transport."""
@@ -153,7 +163,8 @@ class Registry:
     ) -> Iterator[Connection]:
         """Register a connection while the block runs."""
         connection = Connection(
-            f"{self.node_id}-{next(self._ids)}",
+            self.node_id,
+            next(self._numbers),
             principal,
             transport,
             channels,
@@ -161,47 +172,51 @@ class Registry:
             remote,
             user_agent,
         )
-        self._by_id[connection.id] = connection
-        self._by_user.setdefault(principal.sub, {})[connection.id] = connection
+        self._by_number[connection.number] = connection
+        self._by_user.setdefault(principal.sub, []).append(connection)
         self._counts[transport] += 1
         try:
             yield connection
         finally:
-            del self._by_id[connection.id]
+            del self._by_number[connection.number]
             mine = self._by_user[principal.sub]
-            del mine[connection.id]
+            mine.remove(connection)
             if not mine:
                 del self._by_user[principal.sub]
             self._counts[transport] -= 1
 
     def get(self, id: str) -> Connection | None:
-        return self._by_id.get(id)
+        """The connection of this node with `id`, if it is open."""
+        node, _, number = id.rpartition("-")
+        if node != self.node_id or not number.isdigit():
+            return None
+        return self._by_number.get(int(number))
 
     def of_user(self, user: str, transport: Transport | None = None) -> list[Connection]:
-        connections = self._by_user.get(user, {}).values()
+        connections = self._by_user.get(user, ())
         return [c for c in connections if transport is None or c.transport == transport]
 
     def count_of(self, user: str, transport: Transport) -> int:
-        return sum(1 for c in self._by_user.get(user, {}).values() if c.transport == transport)
+        return sum(1 for c in self._by_user.get(user, ()) if c.transport == transport)
 
     def find(self, where: Filter, limit: int) -> tuple[list[Connection], bool]:
         """Up to `limit` matching connections in listing order, and whether more match."""
         if where.user is not None:
-            pool: Iterable[Connection] = self._by_user.get(where.user, {}).values()
+            pool: Iterable[Connection] = self._by_user.get(where.user, ())
         else:
-            pool = self._by_id.values()
+            pool = self._by_number.values()
         found = sorted((c for c in pool if where.matches(c)), key=Connection.key)
         return found[:limit], len(found) > limit
 
     def disconnect(self, id: str, reason: DisconnectReason) -> bool:
-        connection = self._by_id.get(id)
+        connection = self.get(id)
         if connection is None:
             return False
         connection.handle.disconnect(reason)
         return True
 
     def disconnect_user(self, user: str, reason: DisconnectReason) -> int:
-        connections = list(self._by_user.get(user, {}).values())
+        connections = list(self._by_user.get(user, ()))
         for connection in connections:
             connection.handle.disconnect(reason)
         return len(connections)

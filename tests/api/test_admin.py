@@ -573,3 +573,21 @@ def test_tokens_living_longer_than_the_maximum_are_refused(memory_server: Server
     forever = {"Authorization": f"Bearer {token('long', ttl_s=40 * 86400)}"}
     response = httpx.get(f"{memory_server.url}/v1/notifications/unread-count", headers=forever)
     assert "longer" in assert_problem(response, 401)["detail"]
+
+
+async def test_tickets_of_a_revoked_token_are_refused_too(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    server = spawn(NODE_ENV)
+    issued = int(time.time()) - 5
+    old = {"Authorization": f"Bearer {mint_token(SECRET, 'quinn', iat=issued, exp=issued + 600)}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        ticket = (await client.post("/v1/auth/ticket", headers=old)).json()["ticket"]
+        answer = await post(server, "/v1/admin/users/quinn/disconnect", {"revoke": True})
+        assert answer.status_code == 200, answer.text
+        refused = await client.get("/v1/stream", params={"ticket": ticket})
+        assert "revoked" in assert_problem(refused, 401)["detail"]
+        assert_problem(await client.post("/v1/auth/ticket", headers=old), 401)
+        fresh = (await client.post("/v1/auth/ticket", headers=bearer("quinn"))).json()["ticket"]
+    async with open_stream(server.url, {}, params={"ticket": fresh}):
+        pass

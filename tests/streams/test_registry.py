@@ -37,14 +37,14 @@ def test_connections_are_listed_by_user_filtered_and_paged() -> None:
         assert [c.user for c in registry.find(Filter(prefix="b"), 10)[0]] == ["bea", "bob"]
         assert [c.user for c in registry.find(Filter(transport="ws"), 10)[0]] == ["ann"]
         assert [c.user for c in registry.find(Filter(channel="broadcast"), 10)[0]] == ["bea"]
-        view = bob.view("n1")
+        view = bob.view()
         assert (view["id"], view["node"], view["delivered"], view["cursor"]) == (
             "n1-1",
             "n1",
             3,
             "1.abc",
         )
-        assert len(registry.get("n1-2").view("n1")["user_agent"]) == 256  # type: ignore[union-attr]
+        assert len(registry.get("n1-2").view()["user_agent"]) == 256  # type: ignore[union-attr]
         assert registry.disconnect("n1-1", "kicked")
         assert not registry.disconnect("n1-9", "kicked")
         assert registry.disconnect_user("bea", "revoked") == 1
