@@ -35,7 +35,12 @@ def free_port() -> int:
         return port
 
 
-def token(sub: str, *roles: str, teams: tuple[str, ...] = (), ttl_s: int = 600) -> str:
+# Module-level tokens are made when the suite is collected and used until it ends: they must
+# outlive the whole run, a slow one included (a 10-minute lifetime made a 12-minute run fail).
+TOKEN_TTL_S = 4 * 3600
+
+
+def token(sub: str, *roles: str, teams: tuple[str, ...] = (), ttl_s: int = TOKEN_TTL_S) -> str:
     return mint_token(SECRET, sub, roles, teams, ttl_s)
 
 

@@ -459,9 +459,9 @@ async def test_publishes_over_the_rate_get_429(spawn: Callable[..., ServerProces
 
 
 async def test_a_broadcast_to_all_is_live_and_stays_for_those_who_come_later(
-    spawn: Callable[..., ServerProcess],
+    spawn: Callable[..., ServerProcess], database_env: dict[str, str]
 ) -> None:
-    server = spawn(NODE_ENV)
+    server = spawn({**NODE_ENV, **database_env})
     async with open_stream(server.url, bearer("jo")) as (received, wait):
         answer = await post(
             server,
@@ -480,9 +480,10 @@ async def test_a_broadcast_to_all_is_live_and_stays_for_those_who_come_later(
 
 
 async def test_a_broadcast_to_users_is_a_notification_each(
-    spawn: Callable[..., ServerProcess],
+    spawn: Callable[..., ServerProcess], database_env: dict[str, str]
 ) -> None:
-    server = spawn(NODE_ENV)
+    """The notifications and the audit row commit together, on either database."""
+    server = spawn({**NODE_ENV, **database_env})
     answer = await post(
         server,
         "/v1/admin/broadcast",
