@@ -21,7 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from api.body import TIME, decode_body, decode_json, parse_time, text_param
+from api.body import TIME, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.notifications import LINK, MAX_USERS, User, _link
 from api.runtime import Runtime
@@ -381,7 +381,7 @@ async def put_limits(
     raw = await request.body()
     if not raw:
         raise BadRequest("request body is empty; send a JSON object of limits")
-    changes = decode_json(raw, dict[str, Any])
+    changes = decode_body(raw, dict[str, Any])  # checks UTF-8 first, as every body
     if not changes:
         raise Unprocessable("name at least one limit to change")
     async with write_transaction(runtime.database):
