@@ -591,3 +591,18 @@ async def test_tickets_of_a_revoked_token_are_refused_too(
         fresh = (await client.post("/v1/auth/ticket", headers=bearer("quinn"))).json()["ticket"]
     async with open_stream(server.url, {}, params={"ticket": fresh}):
         pass
+
+
+@pytest.mark.parametrize("raw", [b'{"actions_rate": "\xff"}', b"\xff\xfe"])
+async def test_limits_body_that_is_not_utf8_is_400(
+    memory_server: ServerProcess, raw: bytes
+) -> None:
+    """Regression: `PUT /v1/admin/limits` decoded its body without the UTF-8 check every other
+    body gets, and msgspec's UnicodeDecodeError ended as a 500."""
+    headers = {**ADMIN, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=memory_server.url, timeout=10) as client:
+        response = await client.put("/v1/admin/limits", content=raw, headers=headers)
+        assert "UTF-8" in assert_problem(response, 400)["detail"]
+        # and nothing was changed
+        limits = await client.get("/v1/admin/limits", headers=ADMIN)
+    assert limits.json()["actions_rate"] == 20.0
