@@ -332,7 +332,7 @@ async def broadcast(
     answer: dict[str, Any]
     async with write_transaction(runtime.database):
         if isinstance(body.audience, Users):
-            users = [_user(user, "audience.users") for user in body.audience.users]
+            users = [_user(user, "audience.users") for user in dict.fromkeys(body.audience.users)]
             draft = Draft(
                 type=ANNOUNCEMENT_TYPE,
                 title=body.title,
@@ -392,13 +392,17 @@ async def put_limits(
     if not changes:
         raise Unprocessable("name at least one limit to change")
     async with write_transaction(runtime.database):
-        current = await stored_limits.load(runtime.database)
-        limits = stored(current, runtime.control.defaults).changed(changes)
-        await stored_limits.store(runtime.database, limits.view())
+        # Only what an administrator changed is stored: the others keep following their
+        # settings (SINAL_ACTIONS_RATE, ...) across restarts.
+        overrides = await stored_limits.load(runtime.database) or {}
+        limits = stored(overrides, runtime.control.defaults).changed(changes)
+        checked = limits.view()
+        overrides = {**overrides, **{name: checked[name] for name in changes}}
+        await stored_limits.store(runtime.database, overrides)
         await _audit(request, runtime, principal, "limits.update", "limits", changes, limits.view())
     # Every node, this one included, applies them now; one that misses this reads them from
     # the database at its next sync.
-    await runtime.cluster.survey({"kind": "limits", "limits": limits.view()})
+    await runtime.cluster.survey({"kind": "limits", "limits": overrides})
     return limits.view()
 
 
