@@ -162,6 +162,7 @@ async def actions(socket: WebSocket[Any, Any, Any]) -> None:
             raise Unavailable(
                 "too many new connections right now; retry after the time in Retry-After",
                 retry_after_s=math.ceil(wait),
+                extra={"retry_after": math.ceil(wait)},
             )
         principal = _authenticate(socket, runtime)
     except SinalError as error:

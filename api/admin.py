@@ -21,7 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from api.body import TIME, decode_body, decode_json, parse_time, text_param
+from api.body import TIME, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.notifications import LINK, MAX_USERS, User, _link
 from api.runtime import Runtime
@@ -129,15 +129,22 @@ class BroadcastRequest(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError(f"Field `expires_at` {problem}")  # msgspec adds where
 
 
-class LimitsChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Any subset of the limits (the OpenAPI document's view; values are checked one by one
-    with a 422 naming the field)."""
+class LimitsChange(msgspec.Struct, forbid_unknown_fields=True):
+    """Any subset of the limits, at least one: the OpenAPI document's view of the body of
+    `PUT /v1/admin/limits` (`streams.admission.BOUNDS`; the handler checks the values one by
+    one, with a 422 naming the field)."""
 
-    actions_rate: float | None = None
-    actions_burst: int | None = None
-    streams_per_user: int | None = None
-    handshakes_per_s: int | None = None
-    publish_rate: float | None = None
+    actions_rate: Annotated[float, msgspec.Meta(ge=0.001, le=1e6)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    actions_burst: Annotated[int, msgspec.Meta(ge=1, le=10**6)] | msgspec.UnsetType = msgspec.UNSET
+    streams_per_user: Annotated[int, msgspec.Meta(ge=0, le=10**6)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    handshakes_per_s: Annotated[int, msgspec.Meta(ge=0, le=10**7)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    publish_rate: Annotated[float, msgspec.Meta(ge=0, le=1e7)] | msgspec.UnsetType = msgspec.UNSET
 
 
 # -- nodes and connections -------------------------------------------------------------------
@@ -325,7 +332,7 @@ async def broadcast(
     answer: dict[str, Any]
     async with write_transaction(runtime.database):
         if isinstance(body.audience, Users):
-            users = [_user(user, "audience.users") for user in body.audience.users]
+            users = [_user(user, "audience.users") for user in dict.fromkeys(body.audience.users)]
             draft = Draft(
                 type=ANNOUNCEMENT_TYPE,
                 title=body.title,
@@ -381,17 +388,21 @@ async def put_limits(
     raw = await request.body()
     if not raw:
         raise BadRequest("request body is empty; send a JSON object of limits")
-    changes = decode_json(raw, dict[str, Any])
+    changes = decode_body(raw, dict[str, Any])  # checks UTF-8 first, as every body
     if not changes:
         raise Unprocessable("name at least one limit to change")
     async with write_transaction(runtime.database):
-        current = await stored_limits.load(runtime.database)
-        limits = stored(current, runtime.control.defaults).changed(changes)
-        await stored_limits.store(runtime.database, limits.view())
+        # Only what an administrator changed is stored: the others keep following their
+        # settings (SINAL_ACTIONS_RATE, ...) across restarts.
+        overrides = await stored_limits.load(runtime.database) or {}
+        limits = stored(overrides, runtime.control.defaults).changed(changes)
+        checked = limits.view()
+        overrides = {**overrides, **{name: checked[name] for name in changes}}
+        await stored_limits.store(runtime.database, overrides)
         await _audit(request, runtime, principal, "limits.update", "limits", changes, limits.view())
     # Every node, this one included, applies them now; one that misses this reads them from
     # the database at its next sync.
-    await runtime.cluster.survey({"kind": "limits", "limits": limits.view()})
+    await runtime.cluster.survey({"kind": "limits", "limits": overrides})
     return limits.view()
 
 

@@ -113,10 +113,27 @@ class Control:
     # -- kept in step with the database ------------------------------------------------------
 
     async def sync(self) -> None:
-        """Read the runtime limits and the revocations in force."""
+        """Read the runtime limits and the revocations in force; end the connections that a
+        revocation this node had not heard of covers (it missed the order on the bus)."""
         self.apply(stored(await stored_limits.load(self.database), self.defaults))
         active = await revocations.active(self.database)
-        self.auth.revoked = {user: before.timestamp() for user, before in active.items()}
+        known, self.auth.revoked = (
+            self.auth.revoked,
+            {user: before.timestamp() for user, before in active.items()},
+        )
+        for user, before in self.auth.revoked.items():
+            if known.get(user) != before:
+                self.end_revoked(user, before)
+
+    def end_revoked(self, user: str, before: float) -> int:
+        """End `user`'s connections opened with a token issued before `before`."""
+        ended = 0
+        for connection in self.registry.of_user(user):
+            issued = connection.principal.issued_at
+            if issued is None or issued < before:
+                connection.handle.disconnect("revoked")
+                ended += 1
+        return ended
 
     def apply(self, limits: Limits) -> None:
         self.admission.apply(limits)
@@ -201,14 +218,16 @@ class Control:
         reason: DisconnectReason = "revoked" if question.get("reason") == "revoked" else "kicked"
         user = question.get("user")
         before = question.get("revoked_before")
-        if user is not None and before is not None:
-            # Before the connections end: a client that reconnects at once must be refused.
-            self.auth.revoked[user] = max(float(before), self.auth.revoked.get(user, 0.0))
         if question.get("id") is not None:
             return {"closed": int(self.registry.disconnect(question["id"], reason))}
-        if user is not None:
+        if user is None:
+            return {"closed": 0}
+        if before is None:
             return {"closed": self.registry.disconnect_user(user, reason)}
-        return {"closed": 0}
+        # Refused before the connections end: a client that reconnects at once must be.
+        before = max(float(before), self.auth.revoked.get(user, 0.0))
+        self.auth.revoked[user] = before
+        return {"closed": self.end_revoked(user, before)}
 
     async def _answer_limits(self, question: dict[str, Any]) -> dict[str, Any]:
         limits = stored(question.get("limits"), self.defaults)

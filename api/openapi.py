@@ -11,7 +11,12 @@ the app is created:
 - errors: every 4xx and 5xx a route answers, as `application/problem+json` (`api.problems`);
   which apply to a route follows from what it takes (parameters, a body, a credential, a path
   id) plus the few it alone answers (`ERRORS`);
-- `GET /v1/stream`, routed before Litestar (`api/sse.py`), and the `/v1/actions` WebSocket.
+- `GET /v1/stream`, routed before Litestar (`api/sse.py`), and the `/v1/actions` WebSocket;
+- the routes behind the admin guard (`api.admin.admin_only`), which Litestar does not see
+  authenticate: their credentials and their 401 and 403;
+- answers that handlers build as plain objects (the admin views, announcements): their
+  members, from the view structs below (`VIEWS`, `ANSWERS`), which the tests hold to the
+  objects the code really builds.
 
 The served document is the one Litestar caches; completing it in place means every viewer
 under `/schema` shows the same thing.
@@ -20,25 +25,31 @@ under `/schema` shows the same thing.
 from __future__ import annotations
 
 import copy
+import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute, WebSocketRoute
 
-from api import actions, executions, notifications, publish, sse
+from api import actions, admin, announcements, executions, notifications, publish, sse
 from api.auth import COOKIE
 from api.problems import PROBLEM_JSON
 from api.settings import Settings
-from streams.channels import IDENTIFIER
+from db.tables import Severity
+from streams.channels import ADMIN, IDENTIFIER
 from streams.cursor import MAX_CURSOR_LENGTH
 
 COMPONENTS = "#/components/schemas/{name}"
 PROBLEM = "Problem"
 
-CHANNEL_PATTERN = rf"^(broadcast|notifications|notifications:{IDENTIFIER}|execution:{IDENTIFIER})$"
+# `admin` (the nodes' live counters) is for administrators only: 403 for anyone else.
+CHANNEL_PATTERN = (
+    rf"^(broadcast|notifications|notifications:{IDENTIFIER}|execution:{IDENTIFIER}|{ADMIN})$"
+)
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {
@@ -79,10 +90,12 @@ DESCRIPTIONS = {
     409: "The request conflicts with the resource's state; extra members say what it expected.",
     413: "The body, or a value in it, is larger than the limit.",
     415: "The body is not `application/json`.",
-    422: "Well-formed, but not acceptable (e.g. an `Idempotency-Key` reused for another body).",
-    429: "Too many requests; retry after `Retry-After` seconds.",
-    503: "The database or the engine is unavailable, or the server is shutting down; retry "
-    "shortly.",
+    422: "Well-formed, but not acceptable (e.g. an `Idempotency-Key` reused for another body, "
+    "a runtime limit out of its range).",
+    429: "Too many requests (a runtime limit); retry after `Retry-After` seconds.",
+    503: "The database or the engine is unavailable, the server is shutting down, or (the "
+    "stream and the action WebSocket) new connections are over the handshake rate; retry "
+    "shortly, or after `Retry-After` seconds when it is given.",
 }
 
 
@@ -94,6 +107,112 @@ class Problem(msgspec.Struct):
     status: Annotated[int, msgspec.Meta(ge=400, le=599)]
     detail: str
     field: str | msgspec.UnsetType = msgspec.UNSET  # absent when no one field is at fault
+
+
+# -- the members of answers that handlers build as plain objects ------------------------------
+
+
+class ConnectionView(msgspec.Struct):
+    """One open connection (`streams.registry.Connection.view`)."""
+
+    id: str  # `<node>-<n>`
+    node: str
+    user: str
+    roles: list[str]
+    transport: Literal["sse", "longpoll", "ws"]
+    channels: list[str]
+    connected_at: str
+    remote: str | None
+    user_agent: str | None
+    delivered: int  # events (SSE, long-poll) or replies (WebSocket) sent so far
+    cursor: str | None  # where the client would resume now; None for the WebSocket
+    buffered: int  # items waiting to be written
+
+
+class AuditEntryView(msgspec.Struct):
+    """One audit entry (`db.audit.AuditEntry.view`)."""
+
+    id: uuid.UUID
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+    node: str
+    request_id: str | None
+
+
+class AnnouncementView(msgspec.Struct):
+    """An announcement to every user (`db.announcements.Announcement.view`)."""
+
+    id: uuid.UUID
+    title: str
+    body: str
+    severity: Severity
+    link: str | None
+    created: datetime
+    expires_at: datetime | None
+
+
+class LimitsView(msgspec.Struct):
+    """The runtime limits in force (`streams.admission.Limits.view`)."""
+
+    actions_rate: float
+    actions_burst: int
+    streams_per_user: int  # 0: no limit
+    handshakes_per_s: int  # 0: no limit
+    publish_rate: float  # 0: no limit
+
+
+class AnnouncedToAll(msgspec.Struct):
+    audience: Literal["all"]
+    announcement: AnnouncementView
+
+
+class Recipients(msgspec.Struct):
+    users: list[str]
+
+
+class NotifiedUsers(msgspec.Struct):
+    audience: Recipients
+    notifications: int  # created now (a user's retry of the same announcement is not new)
+
+
+class StatsView(msgspec.Struct):
+    """`GET /v1/admin/stats`: this process's counters."""
+
+    engine: str  # `memory`, `redis`, or `unreachable` while the engine does not answer
+    node: str
+    connections: int
+    connections_by_transport: dict[str, int]
+    connections_total: int
+    action_sockets: int
+    slow_consumer_closes: int
+    events_in: int
+    deliveries: int
+    resets: int
+    tasks: int
+    outbox_pending: int
+    outbox_relayed: int
+    notifications_purged: int
+    commands_pending: int | None  # None while the engine is unreachable
+
+
+# The items of list members Litestar can only call objects: (component, member) -> view.
+VIEWS: dict[tuple[str, str], Any] = {
+    (admin.Connections.__name__, "connections"): ConnectionView,
+    (admin.UserView.__name__, "connections"): ConnectionView,
+    (admin.AuditPage.__name__, "entries"): AuditEntryView,
+    (announcements.Announcements.__name__, "announcements"): AnnouncementView,
+}
+# Whole answers built as plain objects: "METHOD path" -> (status, the views, one of which it is).
+ANSWERS: dict[str, tuple[int, tuple[Any, ...]]] = {
+    "GET /v1/admin/limits": (200, (LimitsView,)),
+    "PUT /v1/admin/limits": (200, (LimitsView,)),
+    "POST /v1/admin/broadcast": (201, (AnnouncedToAll, NotifiedUsers)),
+    "GET /v1/admin/stats": (200, (StatsView,)),
+}
 
 
 @dataclass(frozen=True)
@@ -114,6 +233,10 @@ BODIES: dict[str, Body] = {
     "POST /v1/executions/{id}/events": Body(executions.EventsRequest),
     "POST /v1/executions/events": Body(executions.BulkRequest),
     "POST /v1/commands/ack": Body(executions.AckRequest),
+    "POST /v1/admin/connections/{id}/disconnect": Body(admin.DisconnectOne, required=False),
+    "POST /v1/admin/users/{user}/disconnect": Body(admin.DisconnectUser, required=False),
+    "POST /v1/admin/broadcast": Body(admin.BroadcastRequest),
+    "PUT /v1/admin/limits": Body(admin.LimitsChange),
 }
 
 # What a route answers beyond what follows from its shape (see `_statuses`).
@@ -122,7 +245,9 @@ ERRORS: dict[str, tuple[int, ...]] = {
     "GET /v1/executions": (403,),
     "GET /v1/executions/{id}/poll": (403,),
     "GET /v1/commands": (403,),
-    "GET /v1/admin/stats": (403,),
+    "GET /v1/admin/connections": (404,),  # `node` names no running node
+    "PUT /v1/admin/limits": (422,),
+    "POST /v1/publish": (429,),  # `publish_rate`, a runtime limit
     "POST /v1/notifications": (422,),
     "POST /v1/executions": (409,),
     "POST /v1/executions/{id}/events": (409,),
@@ -156,6 +281,12 @@ def complete(app: Litestar, settings: Settings) -> None:
 
     bodies = dict(zip(BODIES, _add_components(schemas, [b.type for b in BODIES.values()]),
                       strict=True))  # fmt: skip
+    # `{}` changes nothing and is refused (422).
+    schemas[admin.LimitsChange.__name__]["minProperties"] = 1
+    view_refs = dict(zip(VIEWS, _add_components(schemas, list(VIEWS.values())), strict=True))
+    for (component, member), ref in view_refs.items():
+        schemas[component]["properties"][member]["items"] = ref
+    answers = {key: _add_components(schemas, list(views)) for key, (_, views) in ANSWERS.items()}
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -168,6 +299,8 @@ def complete(app: Litestar, settings: Settings) -> None:
                 if operation is not None:
                     key = f"{method} {route.path_format}"
                     _complete_operation(operation, key, handler, bodies.get(key), settings)
+                    if key in answers:
+                        _answer_schema(operation, ANSWERS[key][0], answers[key])
 
     document["paths"][sse.PATH] = _stream_path(settings)
     if any(isinstance(r, WebSocketRoute) and r.path == actions.PATH for r in app.routes):
@@ -184,6 +317,11 @@ def _add_components(schemas: dict[str, Any], types: list[Any]) -> list[dict[str,
     return list(refs)
 
 
+def _answer_schema(operation: dict[str, Any], status: int, refs: list[dict[str, Any]]) -> None:
+    content = operation["responses"][str(status)]["content"]["application/json"]
+    content["schema"] = refs[0] if len(refs) == 1 else {"oneOf": refs}
+
+
 def _complete_operation(
     operation: dict[str, Any],
     key: str,
@@ -196,7 +334,10 @@ def _complete_operation(
         if (parameter["in"], parameter["name"]) == ("query", "channel"):
             parameter["schema"] = _channels(settings)
     signature = handler.parsed_fn_signature.parameters
-    authenticated = "principal" in signature or path in TICKET_PATHS
+    # The admin guard authenticates before the handler runs, whatever the handler takes.
+    # (`resolve_guards` wraps each guard: the layers hold them as given.)
+    guarded = any(admin.admin_only in (layer.guards or ()) for layer in handler.ownership_layers)
+    authenticated = "principal" in signature or path in TICKET_PATHS or guarded
     if body is not None:
         operation["requestBody"] = {
             "required": BODIES[key].required,
@@ -220,6 +361,7 @@ def _complete_operation(
         has_parameters=bool(operation.get("parameters")) or body is not None,
         has_body=body is not None,
         authenticated=authenticated,
+        guarded=guarded,
         uses_runtime="runtime" in signature or "request" in signature,
     )
     for status in statuses:
@@ -237,6 +379,7 @@ def _statuses(
     has_parameters: bool,
     has_body: bool,
     authenticated: bool,
+    guarded: bool,
     uses_runtime: bool,
 ) -> list[int]:
     statuses = set(ERRORS.get(f"{method} {path}", ()))
@@ -244,7 +387,7 @@ def _statuses(
         statuses.add(400)
     if authenticated:
         statuses.add(401)
-        if method not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD") or guarded:
             statuses.add(403)  # the origin check of cookie-authenticated requests; roles
     if "{" in path:
         statuses.add(404)
@@ -326,14 +469,23 @@ def _stream_path(settings: Settings) -> dict[str, Any]:
                 "200": {
                     "description": "The event stream: `id:` (cursor), `event:` (type) and "
                     '`data:` (`{"channel", "type", "data", "ts"}`) per event; comment '
-                    "heartbeats; a `retry:` hint.",
+                    "heartbeats; a `retry:` hint. Over the process's handshake rate "
+                    "(`handshakes_per_s`), a request that accepts `text/event-stream` (an "
+                    "`EventSource`, which gives up on any other status) gets instead a stream "
+                    "of only `retry:` (jittered) and `event: disconnect` with reason `limit` "
+                    "and `retry_after`, with `Retry-After`; other clients get the 503.",
                     "headers": {
                         "Cache-Control": {"schema": {"const": "no-cache"}},
                         "X-Accel-Buffering": {"schema": {"const": "no"}},
+                        "Retry-After": {
+                            "description": "Only on the refusal over the handshake rate.",
+                            "schema": {"type": "integer", "minimum": 0},
+                            "required": False,
+                        },
                     },
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
-                **_problems(400, 401, 403, 503),
+                **_problems(400, 401, 403, 429, 503),
             },
         }
     }
@@ -350,7 +502,8 @@ def _actions_path() -> dict[str, Any]:
                 'message `{"op", "ref", ...}` (`ping`, '
                 "`mark_read`, `mark_unread`, `dismiss`, `mark_all_read`, `retry_execution`, "
                 "`cancel_execution`) gets one reply with its `ref`; a cookie-authenticated "
-                "handshake must come from an allowed `Origin`. See docs/api.md."
+                "handshake must come from an allowed `Origin`. Over the process's handshake "
+                "rate the upgrade is refused with 503 and `Retry-After`. See docs/api.md."
             ),
             "operationId": "V1Actions",
             "security": STREAMING,
@@ -370,7 +523,7 @@ def _actions_path() -> dict[str, Any]:
             ],
             "responses": {
                 "101": {"description": "Switching to the WebSocket protocol."},
-                **_problems(401, 403),
+                **_problems(401, 403, 503),
             },
         }
     }

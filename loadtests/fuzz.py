@@ -12,8 +12,17 @@ longer with a larger `--max-examples`.
 
 Two edits are made to the fuzzed copy of the document, never to the served one: `wait` (the
 long-polls) is always sent and capped at a fraction of a second, else each request that omits
-it waits its 25 s default out; and the path `id`s get the seeded ids as examples, so that some
-requests reach an existing resource instead of a 404.
+it waits its 25 s default out; and the path `id`s get the seeded ids as examples (the admin
+routes' `user`, the fuzzed user), so that some requests reach an existing resource instead of
+a 404.
+
+The admin routes change what the other callers meet: `PUT /v1/admin/limits` may set tiny limits
+(429 and 503 answers afterwards), and `POST /v1/admin/users/{user}/disconnect` with `revoke`
+refuses a user's tokens (401 afterwards). So the admin runs last, whatever the order given, and
+under a user id made afresh for the run that no generated value will hit, so that it cannot
+revoke itself halfway; revoking the fuzzed user then is fair game, as is any limit (the
+routes limited per connection, the stream and the WebSocket, are not fuzzed). Nothing is
+excluded from the admin's fuzzing.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -71,13 +81,15 @@ def main() -> int:
     unknown = set(callers) - set(CALLERS)
     if unknown:
         parser.error(f"unknown callers: {', '.join(sorted(unknown))}")
+    callers = sorted(set(callers), key=list(CALLERS).index)  # the admin last (module doc)
 
     totals: Counter[str] = Counter()
     failed = False
     with tempfile.TemporaryDirectory(prefix="sinal-fuzz-") as folder:
         workdir = Path(folder)
         with server(workdir, args.database_url, args.redis_url) as base_url:
-            tokens = {name: mint_token(SECRET, *CALLERS[name]) for name in CALLERS}
+            principals = {**CALLERS, "admin": (f"root-{secrets.token_hex(16)}", ("admin",), ())}
+            tokens = {name: mint_token(SECRET, *principals[name]) for name in principals}
             seeds = seed(base_url, tokens)
             document = httpx.get(f"{base_url}/schema/openapi.json", timeout=10).json()
             schema_path = workdir / "fuzz-openapi.json"
@@ -180,6 +192,8 @@ def for_fuzzing(document: dict[str, Any], seeds: dict[str, str]) -> dict[str, An
                     for prefix, id in seeds.items():
                         if path.startswith(prefix):
                             parameter["schema"]["examples"] = [id]
+                if parameter["name"] == "user" and parameter["in"] == "path":
+                    parameter["schema"]["examples"] = [CALLERS["user"][0]]
     return fuzzed
 
 

@@ -320,6 +320,26 @@ async def test_revoking_refuses_old_tokens_on_every_node_and_across_restarts(
     assert {entry["actor"] for entry in refused} == {"sinal"}
 
 
+async def test_a_node_that_missed_a_revocation_still_ends_what_it_covers(
+    two_nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = two_nodes
+    _, b_id = await node_ids(a, 2)
+    issued = int(time.time()) - 5
+    old = {"Authorization": f"Bearer {mint_token(SECRET, 'rita', iat=issued, exp=issued + 600)}"}
+    assert b.process is not None
+    async with open_stream(b.url, old) as (received, wait):
+        b.process.send_signal(signal.SIGSTOP)
+        try:
+            answer = await post(a, "/v1/admin/users/rita/disconnect", {"revoke": True})
+        finally:
+            b.process.send_signal(signal.SIGCONT)
+        assert (answer.json()["partial"], answer.json()["unreachable_nodes"]) == (True, [b_id])
+        # From the bus once it runs again, or from the database at its next sync (10 s).
+        await wait(lambda r: r.ended, 15)
+    assert json.loads(received.of_type("disconnect")[0].data)["reason"] == "revoked"
+
+
 async def test_disconnecting_one_connection_by_id(spawn: Callable[..., ServerProcess]) -> None:
     server = spawn(NODE_ENV)
     async with open_stream(server.url, bearer("gus")) as (_received, wait):
@@ -360,9 +380,11 @@ async def test_a_limit_changed_on_one_node_holds_on_the_other_and_after_restarts
         assert int(second.headers["retry-after"]) > 0
 
     a.restart()
+    b.env["SINAL_ACTIONS_BURST"] = "7"  # a limit never changed through the API follows its setting
     b.restart()
     assert (await get(a, "/v1/admin/limits"))["streams_per_user"] == 1
     assert (await get(b, "/v1/admin/limits"))["streams_per_user"] == 1
+    assert (await get(b, "/v1/admin/limits"))["actions_burst"] == 7
     [entry] = (await get(b, "/v1/admin/audit", action="limits.update"))["entries"]
     assert entry["params"] == {"streams_per_user": 1}
 
@@ -592,3 +614,18 @@ async def test_tickets_of_a_revoked_token_are_refused_too(
         fresh = (await client.post("/v1/auth/ticket", headers=bearer("quinn"))).json()["ticket"]
     async with open_stream(server.url, {}, params={"ticket": fresh}):
         pass
+
+
+@pytest.mark.parametrize("raw", [b'{"actions_rate": "\xff"}', b"\xff\xfe"])
+async def test_limits_body_that_is_not_utf8_is_400(
+    memory_server: ServerProcess, raw: bytes
+) -> None:
+    """Regression: `PUT /v1/admin/limits` decoded its body without the UTF-8 check every other
+    body gets, and msgspec's UnicodeDecodeError ended as a 500."""
+    headers = {**ADMIN, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=memory_server.url, timeout=10) as client:
+        response = await client.put("/v1/admin/limits", content=raw, headers=headers)
+        assert "UTF-8" in assert_problem(response, 400)["detail"]
+        # and nothing was changed
+        limits = await client.get("/v1/admin/limits", headers=ADMIN)
+    assert limits.json()["actions_rate"] == 20.0

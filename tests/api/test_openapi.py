@@ -3,9 +3,12 @@ routes (`api/openapi.py`). The fuzzing of the API against it is `loadtests/fuzz.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar.routes import HTTPRoute, WebSocketRoute
 from openapi_spec_validator import validate
@@ -14,7 +17,12 @@ from api import openapi, sse
 from api.app import create_app
 from api.problems import PROBLEM_JSON
 from api.settings import Settings
-from tests.support import SECRET, ServerProcess
+from db.announcements import Announcement
+from db.audit import AuditEntry
+from streams.access import Principal
+from streams.admission import BOUNDS, Limits
+from streams.registry import Registry
+from tests.support import ADMIN, SECRET, ServerProcess
 
 SCHEMA_URLS = ["/schema", "/schema/openapi.json", "/schema/openapi.yaml", "/schema/swagger"]
 
@@ -73,7 +81,7 @@ def test_every_route_is_in_the_document(document: dict[str, Any], tmp_path: Any)
 def test_the_route_tables_name_routes_that_exist(document: dict[str, Any]) -> None:
     """A renamed route must not silently lose its body, its statuses or its replay answer."""
     documented = {f"{method} {path}" for method, path, _ in operations(document)}
-    for table in (openapi.BODIES, openapi.ERRORS, openapi.REPLAYS):
+    for table in (openapi.BODIES, openapi.ERRORS, openapi.REPLAYS, openapi.ANSWERS):
         assert set(table) - documented == set()
     for key in openapi.BODIES:
         method, path = key.split(" ", 1)
@@ -145,3 +153,79 @@ def test_bodies_limits_and_statuses(document: dict[str, Any]) -> None:
     assert poll["channel"]["schema"] == stream["parameters"][0]["schema"]
     assert poll["channel"]["schema"]["items"]["pattern"].startswith("^(broadcast|")
     assert "101" in by_route[("GET", "/v1/actions")]["responses"]
+
+
+def test_admin_routes_are_guarded_in_the_document(document: dict[str, Any]) -> None:
+    """Every route behind the admin guard takes a credential and answers 401 and 403, though
+    its handler never names the principal (the guard authenticates)."""
+    admin_routes = [(m, p, op) for m, p, op in operations(document) if p.startswith("/v1/admin/")]
+    assert len(admin_routes) == 10
+    for method, path, operation in admin_routes:
+        assert operation["security"] == openapi.USER, (method, path)
+        assert {"401", "403", "503"} <= set(operation["responses"]), (method, path)
+    by_route = {(method, path): op for method, path, op in operations(document)}
+    assert "404" in by_route[("GET", "/v1/admin/connections")]["responses"]  # unknown node
+    assert "404" in by_route[("POST", "/v1/admin/connections/{id}/disconnect")]["responses"]
+    limits = by_route[("PUT", "/v1/admin/limits")]
+    assert {"400", "422"} <= set(limits["responses"])
+    assert limits["requestBody"]["required"] is True
+    disconnect = by_route[("POST", "/v1/admin/users/{user}/disconnect")]
+    assert disconnect["requestBody"]["required"] is False  # an empty body is the defaults
+
+
+def test_runtime_limit_answers_are_documented(document: dict[str, Any]) -> None:
+    by_route = {(method, path): op for method, path, op in operations(document)}
+    stream = by_route[("GET", "/v1/stream")]["responses"]
+    assert {"429", "503"} <= set(stream)
+    assert "Retry-After" in stream["429"]["headers"]
+    assert "Retry-After" in stream["200"]["headers"]  # the refusal an EventSource gets
+    assert "503" in by_route[("GET", "/v1/actions")]["responses"]
+    publish = by_route[("POST", "/v1/publish")]["responses"]
+    assert "Retry-After" in publish["429"]["headers"]
+
+
+def test_the_limits_body_states_the_bounds_enforced(document: dict[str, Any]) -> None:
+    change = document["components"]["schemas"]["LimitsChange"]
+    assert set(change["properties"]) == set(BOUNDS)
+    assert change["minProperties"] == 1
+    assert change["additionalProperties"] is False
+    for name, (low, high, whole) in BOUNDS.items():
+        schema = change["properties"][name]
+        assert (schema["minimum"], schema["maximum"]) == (low, high), name
+        assert schema["type"] == ("integer" if whole else "number"), name
+
+
+def fields(view: Any) -> set[str]:
+    return set(view.__struct_fields__)
+
+
+def test_the_documented_views_are_what_the_code_builds(document: dict[str, Any]) -> None:
+    """The view structs of `api/openapi.py` mirror objects built as plain dicts: a member
+    added to or dropped from one of them must show here."""
+    registry = Registry("n1")
+
+    class Handle:
+        def disconnect(self, reason: Any, retry_after: float | None = None) -> None: ...
+
+        def figures(self) -> tuple[int, str | None, int]:
+            return 0, None, 0
+
+    with registry.opened(Principal("alice", frozenset(), frozenset()), "ws", [], Handle()) as c:
+        assert set(c.view("n1")) == fields(openapi.ConnectionView)
+    now = datetime.now(UTC)
+    entry = AuditEntry(uuid.uuid4(), now, "root", "limits.update", "limits", {}, {}, "n1", None)
+    assert set(entry.view()) == fields(openapi.AuditEntryView)
+    announcement = Announcement(uuid.uuid4(), "t", "", "info", None, now, None, "root")
+    assert set(announcement.view()) == fields(openapi.AnnouncementView)
+    assert set(Limits(actions_rate=1, actions_burst=1).view()) == fields(openapi.LimitsView)
+    schemas = document["components"]["schemas"]
+    items = schemas["Connections"]["properties"]["connections"]["items"]
+    assert items["$ref"].endswith("/ConnectionView")
+    assert set(schemas["ConnectionView"]["required"]) == fields(openapi.ConnectionView)
+
+
+def test_the_stats_view_is_what_the_server_answers(memory_server: ServerProcess) -> None:
+    response = httpx.get(f"{memory_server.url}/v1/admin/stats", headers=ADMIN, timeout=10)
+    assert response.status_code == 200, response.text
+    msgspec.convert(response.json(), openapi.StatsView)  # every member, each of its type
+    assert set(response.json()) == fields(openapi.StatsView)
