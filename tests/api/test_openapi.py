@@ -211,7 +211,7 @@ def test_the_documented_views_are_what_the_code_builds(document: dict[str, Any])
             return 0, None, 0
 
     with registry.opened(Principal("alice", frozenset(), frozenset()), "ws", [], Handle()) as c:
-        assert set(c.view("n1")) == fields(openapi.ConnectionView)
+        assert set(c.view()) == fields(openapi.ConnectionView)
     now = datetime.now(UTC)
     entry = AuditEntry(uuid.uuid4(), now, "root", "limits.update", "limits", {}, {}, "n1", None)
     assert set(entry.view()) == fields(openapi.AuditEntryView)
