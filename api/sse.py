@@ -30,6 +30,7 @@ from streams.cursor import InvalidCursor, Position, decode_cursor
 from streams.disconnect import deadline, disconnect_data
 from streams.errors import BadRequest, SinalError, TooManyRequests, Unavailable
 from streams.event import encode_control, encode_retry
+from streams.registry import Connection
 from streams.session import StreamSession
 
 log = logging.getLogger("sinal.stream")
@@ -43,45 +44,21 @@ STREAM_HEADERS = [
 
 
 async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtime) -> None:
+    # Only what the whole stream needs stays in this frame (every idle stream holds it): the
+    # request's parsed headers and query die with `admit`.
     if scope["method"] != "GET":
         await _send_problem(send, problem(405, f"use GET for {PATH}"), {"Allow": "GET"})
         return
-    request = StreamRequest(scope)
     # Admission first: it is what keeps a reconnect storm from costing a token check each.
     wait = runtime.admission.handshake()
     if wait is not None:
-        await _refuse_handshake(send, request, wait)
+        await _refuse_handshake(send, StreamRequest(scope), wait)
         return
     try:
-        principal, session = await open_session(request, runtime)
-        # Checked and registered with no await between: a burst cannot slip past the count.
-        registry = runtime.registry
-        if runtime.admission.streams_full(registry.count_of(principal.sub, "sse")):
-            raise TooManyRequests(
-                f"this user already holds {runtime.admission.limits.streams_per_user} streams "
-                "on this server, the limit; close one (the client shares one per browser)",
-                retry_after_s=STREAMS_RETRY_AFTER_S,
-            )
+        session, connection = await admit(StreamRequest(scope), runtime)
     except Exception as error:
         await _send_problem(send, *render(error, f"GET {PATH}"))
         return
-    remote = remote_address(
-        scope.get("client"),
-        request.headers.get("x-forwarded-for"),
-        runtime.settings.trusted_proxies,
-    )
-    with registry.opened(
-        principal,
-        "sse",
-        session.channels,
-        session,
-        remote=remote,
-        user_agent=request.headers.get("user-agent"),
-    ):
-        await _run(session, scope, receive, send)
-
-
-async def _run(session: StreamSession, scope: HTTPScope, receive: Receive, send: Send) -> None:
     started = False
 
     async def start() -> None:
@@ -99,15 +76,45 @@ async def _run(session: StreamSession, scope: HTTPScope, receive: Receive, send:
             raise
         # Mid-stream (engine lost during a replay): end the stream; the client resumes.
         log.warning("stream ended early: %s", error.detail)
+    finally:
+        runtime.registry.remove(connection)
     if not session.abandoned:
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def admit(request: StreamRequest, runtime: Runtime) -> tuple[StreamSession, Connection]:
+    """Open the session and register the connection, or raise why not."""
+    principal, session = await open_session(request, runtime)
+    registry = runtime.registry
+    # Checked and registered with no await between: a burst cannot slip past the count.
+    if runtime.admission.streams_full(registry.count_of(principal.sub, "sse")):
+        raise TooManyRequests(
+            f"this user already holds {runtime.admission.limits.streams_per_user} streams "
+            "on this server, the limit; close one (the client shares one per browser)",
+            retry_after_s=STREAMS_RETRY_AFTER_S,
+        )
+    remote = remote_address(
+        request.scope.get("client"),
+        request.headers.get("x-forwarded-for"),
+        runtime.settings.trusted_proxies,
+    )
+    connection = registry.add(
+        principal,
+        "sse",
+        session.channels,
+        session,
+        remote=remote,
+        user_agent=request.headers.get("user-agent"),
+    )
+    return session, connection
 
 
 class StreamRequest:
     """What `open_session` reads of the request; parsed once, then dropped."""
 
     def __init__(self, scope: HTTPScope) -> None:
+        self.scope = scope
         self.headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             self.headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import itertools
 import json
 import time
@@ -150,8 +151,7 @@ class Registry:
         """Open connections by transport."""
         return {transport: count for transport, count in self._counts.items()}
 
-    @contextmanager
-    def opened(
+    def add(
         self,
         principal: Principal,
         transport: Transport,
@@ -160,8 +160,9 @@ class Registry:
         *,
         remote: str | None = None,
         user_agent: str | None = None,
-    ) -> Iterator[Connection]:
-        """Register a connection while the block runs."""
+    ) -> Connection:
+        """Register a connection until `remove`. (SSE streams call these two directly: a
+        context manager's generator would be held by every idle stream.)"""
         connection = Connection(
             self.node_id,
             next(self._numbers),
@@ -175,15 +176,35 @@ class Registry:
         self._by_number[connection.number] = connection
         self._by_user.setdefault(principal.sub, []).append(connection)
         self._counts[transport] += 1
+        return connection
+
+    def remove(self, connection: Connection) -> None:
+        del self._by_number[connection.number]
+        mine = self._by_user[connection.principal.sub]
+        mine.remove(connection)
+        if not mine:
+            del self._by_user[connection.principal.sub]
+        self._counts[connection.transport] -= 1
+
+    @contextmanager
+    def opened(
+        self,
+        principal: Principal,
+        transport: Transport,
+        channels: list[str],
+        handle: Handle,
+        *,
+        remote: str | None = None,
+        user_agent: str | None = None,
+    ) -> Iterator[Connection]:
+        """Register a connection while the block runs."""
+        connection = self.add(
+            principal, transport, channels, handle, remote=remote, user_agent=user_agent
+        )
         try:
             yield connection
         finally:
-            del self._by_number[connection.number]
-            mine = self._by_user[principal.sub]
-            mine.remove(connection)
-            if not mine:
-                del self._by_user[principal.sub]
-            self._counts[transport] -= 1
+            self.remove(connection)
 
     def get(self, id: str) -> Connection | None:
         """The connection of this node with `id`, if it is open."""
@@ -205,7 +226,11 @@ class Registry:
             pool: Iterable[Connection] = self._by_user.get(where.user, ())
         else:
             pool = self._by_number.values()
-        found = sorted((c for c in pool if where.matches(c)), key=Connection.key)
+        # The smallest `limit + 1`, not a sort of every match: paging through many thousands
+        # of connections a page at a time stays linear per page.
+        found = heapq.nsmallest(
+            limit + 1, (c for c in pool if where.matches(c)), key=Connection.key
+        )
         return found[:limit], len(found) > limit
 
     def disconnect(self, id: str, reason: DisconnectReason) -> bool:
