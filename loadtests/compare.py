@@ -124,7 +124,15 @@ async def run(cfg: Config, before: str, after: str, rounds: int) -> dict[str, An
         means = {
             name: {
                 key: round(mean(run[key] for run in found), 2)
-                for key in ("deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct")
+                for key in (
+                    "deliveries_per_s",
+                    "p50_ms",
+                    "p99_ms",
+                    "server_cpu_pct",
+                    # Other work on the machine during each side's windows: when it differs
+                    # much between the sides, so do their figures, whatever the code.
+                    "foreign_cpu_pct",
+                )
                 if all(run[key] is not None for run in found)
             }
             for name, found in runs.items()
