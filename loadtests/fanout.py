@@ -276,8 +276,11 @@ def _close_all(subscribers: list[Subscriber]) -> None:
 # -- Sinal -------------------------------------------------------------------------------------
 
 
-def start_sinal(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int]:
-    """`sinal serve` on the Redis engine, pinned to the server core; or the null server."""
+def start_sinal(cfg: Config, redis_url: str, workdir: Path, root: Path = ROOT) -> tuple[Child, int]:
+    """`sinal serve` on the Redis engine, pinned to the server core; or the null server.
+
+    `root` is the source tree the server runs from (another revision's checkout, to compare).
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -286,7 +289,7 @@ def start_sinal(cfg: Config, redis_url: str, workdir: Path) -> tuple[Child, int]
         "SINAL_DATABASE_URL": f"sqlite:///{workdir / 'sinal.db'}",
         # Access logs for every publish would be measured as server work.
         "SINAL_LOG_LEVEL": "warning",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
     }
     module = "loadtests.nullserver" if cfg.calibrate else "api"
     argv = [sys.executable, "-m", module, *([] if cfg.calibrate else ["serve"])]
@@ -360,8 +363,10 @@ async def connections_after_close(port: int, within: float = 10.0) -> int:
         await asyncio.sleep(0.2)
 
 
-async def sinal_fanout(cfg: Config, redis_url: str, workdir: Path) -> dict[str, Any]:
-    server, port = start_sinal(cfg, redis_url, workdir)
+async def sinal_fanout(
+    cfg: Config, redis_url: str, workdir: Path, root: Path = ROOT
+) -> dict[str, Any]:
+    server, port = start_sinal(cfg, redis_url, workdir, root)
     log(f"sinal: server pid {server.pid} on port {port}, core {cfg.server_core}")
     subscribers: list[Subscriber] = []
     try:
@@ -393,9 +398,11 @@ async def sinal_fanout(cfg: Config, redis_url: str, workdir: Path) -> dict[str, 
         server.stop()
 
 
-async def sinal_idle(cfg: Config, redis_url: str, workdir: Path) -> dict[str, Any]:
+async def sinal_idle(
+    cfg: Config, redis_url: str, workdir: Path, root: Path = ROOT
+) -> dict[str, Any]:
     """RSS growth per idle SSE connection, on a fresh server."""
-    server, port = start_sinal(cfg, redis_url, workdir)
+    server, port = start_sinal(cfg, redis_url, workdir, root)
     log(f"idle: server pid {server.pid} on port {port}")
     connections: list[Subscriber] = []
     try:
