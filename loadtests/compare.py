@@ -27,7 +27,14 @@ from statistics import mean
 from typing import Any
 
 from loadtests.admin import DEFAULT_REDIS_URL, redis_url_checked
-from loadtests.fanout import ROOT, Config, sinal_fanout, sinal_idle
+from loadtests.fanout import (
+    ROOT,
+    Config,
+    add_placement,
+    add_workload,
+    sinal_fanout,
+    sinal_idle,
+)
 from loadtests.procs import cores_busy_before, log, redis_for_benchmark, run_benchmark
 
 # "Within 5 %": after ÷ before of deliveries/s at least this, of p99 at most its inverse.
@@ -203,23 +210,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str, str, int]:
     add("--before", default="757133d", help="git revision measured first in each round")
     add("--after", default=".", help="git revision, or . for the working tree (default)")
     add("--rounds", type=int, default=2, help="before/after pairs of the fan-out phase")
-    add("--subscribers", type=int, default=2000, help="SSE subscribers of one channel")
-    add("--rate", type=float, default=40, help="events published per second")
-    add("--duration", type=float, default=20, help="measured seconds, after the warm-up")
-    add("--warmup", type=float, default=5, help="seconds published before measuring")
-    add("--drain", type=float, default=5, help="seconds to wait for stragglers at the end")
-    add("--payload-bytes", type=int, default=100, help="size of each event's data JSON")
-    add("--publishers", type=int, default=16, help="keep-alive publish connections")
-    add("--idle-connections", type=int, default=10_000, help="0 skips the idle-memory phase")
+    add_workload(parser)
     add(
         "--redis-url",
         type=redis_url_checked,
         default=DEFAULT_REDIS_URL,
         help="Redis database for the servers: FLUSHED first",
     )
-    add("--server-core", type=int, default=0)
-    add("--client-core", type=int, default=1)
-    add("--connect-concurrency", type=int, default=200, help="handshakes in flight")
+    add_placement(parser)
     args = vars(parser.parse_args(argv))
     before, after, rounds = args.pop("before"), args.pop("after"), args.pop("rounds")
     if rounds <= 0 or args["subscribers"] <= 0 or args["rate"] <= 0 or args["duration"] <= 0:

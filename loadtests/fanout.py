@@ -562,10 +562,8 @@ async def run(cfg: Config) -> dict[str, Any]:
         return result
 
 
-def parse_args(argv: list[str] | None = None) -> Config:
-    parser = argparse.ArgumentParser(
-        prog="python -m loadtests.fanout", description=__doc__.splitlines()[0]
-    )
+def add_workload(parser: argparse.ArgumentParser) -> None:
+    """The fan-out workload's options (`loadtests.compare` runs the same workload)."""
     add = parser.add_argument
     add("--subscribers", type=int, default=2000, help="SSE subscribers of one channel")
     add("--rate", type=float, default=40, help="events published per second")
@@ -575,6 +573,22 @@ def parse_args(argv: list[str] | None = None) -> Config:
     add("--payload-bytes", type=int, default=100, help="size of each event's data JSON")
     add("--publishers", type=int, default=16, help="keep-alive publish connections")
     add("--idle-connections", type=int, default=10_000, help="0 skips the idle-memory phase")
+
+
+def add_placement(parser: argparse.ArgumentParser) -> None:
+    """Which cores the server and the generator run on, and how fast connections open."""
+    add = parser.add_argument
+    add("--server-core", type=int, default=0)
+    add("--client-core", type=int, default=1)
+    add("--connect-concurrency", type=int, default=200, help="handshakes in flight")
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.fanout", description=__doc__.splitlines()[0]
+    )
+    add = parser.add_argument
+    add_workload(parser)
     add("--skip-socketio", action="store_true", help="skip the Socket.IO baseline")
     add(
         "--calibrate",
@@ -586,9 +600,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--redis-url",
         help="use this Redis database (flushed first!) instead of a private redis-server",
     )
-    add("--server-core", type=int, default=0)
-    add("--client-core", type=int, default=1)
-    add("--connect-concurrency", type=int, default=200, help="handshakes in flight")
+    add_placement(parser)
     args = parser.parse_args(argv)
     for name in ("subscribers", "rate", "duration", "publishers"):
         if getattr(args, name) <= 0:
