@@ -94,6 +94,11 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.launch()
+        return self.ready(timeout)
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it (`ready` waits): several start at once."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "api", "serve", "--port", str(self.port)],
@@ -102,6 +107,11 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        return self
+
+    def ready(self, timeout: float = 20.0) -> ServerProcess:
+        """Wait until the launched server answers `/readyz`."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

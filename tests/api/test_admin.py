@@ -49,17 +49,35 @@ async def cluster_env(redis_url: str) -> dict[str, str]:
 
 @pytest.fixture
 def two_nodes(
-    spawn: Callable[..., ServerProcess], cluster_env: dict[str, str], tmp_path: Path
+    cluster_env: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    a = spawn({**cluster_env, "SINAL_NODE_NAME": "node-a"})
-    b = ServerProcess(tmp_path / "b", {**cluster_env, "SINAL_NODE_NAME": "node-b"})
-    (tmp_path / "b").mkdir()
-    b.start()
-    yield a, b
-    if b.process is not None:
-        if b.process.poll() is None:
-            b.process.send_signal(signal.SIGCONT)
-        b.stop()
+    nodes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        nodes.append(
+            ServerProcess(tmp_path / name, {**cluster_env, "SINAL_NODE_NAME": f"node-{name}"})
+        )
+    a, b = nodes
+    try:
+        # Started together: each takes seconds (imports, migrations), and they need not wait.
+        a.launch()
+        b.launch()
+        yield a.ready(), b.ready()
+    finally:
+        for node in nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.send_signal(signal.SIGCONT)  # one a test stopped
+            node.stop()
+
+
+def restart(*servers: ServerProcess) -> None:
+    """Stop `servers`, then start them again together."""
+    for server in servers:
+        server.stop()
+    for server in servers:
+        server.launch()
+    for server in servers:
+        server.ready()
 
 
 async def get(server: ServerProcess, path: str, **params: Any) -> Any:
@@ -308,8 +326,7 @@ async def test_revoking_refuses_old_tokens_on_every_node_and_across_restarts(
     assert (await status(b, fresh)).status_code == 200
     assert (await get(a, "/v1/admin/users/frank"))["revoked_before"] == revoked_before
 
-    a.restart()
-    b.restart()
+    restart(a, b)
     for server in (a, b):
         assert_problem(await status(server, old), 401)
         assert (await status(server, fresh)).status_code == 200
@@ -379,9 +396,8 @@ async def test_a_limit_changed_on_one_node_holds_on_the_other_and_after_restarts
         assert_problem(second, 429)
         assert int(second.headers["retry-after"]) > 0
 
-    a.restart()
     b.env["SINAL_ACTIONS_BURST"] = "7"  # a limit never changed through the API follows its setting
-    b.restart()
+    restart(a, b)
     assert (await get(a, "/v1/admin/limits"))["streams_per_user"] == 1
     assert (await get(b, "/v1/admin/limits"))["streams_per_user"] == 1
     assert (await get(b, "/v1/admin/limits"))["actions_burst"] == 7
