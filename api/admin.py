@@ -23,7 +23,7 @@ from litestar.params import Parameter
 
 from api.body import TIME, decode_body, parse_time, text_param
 from api.dependencies import require_role
-from api.notifications import LINK, MAX_USERS, User, _link
+from api.notifications import LINK, MAX_USERS, User, safe_link
 from api.runtime import Runtime
 from db import announcements, audit, notifications, outbox, revocations
 from db import limits as stored_limits
@@ -323,7 +323,7 @@ async def broadcast(
     expires, to users who were offline too) and sent live on `broadcast`. A list of users:
     a stored notification of type `announcement` for each, like `POST /v1/notifications`."""
     body = decode_body(await request.body(), BroadcastRequest)
-    link = _link(body.link)
+    link = safe_link(body.link)
     params: dict[str, Any] = {
         "audience": body.audience if isinstance(body.audience, str) else "users",
         "title": body.title,

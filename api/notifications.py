@@ -38,7 +38,7 @@ TAGS = ["notifications"]
 
 # Checked below the decoding, for messages of their own; stated here for the OpenAPI document.
 User = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": f"^{IDENTIFIER}$"})]
-LINK = {"pattern": "^(https?://|/(?!/))"}  # see `_link`
+LINK = {"pattern": "^(https?://|/(?!/))"}  # see `safe_link`
 
 
 class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -130,7 +130,7 @@ async def create_notifications(
         body=body.body,
         data=body.data,
         severity=body.severity,
-        link=_link(body.link),
+        link=safe_link(body.link),
         expires_at=body.expires_at,
     )
     if body.data is not None and len(msgspec.json.encode(body.data)) > MAX_DATA_BYTES:
@@ -170,7 +170,7 @@ def _notification_type(type: str) -> str:
     return type
 
 
-def _link(link: str | None) -> str | None:
+def safe_link(link: str | None) -> str | None:
     # Links are rendered as anchors in the notification center: no `javascript:` or `data:`.
     if link is None or link.startswith(("https://", "http://")):
         return link
