@@ -34,12 +34,14 @@ import msgspec
 
 from streams.engine import Engine
 from streams.errors import Unavailable
-from streams.tasks import cancel_and_wait
+from streams.tasks import cancel_and_wait, finish_or_cancel
 
 log = logging.getLogger("sinal.cluster")
 
 # A node not heard for this many heartbeat intervals is gone.
 GONE_AFTER = 3
+# How long `stop` waits for a heartbeat or an answer in hand to finish.
+STOP_WAIT_S = 2.0
 
 Answerer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -126,6 +128,7 @@ class Cluster:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._beat: asyncio.Task[None] | None = None
         self._started = False
+        self._stopping = asyncio.Event()
         # Whether someone on this node watches the live counters; said in every heartbeat, so
         # that every node publishes its counters only while someone, anywhere, watches.
         self.watching: Callable[[], bool] = lambda: False
@@ -142,6 +145,7 @@ class Cluster:
 
     async def start(self) -> None:
         """Listen on the bus and say hello; call after the engine is connected."""
+        self._stopping = asyncio.Event()
         self.engine.on_control(self.node_id, self._received)
         self._nodes[self.node_id] = Seen(self.info, time.time())
         self._started = True
@@ -153,23 +157,28 @@ class Cluster:
         if not self._started:
             return
         self._started = False
+        # Let the heartbeat and the answers in hand finish rather than cancel them midway: a
+        # command cut off mid-flight can leave its connection out of the pool, never closed.
         if self._beat is not None:
-            await cancel_and_wait(self._beat)
+            await finish_or_cancel(self._beat, self._stopping, STOP_WAIT_S)
             self._beat = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_WAIT_S)
         for task in list(self._tasks):
             await cancel_and_wait(task)
         with contextlib.suppress(Unavailable):
             await self._send({"t": "bye", "id": self.node_id})
 
     async def _beat_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             watching = self.watching()
             self._nodes[self.node_id] = Seen(self.info, time.time(), watching)
             try:
                 await self._send({"t": "beat", "node": self.info, "w": watching})
             except Unavailable as error:
                 log.debug("heartbeat not sent: %s", error.detail)
-            await asyncio.sleep(self.heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_s)
 
     # -- the table of nodes ----------------------------------------------------------------
 
@@ -213,6 +222,8 @@ class Cluster:
         await self.engine.control_send(_encode(message), to)
 
     def _received(self, raw: bytes) -> None:
+        if not self._started:
+            return  # stopping: nothing more is answered, and no task is spawned after `stop`
         try:
             message = _decode(raw)
         except msgspec.DecodeError:
