@@ -21,7 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from api.body import TIME, decode_body, parse_time, text_param
+from api.body import TIME, check_utc_field, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.notifications import LINK, MAX_USERS, User, safe_link
 from api.runtime import Runtime
@@ -35,7 +35,6 @@ from streams.admission import stored
 from streams.channels import IDENTIFIER, is_valid_identifier
 from streams.cluster import Survey
 from streams.errors import BadRequest, NotFound, Unavailable, Unprocessable
-from streams.limits import utc_problem
 from streams.registry import MAX_LIST, TRANSPORTS, Transport, decode_key, encode_key, iso
 
 TAGS = ["admin"]
@@ -124,9 +123,7 @@ class BroadcastRequest(msgspec.Struct, forbid_unknown_fields=True):
     expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
     def __post_init__(self) -> None:
-        problem = None if self.expires_at is None else utc_problem(self.expires_at)
-        if problem is not None:
-            raise ValueError(f"Field `expires_at` {problem}")  # msgspec adds where
+        check_utc_field(self.expires_at, "expires_at")
 
 
 class LimitsChange(msgspec.Struct, forbid_unknown_fields=True):

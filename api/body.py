@@ -94,6 +94,14 @@ def parse_time(text: str, field: str) -> datetime:
     return value
 
 
+def check_utc_field(value: datetime | None, field: str) -> None:
+    """In a body struct's `__post_init__`: a time whose UTC form is out of range is refused
+    naming `field` (msgspec adds where in the body)."""
+    problem = None if value is None else utc_problem(value)
+    if problem is not None:
+        raise ValueError(f"Field `{field}` {problem}")
+
+
 def text_param(value: str | None, field: str) -> str | None:
     """A query or header value that reaches the database: no NUL, as in JSON bodies."""
     if value is not None and NUL in value:

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from api.body import TIME, decode_body, parse_time, text_param
+from api.body import TIME, check_utc_field, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.longpoll import MAX_WAIT_S, PollResponse, long_poll
 from api.runtime import Runtime
@@ -27,7 +27,6 @@ from streams.access import Principal
 from streams.channels import IDENTIFIER, is_valid_identifier
 from streams.errors import BadRequest, NotFound
 from streams.event import EVENT_TYPE
-from streams.limits import utc_problem
 
 MAX_USERS = 1000
 MAX_IDS = MAX_LIMIT
@@ -60,9 +59,7 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
     expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
     def __post_init__(self) -> None:
-        problem = None if self.expires_at is None else utc_problem(self.expires_at)
-        if problem is not None:
-            raise ValueError(f"Field `expires_at` {problem}")  # msgspec adds where
+        check_utc_field(self.expires_at, "expires_at")
 
 
 class NotificationPage(msgspec.Struct):
