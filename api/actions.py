@@ -58,6 +58,9 @@ SHUTDOWN_GRACE_S = 2.0
 # streams/disconnect.py.
 NORMAL = 1000
 POLICY_VIOLATION = 1008
+REASON_OF_CODE = {code: reason for reason, code in CLOSE_CODES.items()}
+# The `op` label of messages refused before their op was read (metrics).
+UNPARSED = "unparsed"
 
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Ids = Annotated[list[uuid.UUID], msgspec.Meta(min_length=1, max_length=MAX_IDS)]
@@ -156,6 +159,7 @@ async def perform(runtime: Runtime, principal: Principal, message: Message) -> m
 @websocket(PATH)
 async def actions(socket: WebSocket[Any, Any, Any]) -> None:
     runtime: Runtime = socket.app.state.sinal
+    began = time.perf_counter()
     try:
         wait = runtime.admission.handshake()
         if wait is not None:
@@ -166,6 +170,7 @@ async def actions(socket: WebSocket[Any, Any, Any]) -> None:
             )
         principal = _authenticate(socket, runtime)
     except SinalError as error:
+        runtime.hub.metrics.handshake("ws", None)
         await _deny(socket, problem_of(error), headers_of(error))
         return
     session = ActionSession(socket, runtime, principal)
@@ -184,6 +189,7 @@ async def actions(socket: WebSocket[Any, Any, Any]) -> None:
     ):
         try:
             await socket.accept()
+            runtime.hub.metrics.handshake("ws", time.perf_counter() - began)
             await session.run()
         except (WebSocketDisconnect, OSError):
             pass  # the client left while a reply or the close was on its way
@@ -256,6 +262,9 @@ class ActionSession:
     def figures(self) -> tuple[int, str | None, int]:
         return self.answered, None, 0
 
+    def ended_by(self) -> str | None:
+        return None if self._close is None else REASON_OF_CODE.get(self._close[0])
+
     def stop(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
@@ -299,6 +308,7 @@ class ActionSession:
             # Over the runtime limit: closed with `limit`, and when a message fits again.
             self.disconnect("limit", 1 / self.runtime.actions.rate)
             self.runtime.control.over_limit(self.principal, "ws")
+            self.runtime.actions.messages[UNPARSED, "limited"] += 1
             return None
         text = frame.get("text")
         if text is None:
@@ -316,15 +326,19 @@ class ActionSession:
         return await self._perform(message)
 
     async def _perform(self, message: Message) -> str:
+        op = str(message.__struct_config__.tag)
         try:
             result = await perform(self.runtime, self.principal, message)
         except Exception as error:  # answered as REST would answer it; the socket stays open
-            details, _ = render(error, f"action {message.__struct_config__.tag}")
+            details, _ = render(error, f"action {op}")
+            self.runtime.actions.messages[op, "error"] += 1
             return _failed(message.ref, details)
+        self.runtime.actions.messages[op, "ok"] += 1
         return ENCODER.encode(Ok(message.ref, True, result)).decode()
 
     def _bad_input(self, ref: str | None, details: dict[str, Any]) -> str | None:
         """The error reply to an invalid message, or None once there were too many."""
+        self.runtime.actions.messages[UNPARSED, "invalid"] += 1
         now = time.monotonic()
         self._strikes.append(now)
         while self._strikes[0] <= now - INVALID_WINDOW_S:

@@ -21,6 +21,7 @@ from api import (
     announcements,
     executions,
     health,
+    metrics,
     notifications,
     openapi,
     publish,
@@ -70,8 +71,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
                 runtime.relay.start()
                 runtime.purge.start()
                 runtime.tracker.start()
+                runtime.metrics.start()
                 yield
             finally:
+                await runtime.metrics.stop()
                 await runtime.tracker.stop()
                 await runtime.purge.stop()
                 await runtime.relay.stop()
@@ -100,6 +103,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             tickets.issue_ticket,
             health.healthz,
             health.readyz,
+            metrics.metrics,
             admin.router,
             announcements.list_announcements,
             *web.ROUTES,

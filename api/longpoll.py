@@ -64,6 +64,12 @@ class PollHandle:
         if self.subscriber is not None:
             self.subscriber.close(reason, retry_after)
 
+    def ended_by(self) -> str | None:
+        subscriber = self.subscriber
+        if subscriber is not None and subscriber.close_reason == "slow":
+            return "slow"
+        return self.reason
+
     def figures(self) -> tuple[int, str | None, int]:
         # Nothing is sent until it answers: what waits in the buffer is what it will carry.
         subscriber = self.subscriber

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from db.engine import UNAVAILABLE_DATABASE
+from db.engine import UNAVAILABLE_DATABASE, note_database_error
 from streams.errors import SinalError
 
 log = logging.getLogger("sinal.api")
@@ -76,6 +76,7 @@ def render(error: Exception, where: str) -> tuple[dict[str, Any], dict[str, str]
         return problem(error.status_code, error.detail), dict(error.headers or {})
     if isinstance(error, UNAVAILABLE_DATABASE):
         # The database is down or locked up: worth a retry, not a 500.
+        note_database_error()
         log.warning("database error on %s: %s", where, error)
         return problem(503, "the database is unavailable; retry shortly"), {"Retry-After": "1"}
     log.error("unhandled error on %s", where, exc_info=error)

@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from api.auth import Authenticator
 from api.control import Control
+from api.metrics import Metrics
 from api.settings import Settings
 from db import executions
 from db.engine import Database, bind, create_engine
@@ -24,6 +25,7 @@ from streams.commands import CommandQueue
 from streams.engine import Engine, Retention
 from streams.hub import Hub
 from streams.memory import MemoryEngine
+from streams.metrics import StreamMetrics
 from streams.redis import RedisEngine
 from streams.registry import Registry
 from streams.sockets import ActionSockets
@@ -92,6 +94,7 @@ class Runtime:
             actions=self.actions,
             defaults=defaults,
         )
+        self.metrics = Metrics(self)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -103,6 +106,7 @@ class Runtime:
         )
         hub = Hub(
             engine,
+            metrics=StreamMetrics(enabled=settings.metrics, sample=settings.metrics_sample),
             buffer_size=settings.buffer_size,
             heartbeat_s=settings.heartbeat_s,
             coalesce_s=settings.coalesce_ms / 1000,

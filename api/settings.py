@@ -167,6 +167,15 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ValueError("expected on or off (or true/false, 1/0)")
+
+
 def _path(text: str) -> Path:
     return Path(text)
 
@@ -227,6 +236,12 @@ class Settings:
     survey_timeout_s: float = _env("SINAL_SURVEY_TIMEOUT", _positive_float, 1.0)
     # Addresses of proxies whose `X-Forwarded-For` is believed (connection listings).
     trusted_proxies: tuple[IPNetwork, ...] = _env("SINAL_TRUSTED_PROXIES", _networks, ())
+    # `/metrics` and the sampled histograms; off, the data path measures nothing.
+    metrics: bool = _env("SINAL_METRICS", _switch, True)
+    # When set, `/metrics` wants it as a bearer token.
+    metrics_token: str | None = _env("SINAL_METRICS_TOKEN", str, None, secret=True)
+    # One delivery in this many has its lag measured.
+    metrics_sample: int = _env("SINAL_METRICS_SAMPLE", _positive_int, 64)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

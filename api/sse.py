@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -50,13 +51,17 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
         await _send_problem(send, problem(405, f"use GET for {PATH}"), {"Allow": "GET"})
         return
     # Admission first: it is what keeps a reconnect storm from costing a token check each.
+    began = time.perf_counter()
+    metrics = runtime.hub.metrics
     wait = runtime.admission.handshake()
     if wait is not None:
+        metrics.handshake("sse", None)
         await _refuse_handshake(send, StreamRequest(scope), wait)
         return
     try:
         session, connection = await admit(StreamRequest(scope), runtime)
     except Exception as error:
+        metrics.handshake("sse", None)
         await _send_problem(send, *render(error, f"GET {PATH}"))
         return
     started = False
@@ -65,11 +70,13 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
         nonlocal started
         await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
         started = True
+        metrics.handshake("sse", time.perf_counter() - began)
 
     try:
         await session.run(start, send, receive)
     except Exception as error:
         if not started:
+            metrics.handshake("sse", None)
             await _send_problem(send, *render(error, f"GET {PATH}"))
             return
         if not isinstance(error, SinalError):

@@ -89,6 +89,27 @@ async def start_database(engine: Database, pool_size: int = 20) -> None:
         await engine.start_connection_pool(min_size=2, max_size=pool_size, reset=_keep_session)
 
 
+# Database operations that failed, anywhere in the process (`/metrics`).
+_errors = 0
+
+
+def note_database_error() -> None:
+    global _errors
+    _errors += 1
+
+
+def database_errors() -> int:
+    return _errors
+
+
+def pool_figures(engine: Database) -> tuple[int, int]:
+    """Connections of PostgreSQL's pool in use now, and its maximum size (SQLite: none)."""
+    pool = engine.pool if isinstance(engine, PostgresEngine) else None
+    if pool is None:
+        return 0, 0
+    return pool.get_size() - pool.get_idle_size(), pool.get_max_size()
+
+
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Skip asyncpg's reset on release, a round trip per query (unlock advisory locks, close
     cursors, UNLISTEN, RESET ALL): Sinal takes only transaction-scoped locks and changes no

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.querystring import QueryString
 
-from db.engine import DATABASE_ERRORS, Database
+from db.engine import DATABASE_ERRORS, Database, note_database_error
 from streams.engine import Engine, Sequenced
 from streams.errors import Unavailable
 from streams.tasks import finish_or_cancel
@@ -70,8 +70,17 @@ async def enqueue(database: Database, events: Sequence[OutboxEvent]) -> None:
 
 async def pending(database: Database) -> int:
     """How many events wait to be published."""
-    rows = await database.run_querystring(QueryString("SELECT count(*) AS n FROM sinal_outbox"))
-    return int(rows[0]["n"])
+    return (await backlog(database))[0]
+
+
+async def backlog(database: Database) -> tuple[int, float | None]:
+    """How many events wait to be published, and when the oldest was written (epoch seconds;
+    None when none waits)."""
+    rows = await database.run_querystring(
+        QueryString("SELECT count(*) AS n, min(created_ms) AS oldest FROM sinal_outbox")
+    )
+    oldest = rows[0]["oldest"]
+    return int(rows[0]["n"]), None if oldest is None else int(oldest) / 1000
 
 
 class Relay:
@@ -122,6 +131,8 @@ class Relay:
             try:
                 moved = await self.relay_once()
             except _TRANSIENT as error:
+                if isinstance(error, DATABASE_ERRORS):
+                    note_database_error()
                 if not self._failing:
                     log.warning("outbox relay paused, will retry: %s", error)
                     self._failing = True

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from db import announcements, audit, notifications, revocations
-from db.engine import DATABASE_ERRORS, Database
+from db.engine import DATABASE_ERRORS, Database, note_database_error
 from streams.tasks import finish_or_cancel
 
 log = logging.getLogger("sinal.retention")
@@ -68,6 +68,7 @@ class Purge:
             try:
                 await self.run_once()
             except DATABASE_ERRORS as error:
+                note_database_error()
                 log.warning("retention purge failed, will retry: %s", error)
             done = [now - then for now, then in zip(self._counts(), before, strict=True)]
             if any(done):

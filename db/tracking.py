@@ -35,7 +35,7 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.querystring import QueryString
 
 from db import executions
-from db.engine import DATABASE_ERRORS, Database, write_transaction
+from db.engine import DATABASE_ERRORS, Database, note_database_error, write_transaction
 from db.executions import (
     FINAL,
     Applied,
@@ -517,6 +517,7 @@ class Tracker:
             try:
                 await self._publish_progress(due)
             except DATABASE_ERRORS as error:
+                note_database_error()
                 log.warning("held-back progress not published, will retry: %s", error)
                 throttle.hold(due)
                 await asyncio.sleep(throttle.interval_s)

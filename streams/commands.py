@@ -73,9 +73,17 @@ class CommandQueue(abc.ABC):
         """Acknowledge deliveries; returns how many were pending (an id acked twice counts
         once). Raises BadRequest (field `deliveries`) on a malformed id, acknowledging none."""
 
+    # For `/metrics`: entries handed out again after their lease expired (by this process).
+    redelivered = 0
+
     @abc.abstractmethod
     async def pending(self) -> int:
         """How many entries are delivered and not yet acknowledged."""
+
+    @abc.abstractmethod
+    async def backlog(self) -> tuple[int, float | None]:
+        """How many entries wait for an acknowledgement (delivered or not yet), and when the
+        oldest of them was published (epoch seconds; None when none waits)."""
 
 
 def parse_ids(ids: Sequence[str]) -> list[StreamId]:
@@ -147,6 +155,14 @@ class MemoryCommands(CommandQueue):
     async def pending(self) -> int:
         return len(self._group.pending)
 
+    async def backlog(self) -> tuple[int, float | None]:
+        held = self._engine.held(COMMANDS)
+        group = self._group
+        start = bisect.bisect_right(held, group.last, key=lambda e: e.offset)
+        oldest = [*group.pending][:1] + [e.offset for e in held[start : start + 1]]
+        count = len(group.pending) + len(held) - start
+        return count, min(oldest)[0] / 1000 if oldest else None
+
     def _take(self, consumer: str, limit: int, redeliver_after_s: float) -> list[Delivery]:
         held = self._engine.held(COMMANDS)
         taken = self._redeliver(held, consumer, limit, redeliver_after_s)
@@ -169,6 +185,7 @@ class MemoryCommands(CommandQueue):
             entry = pending[sid]
             entry.consumer, entry.delivered_at = consumer, now
             entry.deliveries += 1
+            self.redelivered += 1
             taken.append(_delivery(event, entry.deliveries))
         return taken
 
@@ -246,6 +263,7 @@ class RedisCommands(CommandQueue):
                 )
             )
             deliveries = [_claimed_delivery(entry) for entry in taken]
+            self.redelivered += len(deliveries)
             if len(deliveries) < limit:
                 remaining = deadline - time.monotonic()
                 block_ms = None
@@ -270,6 +288,21 @@ class RedisCommands(CommandQueue):
         summary = await self._grouped(lambda: self._redis.xpending(self._key, GROUP))
         count: int = summary["pending"]
         return count
+
+    async def backlog(self) -> tuple[int, float | None]:
+        summary = await self._grouped(lambda: self._redis.xpending(self._key, GROUP))
+        groups = await self._grouped(lambda: self._redis.xinfo_groups(self._key))
+        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+        last = group["last-delivered-id"] if group else b"0-0"
+        undelivered: Any = await self._grouped(
+            lambda: self._redis.xrange(self._key, min=b"(" + last, count=1)
+        )
+        # Redis 7 counts the undelivered entries (`lag`); without it, one is known to wait.
+        lag = (group or {}).get("lag")
+        count = summary["pending"] + (lag if lag is not None else len(undelivered))
+        oldest = [parse_stream_id(summary["min"].decode())] if summary["pending"] else []
+        oldest += [parse_stream_id(undelivered[0][0].decode())] if undelivered else []
+        return count, min(oldest)[0] / 1000 if oldest else None
 
     async def _read_new(self, consumer: str, count: int, block_ms: int | None) -> list[Delivery]:
         reply: Any = await self._grouped(

@@ -84,6 +84,10 @@ class Sink(Protocol):
 class Engine(abc.ABC):
     name: str
     _control: tuple[str, ControlHandler] | None = None  # this node's id and handler
+    # Counters for `/metrics` (class defaults; an engine counts on its instance).
+    events_published = 0  # events appended to a log by this process
+    reconnects = 0  # live connection re-established after a loss
+    gaps_caught_up = 0  # channels whose missed events were read from the log after a gap
 
     @abc.abstractmethod
     async def connect(self, sink: Sink) -> None:
@@ -160,6 +164,11 @@ class Engine(abc.ABC):
             # The handler runs in the engine's reader (or the sender's call): neither may fail
             # because of what a handler did.
             log.exception("the control handler failed on a message to %s", to or "every node")
+
+    @property
+    def live(self) -> bool:
+        """Whether live events reach the sink now."""
+        return True
 
     async def wait_live(self, timeout_s: float) -> bool:
         """Whether live events reach the sink, waiting up to `timeout_s` for their connection

@@ -22,6 +22,7 @@ from streams.disconnect import DisconnectReason
 from streams.engine import Engine, ResetReason
 from streams.errors import Unavailable
 from streams.event import Event
+from streams.metrics import StreamMetrics
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.hub")
@@ -154,6 +155,7 @@ class Hub:
         coalesce_s: float = 0.0,
         watch_timeout_s: float = 10.0,
         live_wait_s: float = 0.5,
+        metrics: StreamMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.buffer_size = buffer_size
@@ -162,6 +164,7 @@ class Hub:
         self.watch_timeout_s = watch_timeout_s
         self.live_wait_s = live_wait_s
         self.stats = HubStats()
+        self.metrics = metrics or StreamMetrics()
         self._by_channel: dict[str, set[Subscriber]] = {}
         self._all: set[Subscriber] = set()
         self._draining = False

@@ -57,6 +57,7 @@ class MemoryEngine(Engine):
         # Ids never go backwards, even if the wall clock does.
         offset = (now_ms, 0) if now_ms > log.last[0] else (log.last[0], log.last[1] + 1)
         event = Event(channel, type, data_json, self.epoch, offset)
+        self.events_published += 1
         log.events.append(event)
         log.last = offset
         self._trim(log, now_ms)

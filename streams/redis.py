@@ -166,6 +166,7 @@ class RedisEngine(Engine):
         self._outbox: asyncio.Queue[tuple[Op, str]] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._was_live = False  # a connection was up before: the next one is a reconnect
         self._commands = RedisCommands(self._redis, keys(COMMANDS)[0])
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -203,6 +204,10 @@ class RedisEngine(Engine):
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
 
+    @property
+    def live(self) -> bool:
+        return self._connected.is_set()
+
     async def wait_live(self, timeout_s: float) -> bool:
         if self._connected.is_set():
             return True
@@ -222,6 +227,7 @@ class RedisEngine(Engine):
             epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
         except RedisError as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
+        self.events_published += 1
         return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
 
     async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
@@ -238,6 +244,7 @@ class RedisEngine(Engine):
                 replies = await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
+        self.events_published += sum(1 for reply in replies if reply is not None)
         return [
             None
             if reply is None
@@ -409,6 +416,9 @@ class RedisEngine(Engine):
         name = message["channel"].decode()
         if name == self._control_name:
             if kind == "subscribe":
+                if self._was_live:
+                    self.reconnects += 1
+                self._was_live = True
                 self._connected.set()
             elif kind == "message":
                 address, separator, body = message["data"].partition(b" ")
@@ -463,6 +473,8 @@ class RedisEngine(Engine):
             while True:
                 events = await self.read_after(channel, position, CATCH_UP_PAGE)
                 if events:
+                    if position == self._last.get(channel):
+                        self.gaps_caught_up += 1  # once per gap, however many pages it takes
                     self._sink.dispatch(events)
                     position = Position(events[-1].epoch, events[-1].offset)
                 if len(events) < CATCH_UP_PAGE:

@@ -19,6 +19,7 @@ import heapq
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class Handle(Protocol):
     def figures(self) -> tuple[int, str | None, int]:
         """Events (SSE, long-poll) or replies (WebSocket) sent so far; the cursor the client
         would resume from now (None: the transport has none); items waiting to be written."""
+
+    def ended_by(self) -> str | None:
+        """Why the server ended the connection (a disconnect reason, or `slow`); None while it
+        is open or when the client left."""
 
 
 class Connection:
@@ -143,6 +148,9 @@ class Registry:
         self._by_number: dict[int, Connection] = {}
         self._by_user: dict[str, list[Connection]] = {}
         self._counts: dict[Transport, int] = dict.fromkeys(TRANSPORTS, 0)
+        # For `/metrics`: opened by transport, closed by transport and reason.
+        self.opened_total: Counter[str] = Counter()
+        self.closed_total: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self._by_number)
@@ -176,9 +184,12 @@ class Registry:
         self._by_number[connection.number] = connection
         self._by_user.setdefault(principal.sub, []).append(connection)
         self._counts[transport] += 1
+        self.opened_total[transport] += 1
         return connection
 
     def remove(self, connection: Connection) -> None:
+        """Forget a connection that ended; counted by why (`Handle.ended_by`)."""
+        self.closed_total[connection.transport, connection.handle.ended_by() or "disconnect"] += 1
         del self._by_number[connection.number]
         mine = self._by_user[connection.principal.sub]
         mine.remove(connection)

@@ -40,6 +40,7 @@ from streams.event import (
     encode_segment,
 )
 from streams.hub import HEARTBEAT, CloseReason, Hub, Item, Reset, Subscriber
+from streams.metrics import StreamMetrics
 
 log = logging.getLogger("sinal.stream")
 
@@ -123,6 +124,11 @@ class StreamSession:
 
     def disconnect(self, reason: DisconnectReason, retry_after: float | None = None) -> None:
         self.close(reason, retry_after)
+
+    def ended_by(self) -> str | None:
+        subscriber = self._subscriber
+        reason = self._close_early if subscriber is None else subscriber.close_reason
+        return None if reason == "disconnect" else reason
 
     def figures(self) -> tuple[int, str | None, int]:
         subscriber = self._subscriber
@@ -212,8 +218,11 @@ class StreamSession:
                 self._move(channel, position)
                 resets.setdefault(lost.reason, []).append((channel, lost.head))
 
+        metrics = self.hub.metrics
+        metrics.resumes["reset" if resets else "resumed" if replay else "fresh"] += 1
         frames = [encode_retry(self.retry_ms)]
         for reason, moves in resets.items():
+            metrics.resets[reason] += len(moves)
             for channel, head in moves:
                 self._move(channel, head)
             frames.append(self._reset_frame([channel for channel, _ in moves], reason))
@@ -229,6 +238,7 @@ class StreamSession:
     async def _replay(self, channel: str, page: list[Event]) -> None:
         engine = self.hub.engine
         while page:
+            self.hub.metrics.replayed += len(page)
             await self._write(self._encode(page))
             if len(page) < REPLAY_PAGE:
                 return
@@ -236,6 +246,7 @@ class StreamSession:
                 page = await engine.read_after(channel, self._position(channel), REPLAY_PAGE)
             except PositionLost as lost:
                 self._move(channel, lost.head)
+                self.hub.metrics.resets[lost.reason] += 1
                 await self._write(self._reset_frame([channel], lost.reason))
                 return
 
@@ -249,6 +260,10 @@ class StreamSession:
         batch, subscriber.pending = subscriber.pending, []
         body = self._encode(batch)
         if body:
+            metrics = self.hub.metrics
+            metrics.countdown -= len(batch)
+            if metrics.countdown <= 0:
+                _sample_lag(metrics, batch)
             assert self._send is not None
             message = {"type": "http.response.body", "body": body, "more_body": True}
             self._in_flight = self._send(message).__await__()
@@ -302,6 +317,7 @@ class StreamSession:
                 else:
                     # The stream was recreated (Redis lost its data): say so, then go on.
                     self._move(channel, Position(event.epoch, _before(event.offset)))
+                    self.hub.metrics.resets["epoch"] += 1
                     out.append(self._reset_frame([channel], "epoch"))
                 epochs[channel] = event.epoch
                 offsets[channel] = event.offset
@@ -313,6 +329,7 @@ class StreamSession:
                 out.append(PING)
             elif isinstance(item, Reset):
                 self._move(item.channel, item.head)
+                self.hub.metrics.resets[item.reason] += 1
                 out.append(self._reset_frame([item.channel], item.reason))
         self.delivered += sent
         return b"".join(out)
@@ -331,6 +348,14 @@ class StreamSession:
 
     def _reset_frame(self, channels: list[str], reason: ResetReason) -> bytes:
         return encode_control("reset", {"channels": channels, "reason": reason}, self.cursor)
+
+
+def _sample_lag(metrics: StreamMetrics, batch: list[Item]) -> None:
+    """Measure the lag of the batch's newest event (the one just written last)."""
+    for item in reversed(batch):
+        if item.__class__ is Event:
+            metrics.sample_lag(item.offset[0])
+            return
 
 
 def _before(offset: StreamId) -> StreamId:

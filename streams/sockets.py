@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -47,6 +48,8 @@ class ActionSockets:
         self._leaving: dict[str, None] = {}
         self._closing = False
         self._emptied: asyncio.Event | None = None
+        # For `/metrics`: messages by op and result (`ok`, `error`, `invalid`, `limited`).
+        self.messages: Counter[tuple[str, str]] = Counter()
 
     @property
     def count(self) -> int:

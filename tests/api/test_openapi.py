@@ -210,6 +210,9 @@ def test_the_documented_views_are_what_the_code_builds(document: dict[str, Any])
         def figures(self) -> tuple[int, str | None, int]:
             return 0, None, 0
 
+        def ended_by(self) -> str | None:
+            return None
+
     with registry.opened(Principal("alice", frozenset(), frozenset()), "ws", [], Handle()) as c:
         assert set(c.view()) == fields(openapi.ConnectionView)
     now = datetime.now(UTC)

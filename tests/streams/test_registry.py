@@ -20,6 +20,9 @@ class Fake:
     def figures(self) -> tuple[int, str | None, int]:
         return 3, "1.abc", 0
 
+    def ended_by(self) -> str | None:
+        return self.ended[0] if self.ended else None
+
 
 def test_connections_are_listed_by_user_filtered_and_paged() -> None:
     registry = Registry("n1")
@@ -53,6 +56,13 @@ def test_connections_are_listed_by_user_filtered_and_paged() -> None:
     assert len(registry) == 0
     assert registry.counts() == {"sse": 0, "longpoll": 0, "ws": 0}
     assert registry.of_user("bob") == []
+    # Counted for `/metrics`: opened by transport, closed by transport and why.
+    assert registry.opened_total == {"sse": 1, "longpoll": 1, "ws": 1}
+    assert registry.closed_total == {
+        ("sse", "kicked"): 1,
+        ("longpoll", "revoked"): 1,
+        ("ws", "disconnect"): 1,
+    }
 
 
 def test_a_listing_cursor_is_checked() -> None:

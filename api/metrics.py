@@ -1,0 +1,348 @@
+"""`GET /metrics`: this process's figures in Prometheus's text format (docs/monitoring.md).
+
+Nothing here is on the data path. The hot path keeps plain counters where its work happens (the
+hub, the stream sessions, the registry, the engine, the action sockets); a collector reads them
+when Prometheus scrapes, so a scrape costs the same whatever the number of connections. What
+needs the database or Redis (the outbox and command backlogs) is read by a probe every few
+seconds, never by a scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request, get
+from litestar.response import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from db import outbox
+from db.engine import DATABASE_ERRORS, database_errors, note_database_error, pool_figures
+from streams.errors import NotFound, SinalError, Unauthorized
+from streams.metrics import Histogram
+from streams.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+log = logging.getLogger("sinal.metrics")
+
+# REST request durations: a cached read to a slow database write.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# How often the backlogs are read from the database and the engine.
+PROBE_INTERVAL_S = 5.0
+
+
+class HttpMetrics:
+    """REST requests by route template, method and status; durations by route and method."""
+
+    __slots__ = ("durations", "requests")
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.durations: dict[tuple[str, str], Histogram] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests[route, method, str(status)] += 1
+        histogram = self.durations.get((route, method))
+        if histogram is None:
+            histogram = self.durations[route, method] = Histogram(HTTP_BUCKETS)
+        histogram.observe(seconds)
+
+
+class Backlogs:
+    """The outbox's and the command queue's backlogs, as last read by the probe."""
+
+    __slots__ = ("commands", "commands_oldest", "outbox", "outbox_oldest", "read_at")
+
+    def __init__(self) -> None:
+        self.outbox = 0
+        self.outbox_oldest: float | None = None  # epoch seconds
+        self.commands = 0
+        self.commands_oldest: float | None = None
+        self.read_at: float | None = None
+
+
+class Metrics:
+    """This process's metrics: what the API layer counts itself, the probe, and the registry
+    that `/metrics` renders."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.enabled = runtime.settings.metrics
+        self.http = HttpMetrics()
+        self.backlogs = Backlogs()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SinalCollector(runtime, self))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._probe: asyncio.Task[None] | None = None
+
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        if self.enabled:
+            self.http.observe(route, method, status, seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- the probe ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._probe = asyncio.create_task(self._run(), name="sinal-metrics-probe")
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            await cancel_and_wait(self._probe)
+            self._probe = None
+
+    async def _run(self) -> None:
+        while True:
+            await self.probe()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def probe(self) -> None:
+        """Read the backlogs; a figure that cannot be read keeps its last value (the engine
+        and database metrics say why)."""
+        backlogs = self.backlogs
+        try:
+            backlogs.outbox, backlogs.outbox_oldest = await outbox.backlog(self.runtime.database)
+        except DATABASE_ERRORS as error:
+            note_database_error()
+            log.debug("outbox backlog not read: %s", error)
+        try:
+            backlogs.commands, backlogs.commands_oldest = await self.runtime.commands.backlog()
+        except SinalError as error:
+            log.debug("command backlog not read: %s", error.detail)
+        backlogs.read_at = time.time()
+
+
+class SinalCollector(Collector):
+    """Reads the counters at scrape time; labels are bounded (never a user, an id or a path)."""
+
+    def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        runtime = self.runtime
+        hub, registry, engine = runtime.hub, runtime.registry, runtime.engine
+        stream = hub.metrics
+        now = time.time()
+
+        info = GaugeMetricFamily(
+            "sinal_build_info", "Version and engine of this process.", labels=["version", "engine"]
+        )
+        info.add_metric([runtime.cluster.info.version, engine.name], 1)
+        yield info
+
+        yield _by(
+            GaugeMetricFamily,
+            "sinal_connections",
+            "Connections open now.",
+            ["transport"],
+            registry.counts(),
+        )
+        yield _by(
+            CounterMetricFamily,
+            "sinal_connections_opened",
+            "Connections opened.",
+            ["transport"],
+            registry.opened_total,
+        )
+        yield _by(
+            CounterMetricFamily,
+            "sinal_connections_closed",
+            "Connections closed, by why.",
+            ["transport", "reason"],
+            registry.closed_total,
+        )
+        yield _by(
+            CounterMetricFamily,
+            "sinal_handshakes",
+            "Stream and action-socket handshakes.",
+            ["transport", "result"],
+            stream.handshakes,
+        )
+        yield _histograms(
+            "sinal_handshake_duration_seconds",
+            "Request received to stream ready.",
+            ["transport"],
+            {(transport,): h for transport, h in stream.handshake_seconds.items()},
+        )
+        yield _by(
+            CounterMetricFamily,
+            "sinal_resumes",
+            "Stream starts: without a cursor, resumed from one, or reset.",
+            ["outcome"],
+            stream.resumes,
+        )
+        yield _by(
+            CounterMetricFamily,
+            "sinal_resets",
+            "Reset events sent to clients, one per channel.",
+            ["reason"],
+            stream.resets,
+        )
+        yield _counter(
+            "sinal_events_published",
+            "Events this process published to the engine.",
+            engine.events_published,
+        )
+        yield _counter(
+            "sinal_events_received",
+            "Events the engine brought to this process live.",
+            hub.stats.events_in,
+        )
+        yield _counter(
+            "sinal_deliveries",
+            "Events handed to connections (one per connection).",
+            hub.stats.deliveries,
+        )
+        yield _histograms(
+            "sinal_delivery_lag_seconds",
+            "Publish to written to the socket (sampled).",
+            [],
+            {(): stream.lag},
+        )
+        yield _counter(
+            "sinal_replayed_events", "Events sent from the log on resume.", stream.replayed
+        )
+        yield _counter(
+            "sinal_slow_consumer_closes",
+            "Connections closed for falling a buffer behind.",
+            hub.stats.slow_consumer_closes,
+        )
+        yield _gauge("sinal_engine_up", "1 while the engine's live connection is up.", engine.live)
+        yield _counter(
+            "sinal_engine_reconnects", "Live connection re-established.", engine.reconnects
+        )
+        yield _counter(
+            "sinal_live_gaps",
+            "Channels caught up from the log after a live gap.",
+            engine.gaps_caught_up,
+        )
+
+        backlogs = self.metrics.backlogs
+        yield _gauge("sinal_outbox_pending", "Outbox rows not yet published.", backlogs.outbox)
+        yield _gauge(
+            "sinal_outbox_oldest_age_seconds",
+            "Age of the oldest pending outbox row (0 when none).",
+            _age(backlogs.outbox_oldest, now),
+        )
+        yield _gauge(
+            "sinal_commands_pending",
+            "Commands not acknowledged (delivered or not yet).",
+            backlogs.commands,
+        )
+        yield _gauge(
+            "sinal_commands_oldest_age_seconds",
+            "Age of the oldest unacknowledged command (0 when none).",
+            _age(backlogs.commands_oldest, now),
+        )
+        yield _counter(
+            "sinal_commands_redelivered",
+            "Commands handed out again after their lease expired.",
+            runtime.commands.redelivered,
+        )
+        yield _by(
+            CounterMetricFamily,
+            "sinal_action_messages",
+            "Action WebSocket messages, by op and result.",
+            ["op", "result"],
+            runtime.actions.messages,
+        )
+
+        http = self.metrics.http
+        yield _by(
+            CounterMetricFamily,
+            "sinal_http_requests",
+            "REST requests.",
+            ["route", "method", "status"],
+            http.requests,
+        )
+        yield _histograms(
+            "sinal_http_request_duration_seconds",
+            "REST request duration.",
+            ["route", "method"],
+            http.durations,
+        )
+
+        in_use, size = pool_figures(runtime.database)
+        yield _gauge("sinal_db_pool_in_use", "Database connections in use.", in_use)
+        yield _gauge("sinal_db_pool_size", "The database pool's maximum size.", size)
+        yield _counter("sinal_db_errors", "Database operations that failed.", database_errors())
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=float(value))
+
+
+def _by(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    labels: list[str],
+    values: dict[Any, int],
+) -> Metric:
+    metric = family(name, documentation, labels=labels)
+    for key, value in sorted(values.items()):
+        metric.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return metric
+
+
+def _histograms(
+    name: str, documentation: str, labels: list[str], histograms: dict[Any, Histogram]
+) -> HistogramMetricFamily:
+    metric = HistogramMetricFamily(name, documentation, labels=labels)
+    for key, histogram in sorted(histograms.items()):
+        metric.add_metric(list(key), histogram.cumulative(), sum_value=histogram.total)
+    return metric
+
+
+def _age(since: float | None, now: float) -> float:
+    return 0.0 if since is None else max(0.0, now - since)
+
+
+# -- the route -------------------------------------------------------------------------------
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics of this process",
+    tags=["ops"],
+    include_in_schema=False,
+    sync_to_thread=False,
+)
+def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    runtime: Runtime = request.app.state.sinal
+    settings = runtime.settings
+    if not settings.metrics:
+        raise NotFound("metrics are off on this server (SINAL_METRICS=off)")
+    if settings.metrics_token is not None:
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), settings.metrics_token.encode()
+        ):
+            raise Unauthorized("send SINAL_METRICS_TOKEN as a bearer token")
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
