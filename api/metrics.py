@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Request, get
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -78,6 +79,29 @@ class Backlogs:
         self.read_at: float | None = None
 
 
+class Snapshot(msgspec.Struct, frozen=True):
+    """One process's figures at one moment (`Metrics.snapshot`); counters are cumulative since
+    the process started, so rates come from the difference of two."""
+
+    at: float  # epoch seconds
+    connections: dict[str, int]  # open now, by transport
+    handshakes: int  # stream and action-socket handshakes, accepted or refused
+    resets: dict[str, int]  # reset events sent, by reason
+    events_in: int  # events the engine brought live
+    events_published: int
+    deliveries: int
+    slow_closes: int
+    lag_buckets: list[int]  # delivery lag samples per bucket of streams.metrics.LAG_BUCKETS
+    http_requests: int
+    http_errors: int  # 5xx answers
+    db_errors: int
+    engine_up: bool
+    outbox_pending: int
+    outbox_oldest_age_s: float
+    commands_pending: int
+    commands_oldest_age_s: float
+
+
 class Metrics:
     """This process's metrics: what the API layer counts itself, the probe, and the registry
     that `/metrics` renders."""
@@ -100,6 +124,33 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def snapshot(self) -> Snapshot:
+        """This process's figures now, cumulative counters included: two snapshots a moment
+        apart give rates (the admin dashboard's series, the in-app alerts)."""
+        runtime = self.runtime
+        hub, stream, engine = runtime.hub, runtime.hub.metrics, runtime.engine
+        now = time.time()
+        backlogs = self.backlogs
+        return Snapshot(
+            at=now,
+            connections=runtime.registry.counts(),
+            handshakes=sum(stream.handshakes.values()),
+            resets=dict(stream.resets),
+            events_in=hub.stats.events_in,
+            events_published=engine.events_published,
+            deliveries=hub.stats.deliveries,
+            slow_closes=hub.stats.slow_consumer_closes,
+            lag_buckets=list(stream.lag.counts),
+            http_requests=sum(self.http.requests.values()),
+            http_errors=sum(n for (_, _, status), n in self.http.requests.items() if status >= "5"),
+            db_errors=database_errors(),
+            engine_up=engine.live,
+            outbox_pending=backlogs.outbox,
+            outbox_oldest_age_s=_age(backlogs.outbox_oldest, now),
+            commands_pending=backlogs.commands,
+            commands_oldest_age_s=_age(backlogs.commands_oldest, now),
+        )
 
     # -- the probe ---------------------------------------------------------------------------
 
