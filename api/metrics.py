@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import Request, get
 from litestar.response import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -45,6 +45,9 @@ log = logging.getLogger("sinal.metrics")
 
 # REST request durations: a cached read to a slow database write.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The text format `generate_latest` writes, which every Prometheus version reads (Litestar adds
+# the charset).
+CONTENT_TYPE = "text/plain; version=0.0.4"
 # How often the backlogs are read from the database and the engine.
 PROBE_INTERVAL_S = 5.0
 
@@ -396,4 +399,4 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
             token.strip().encode(), settings.metrics_token.encode()
         ):
             raise Unauthorized("send SINAL_METRICS_TOKEN as a bearer token")
-    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)

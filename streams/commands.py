@@ -159,7 +159,7 @@ class MemoryCommands(CommandQueue):
         held = self._engine.held(COMMANDS)
         group = self._group
         start = bisect.bisect_right(held, group.last, key=lambda e: e.offset)
-        oldest = [*group.pending][:1] + [e.offset for e in held[start : start + 1]]
+        oldest = [*group.pending][:1] + ([held[start].offset] if start < len(held) else [])
         count = len(group.pending) + len(held) - start
         return count, min(oldest)[0] / 1000 if oldest else None
 

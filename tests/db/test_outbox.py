@@ -18,7 +18,7 @@ from db import notifications
 from db.engine import Database
 from db.inbox import Inbox
 from db.notifications import Draft
-from db.outbox import OutboxEvent, Relay, enqueue, pending
+from db.outbox import OutboxEvent, Relay, backlog, enqueue, pending
 from db.retention import Purge
 from db.tables import Notification
 from streams.cursor import ORIGIN, Position
@@ -255,3 +255,14 @@ async def test_many_concurrent_retries_of_one_create_make_one_event(db: Database
     while await relay.relay_once():
         pass
     assert len(await log_of(engine, "notifications:alice")) == 1
+
+
+async def test_the_backlog_dates_its_oldest_row(db: Database) -> None:
+    """For `/metrics` and the alerts: how many rows wait, and since when."""
+    assert await backlog(db) == (0, None)
+    before = datetime.now(UTC).timestamp()
+    await enqueue(db, [OutboxEvent("c", "t.a", b"{}"), OutboxEvent("c", "t.b", b"{}")])
+    count, oldest = await backlog(db)
+    assert count == 2
+    assert oldest is not None
+    assert before - 1 <= oldest <= datetime.now(UTC).timestamp() + 1

@@ -307,3 +307,23 @@ async def test_redis_queue_survives_losing_its_stream(redis_url: str) -> None:
     finally:
         await client.aclose()
         await engine.close()
+
+
+async def test_the_backlog_counts_what_waits_and_dates_the_oldest(setup: Setup) -> None:
+    """For `/metrics` and the alerts: entries delivered and not acknowledged, and entries not
+    delivered yet, with when the oldest of them was published; redeliveries counted."""
+    assert await setup.queue.backlog() == (0, None)
+    events = await setup.publish(3)
+    oldest = events[0].offset[0] / 1000
+    assert await setup.queue.backlog() == (3, oldest)
+    [first, second, third] = await setup.claim("a", redeliver_after_s=SHORT)
+    assert await setup.queue.backlog() == (3, oldest)
+    assert await setup.queue.ack([first.id]) == 1
+    assert await setup.queue.backlog() == (2, events[1].offset[0] / 1000)
+    redelivered = await setup.claim("b", limit=1, wait_s=3, redeliver_after_s=SHORT)
+    assert ids(redelivered) == [second.id]
+    assert setup.queue.redelivered == 1
+    assert await setup.queue.ack([second.id, third.id]) == 2
+    assert await setup.queue.backlog() == (0, None)
+    await setup.publish(1)  # not delivered yet: waiting too
+    assert (await setup.queue.backlog())[0] == 1
