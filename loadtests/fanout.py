@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -276,10 +277,17 @@ def _close_all(subscribers: list[Subscriber]) -> None:
 # -- Sinal -------------------------------------------------------------------------------------
 
 
-def start_sinal(cfg: Config, redis_url: str, workdir: Path, root: Path = ROOT) -> tuple[Child, int]:
+def start_sinal(
+    cfg: Config,
+    redis_url: str,
+    workdir: Path,
+    root: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Child, int]:
     """`sinal serve` on the Redis engine, pinned to the server core; or the null server.
 
-    `root` is the source tree the server runs from (another revision's checkout, to compare).
+    `root` is the source tree the server runs from (another revision's checkout, to compare);
+    `env`, settings of its own (`SINAL_METRICS=off`, to compare).
     """
     port = free_port()
     env = {
@@ -290,6 +298,7 @@ def start_sinal(cfg: Config, redis_url: str, workdir: Path, root: Path = ROOT) -
         # Access logs for every publish would be measured as server work.
         "SINAL_LOG_LEVEL": "warning",
         "PYTHONPATH": str(root),
+        **(env or {}),
     }
     module = "loadtests.nullserver" if cfg.calibrate else "api"
     argv = [sys.executable, "-m", module, *([] if cfg.calibrate else ["serve"])]
@@ -364,9 +373,16 @@ async def connections_after_close(port: int, within: float = 10.0) -> int:
 
 
 async def sinal_fanout(
-    cfg: Config, redis_url: str, workdir: Path, root: Path = ROOT
+    cfg: Config,
+    redis_url: str,
+    workdir: Path,
+    root: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    alongside: Callable[[int], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    server, port = start_sinal(cfg, redis_url, workdir, root)
+    """The fan-out phase against a fresh server; `alongside(port)` runs while events are
+    published (a metrics scraper, say) and is cancelled after."""
+    server, port = start_sinal(cfg, redis_url, workdir, root, env)
     log(f"sinal: server pid {server.pid} on port {port}, core {cfg.server_core}")
     subscribers: list[Subscriber] = []
     try:
@@ -381,10 +397,15 @@ async def sinal_fanout(
         )
         log(f"sinal: {len(subscribers)} subscribers ready ({failures} failed); publishing")
         publisher = SinalPublisher(port, padding(cfg.payload_bytes), cfg.publishers)
+        side = None if alongside is None else asyncio.create_task(alongside(port))
         try:
             figures = await drive("sinal", publisher, subscribers, tally, cfg, server.pid, failures)
         finally:
             await publisher.aclose()
+            if side is not None:
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
         stats = await admin_stats(port)
         _close_all(subscribers)
         remaining = await connections_after_close(port)
