@@ -9,11 +9,13 @@ from collections.abc import Callable
 import anyio
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from tests.conftest import require_service
-from tests.support import ServerProcess, bearer, open_stream, publish, stream_until
+from tests.deploy.promql import dashboard_queries, metric_names
+from tests.support import ROOT, ServerProcess, bearer, open_stream, publish, stream_until
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +197,37 @@ async def test_a_scrape_passes_promtool_check_metrics(memory_server: ServerProce
     said = (checked.stdout + checked.stderr).decode()
     assert checked.returncode == 0, said
     assert said.strip() == "", said  # no lint warning either
+
+
+async def test_every_metric_the_dashboard_and_the_rules_read_is_served(
+    memory_server: ServerProcess,
+) -> None:
+    """deploy/grafana/sinal.json and deploy/prometheus/sinal.rules.yml against a real scrape:
+    every metric they name is one this server exposes (or one their rules record, or `up`)."""
+    async with httpx.AsyncClient(base_url=memory_server.url) as client:
+        text = (await client.get("/metrics")).text
+    served = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):  # a family, even one with no sample yet
+            _, _, name, kind = line.split()
+            suffixes = ("", "_bucket", "_sum", "_count") if kind == "histogram" else ("",)
+            served |= {name + suffix for suffix in suffixes}
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/sinal.rules.yml").read_text())
+    recorded = {
+        rule["record"] for group in rules["groups"] for rule in group["rules"] if "record" in rule
+    }
+    expressions = [
+        (f"rule {rule.get('alert') or rule.get('record')}", rule["expr"])
+        for group in rules["groups"]
+        for rule in group["rules"]
+    ]
+    dashboard = json.loads((ROOT / "deploy/grafana/sinal.json").read_text())
+    expressions += list(dashboard_queries(dashboard))
+    assert len(expressions) > 20
+    missing = {
+        (where, name)
+        for where, expr in expressions
+        for name in metric_names(str(expr))
+        if name not in served and name not in recorded and name != "up"
+    }
+    assert not missing, sorted(missing)
