@@ -52,6 +52,7 @@ class Exchange:
     """
 
     __slots__ = (
+        "done",
         "header",
         "method",
         "path",
@@ -81,6 +82,7 @@ class Exchange:
         self.request_id = self.header.decode()
         self.sub: str | None = None
         self.status: int | None = None
+        self.done = False
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -104,18 +106,20 @@ class Exchange:
         return self.route or self.scope.get("path_template")
 
 
-# Set for the handling of each request; tasks started while it is handled inherit it.
+# Set for the handling of each request. Tasks and callbacks started meanwhile inherit it, and
+# may outlive the request (a wake-up scheduled by a publish): `done` tells them it is over.
 _current: ContextVar[Exchange | None] = ContextVar("sinal_request", default=None)
 
 
 def current() -> Exchange | None:
     """The request being handled, if any."""
-    return _current.get()
+    exchange = _current.get()
+    return None if exchange is None or exchange.done else exchange
 
 
 def identified(sub: str) -> None:
     """Note the authenticated caller of the request being handled (`api.auth`)."""
-    exchange = _current.get()
+    exchange = current()
     if exchange is not None:
         exchange.sub = sub
 
@@ -130,7 +134,7 @@ def response_start(status: int, headers: list[tuple[bytes, bytes]]) -> Any:
     """The `http.response.start` message of a handler that writes its own response (the
     stream, whose writes do not go through `Exchange`): with the request id, status noted."""
     message = {"type": "http.response.start", "status": status, "headers": headers}
-    exchange = _current.get()
+    exchange = current()
     return message if exchange is None else exchange.starting(message)
 
 
@@ -164,9 +168,11 @@ class Requests:
             try:
                 self.finish(exchange)
             finally:
+                exchange.done = True
                 _current.reset(token)
 
     def finish(self, exchange: Exchange) -> None:
+        """Log the access line and count the request."""
         seconds = time.perf_counter() - exchange.started
         # No response started: the server answers 500 (the app raised or returned without one).
         status = exchange.status or 500
