@@ -21,6 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
+from api import requests
 from api.body import TIME, check_utc_field, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.notifications import LINK, MAX_USERS, User, safe_link
@@ -515,11 +516,13 @@ async def _audit(
 
 
 def request_id(request: Request[Any, Any, Any]) -> str:
-    """The caller's `X-Request-ID` when it is a sensible one, else a new id."""
-    given = request.headers.get("x-request-id", "")
-    if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
-        return given
-    return uuid.uuid4().hex
+    """The request's id, the one its `X-Request-ID` response header carries (`api.requests`):
+    the caller's own when it sent a sensible one."""
+    exchange = requests.current()
+    if exchange is not None:
+        return exchange.request_id
+    given = request.headers.get("x-request-id", "")  # an app called without `Requests`
+    return given if requests.sensible_id(given.encode("latin-1")) else uuid.uuid4().hex
 
 
 router = Router(

@@ -1,7 +1,8 @@
 """The application: `create_app(settings)` wires routes to one `Runtime`.
 
 Litestar serves the API. The SSE endpoint is reached before Litestar's routing, with the
-server's own `send` (see `api/sse.py` for why).
+server's own `send` (see `api/sse.py` for why). Both go through `api.requests.Requests`: request
+ids, the access log, the HTTP metrics.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from api import (
     notifications,
     openapi,
     publish,
+    requests,
     sse,
     tickets,
     web,
@@ -46,6 +48,8 @@ class SinalApp:
     def __init__(self, litestar: Litestar, runtime: Runtime) -> None:
         self.litestar = litestar
         self.runtime = runtime
+        self._api = requests.Requests(litestar, runtime)
+        self._stream = requests.Requests(self._sse, runtime, stream_route=sse.PATH)
 
     @property
     def state(self) -> State:
@@ -53,9 +57,13 @@ class SinalApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["path"] == sse.PATH:
-            await sse.stream(scope, receive, send, self.runtime)
+            await self._stream(scope, receive, send)
         else:
-            await self.litestar(scope, receive, send)
+            await self._api(scope, receive, send)
+
+    async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:  # (as routed above)
+            await sse.stream(scope, receive, send, self.runtime)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:

@@ -23,6 +23,7 @@ from typing import Any
 
 import jwt
 
+from api import requests
 from api.settings import Settings
 from streams.access import Principal
 from streams.channels import is_valid_identifier
@@ -90,6 +91,7 @@ class Authenticator:
             raise Unauthorized("credentials are missing: send a Bearer token")
         if self.revoked:
             self.check_revoked(principal)
+        requests.identified(principal.sub)  # for the access log
         return principal
 
     def check_revoked(self, principal: Principal) -> None:

@@ -68,7 +68,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from api.app import create_app
     from api.server import serve
 
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     uses_dev_secret = settings.jwt_secret is None and settings.jwt_algorithm == "HS256"
     settings, created = settings.with_dev_secret()
     if created:

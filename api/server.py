@@ -89,6 +89,8 @@ def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
         log_level=log_level.lower(),
         # Its loggers write through the redacting handler of `api.logs.configure`.
         log_config=None,
+        # `sinal.access` (api/requests.py) logs each request, with its id and route template.
+        access_log=False,
         timeout_graceful_shutdown=10,
         # Action messages are at most 16 KiB (a larger one gets a 413 reply); a frame beyond this
         # closes the socket (1009) before it is buffered whole.

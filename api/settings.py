@@ -176,6 +176,12 @@ def _switch(text: str) -> bool:
     raise ValueError("expected on or off (or true/false, 1/0)")
 
 
+def _log_format(text: str) -> str:
+    if text.lower() not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return text.lower()
+
+
 def _path(text: str) -> Path:
     return Path(text)
 
@@ -222,6 +228,7 @@ class Settings:
     actions_burst: int = _env("SINAL_ACTIONS_BURST", _positive_int, 40)
     actions_idle_timeout_s: float = _env("SINAL_ACTIONS_IDLE_TIMEOUT", _positive_float, 300.0)
     log_level: str = _env("SINAL_LOG_LEVEL", _log_level, "INFO")
+    log_format: str = _env("SINAL_LOG_FORMAT", _log_format, "text")
     # Unset: a cookie-authenticated request must come from the origin it was sent to.
     allowed_origins: tuple[str, ...] | None = _env("SINAL_ALLOWED_ORIGINS", _origins, None)
     header_timeout_s: float = _env("SINAL_HEADER_TIMEOUT", _positive_float, 10.0)

@@ -24,6 +24,7 @@ from litestar.types import HTTPScope, Receive, Send
 
 from api.problems import PROBLEM_JSON, encode_problem, problem, render
 from api.remote import remote_address
+from api.requests import response_start
 from api.runtime import Runtime
 from streams.access import Principal, authorized_channels
 from streams.admission import STREAMS_RETRY_AFTER_S
@@ -68,7 +69,7 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
 
     async def start() -> None:
         nonlocal started
-        await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+        await send(response_start(200, STREAM_HEADERS))
         started = True
         metrics.handshake("sse", time.perf_counter() - began)
 
@@ -188,7 +189,7 @@ async def _refuse_handshake(send: Send, request: StreamRequest, wait: float) -> 
         "disconnect", disconnect_data("limit", wait)
     )
     headers = [*STREAM_HEADERS, (b"retry-after", retry_after["Retry-After"].encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send(response_start(200, headers))
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -201,5 +202,5 @@ async def _send_problem(
         (b"content-length", str(len(body)).encode()),
         *((name.lower().encode(), value.encode()) for name, value in (extra_headers or {}).items()),
     ]
-    await send({"type": "http.response.start", "status": details["status"], "headers": headers})
+    await send(response_start(details["status"], headers))
     await send({"type": "http.response.body", "body": body, "more_body": False})

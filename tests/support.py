@@ -154,6 +154,7 @@ class Received:
     retries: list[int] = field(default_factory=list)
     ended: bool = False
     changed: anyio.Event = field(default_factory=anyio.Event)
+    headers: httpx.Headers = field(default_factory=httpx.Headers)  # the response's
 
     def add(self, event: httpx_sse.ServerSentEvent) -> None:
         if event.data:  # frames that only carry `retry:` are not events
@@ -224,6 +225,7 @@ async def open_stream(
             ) as source,
         ):
             source.response.raise_for_status()
+            received.headers = source.response.headers
             async for event in source.aiter_sse():
                 received.add(event)
                 if event.event == "ready":

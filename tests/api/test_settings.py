@@ -84,6 +84,7 @@ def test_defaults() -> None:
     assert (settings.max_channels, settings.max_payload_bytes) == (16, 65536)
     assert (settings.actions_rate, settings.actions_burst) == (20.0, 40)
     assert settings.actions_idle_timeout_s == 300.0
+    assert settings.log_format == "text"
 
 
 def test_values_are_parsed_and_empty_means_unset() -> None:
@@ -96,6 +97,7 @@ def test_values_are_parsed_and_empty_means_unset() -> None:
             "SINAL_HEARTBEAT_INTERVAL": "0.5",
             "SINAL_STREAM_MAX_AGE": "0",
             "SINAL_LOG_LEVEL": "debug",
+            "SINAL_LOG_FORMAT": "JSON",
             "SINAL_MAX_CHANNELS": "",
         }
     )
@@ -105,6 +107,7 @@ def test_values_are_parsed_and_empty_means_unset() -> None:
     assert settings.heartbeat_s == 0.5
     assert settings.stream_max_age_s == 0
     assert settings.log_level == "DEBUG"
+    assert settings.log_format == "json"
     assert settings.max_channels == 16
 
 
@@ -148,6 +151,7 @@ BAD_VALUES = [
         for value in ("0", "-1", "nan", "inf", "fast")
     ],
     ("SINAL_LOG_LEVEL", "verbose"),
+    *[("SINAL_LOG_FORMAT", value) for value in ("xml", "jsonl", "plain")],
     ("SINAL_TICKET_SECRET", "short"),
 ]
 
@@ -279,6 +283,7 @@ def test_unusable_dev_secret_file_names_the_variable(tmp_path: Path) -> None:
         ("SINAL_JWT_ALGORITHM", "none"),
         ("SINAL_MAX_CHANNELS", "0"),
         ("SINAL_STREAM_MAX_AGE", "inf"),
+        ("SINAL_LOG_FORMAT", "yaml"),
     ],
 )
 def test_serve_with_a_bad_value_exits_naming_it(tmp_path: Path, variable: str, value: str) -> None:
