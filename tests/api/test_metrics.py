@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import uuid
 from collections.abc import Callable
 
 import anyio
@@ -231,3 +233,31 @@ async def test_every_metric_the_dashboard_and_the_rules_read_is_served(
         if name not in served and name not in recorded and name != "up"
     }
     assert not missing, sorted(missing)
+
+
+async def test_rest_requests_are_counted_by_route_template_method_and_status(
+    memory_server: ServerProcess,
+) -> None:
+    url = memory_server.url
+    start = await scrape(url)
+    async with httpx.AsyncClient(base_url=url) as client:
+        await publish(client, CHANNEL, KIND, {"n": 1})
+        missing = await client.get(f"/v1/notifications/{uuid.uuid4()}", headers=ALICE)
+        assert missing.status_code == 404
+        assert (await client.get("/no/such/path")).status_code == 404
+    samples = await scrape(url)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(samples, name, **labels) - value(start, name, **labels)
+
+    one = "/v1/notifications/{id}"
+    assert moved("sinal_http_requests_total", route="/v1/publish", method="POST", status="201") == 1
+    assert moved("sinal_http_requests_total", route=one, method="GET", status="404") == 1
+    assert moved("sinal_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert moved("sinal_http_request_duration_seconds_count", route=one, method="GET") == 1
+    # Bounded labels: no id, user or raw path in any of them.
+    routes = {
+        dict(labels).get("route") for name, labels in samples if name.startswith("sinal_http")
+    }
+    assert all("-" not in (route or "") or "{" in (route or "") for route in routes), routes
+    assert "/no/such/path" not in routes
