@@ -26,6 +26,7 @@ from api.body import TIME, check_utc_field, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.notifications import LINK, MAX_USERS, User, safe_link
 from api.runtime import Runtime
+from api.series import FIELDS, INTERVAL_S, SeriesPoint
 from db import announcements, audit, notifications, outbox, revocations
 from db import limits as stored_limits
 from db.engine import write_transaction
@@ -90,6 +91,20 @@ class Closed(msgspec.Struct, kw_only=True, omit_defaults=True):
     partial: bool = False
     unreachable_nodes: list[str] = msgspec.field(default_factory=list)
     revoked_before: str | None = None
+
+
+class NodeSeries(msgspec.Struct):
+    id: str
+    name: str
+    points: list[SeriesPoint]  # oldest first; each an array in the order of `fields`
+
+
+class SeriesView(msgspec.Struct, kw_only=True):
+    interval_s: int
+    fields: list[str]
+    nodes: list[NodeSeries]
+    partial: bool
+    unreachable_nodes: list[str]
 
 
 class AuditPage(msgspec.Struct):
@@ -171,6 +186,34 @@ async def nodes(runtime: Runtime) -> Nodes:
             )
         )
     return Nodes(views, survey.partial, survey.unreachable)
+
+
+@get("/series", summary="Every node's figures, second by second, for 15 minutes", tags=TAGS)
+async def series(runtime: Runtime) -> SeriesView:
+    """Each node's last 900 points (one a second), oldest first: connections by transport, and
+    per second events published, received and delivered, delivery lag p50 and p99 (seconds,
+    null when no delivery was sampled), resets by reason, REST requests and 5xx answers,
+    handshakes and slow-consumer closes. A point is an array of numbers in the order of
+    `fields`; the newest point of each node also comes live in its `admin.stats` event."""
+    cluster = runtime.cluster
+    survey = await cluster.survey({"kind": "series"})
+    names = {seen.info.id: seen.info.name for seen in cluster.nodes()}
+    views = []
+    for node, answer in survey.answers.items():
+        try:
+            points = msgspec.convert(answer.get("points", []), list[SeriesPoint])
+        except msgspec.ValidationError:
+            points = []  # a node of another version, whose points read otherwise
+        views.append(NodeSeries(node, names.get(node, node), points))
+    # This node first, as in `GET /v1/admin/nodes`, then by name.
+    views.sort(key=lambda view: (view.id != cluster.node_id, view.name, view.id))
+    return SeriesView(
+        interval_s=INTERVAL_S,
+        fields=list(FIELDS),
+        nodes=views,
+        partial=survey.partial,
+        unreachable_nodes=survey.unreachable,
+    )
 
 
 @get("/connections", summary="Connections on every node, filtered, by user", tags=TAGS)
@@ -530,6 +573,7 @@ router = Router(
     guards=[admin_only],
     route_handlers=[
         nodes,
+        series,
         list_connections,
         user_view,
         disconnect_connection,

@@ -80,8 +80,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
                 runtime.purge.start()
                 runtime.tracker.start()
                 runtime.metrics.start()
+                runtime.series.start()
                 yield
             finally:
+                await runtime.series.stop()
                 await runtime.metrics.stop()
                 await runtime.tracker.stop()
                 await runtime.purge.stop()

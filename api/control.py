@@ -13,7 +13,8 @@ refused, connections cut by a limit) is gathered here and written to the audit l
 minute, one row per user.
 
 While an administrator watches the live counters anywhere (the `admin` channel; the heartbeats
-say so), every node publishes its counters there once a second.
+say so), every node publishes its counters there once a second, with the newest point of its
+series (`api/series.py`): the loop is paced by the series, so each point goes out once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import msgspec
 
 from api.auth import Authenticator
+from api.series import Series
 from db import audit, outbox, revocations
 from db import limits as stored_limits
 from db.engine import DATABASE_ERRORS, Database
@@ -71,6 +73,7 @@ class Control:
         admission: Admission,
         actions: ActionSockets,
         defaults: Limits,
+        series: Series,
     ) -> None:
         self.engine = engine
         self.hub = hub
@@ -81,6 +84,7 @@ class Control:
         self.admission = admission
         self.actions = actions
         self.defaults = defaults
+        self.series = series
         # Connections cut by a runtime limit since the last audit write, by user.
         self.cut: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +93,7 @@ class Control:
         cluster.answer("connections", self._answer_connections)
         cluster.answer("disconnect", self._answer_disconnect)
         cluster.answer("limits", self._answer_limits)
+        cluster.answer("series", self._answer_series)
 
     @property
     def node_id(self) -> str:
@@ -163,7 +168,9 @@ class Control:
     async def _run(self) -> None:
         last_sync = last_audit = time.monotonic()
         while True:
-            await asyncio.sleep(STATS_EVERY_S)
+            # Right after the series' next point (a second), so each point is published once;
+            # a little longer when the sampler is not keeping time.
+            await self.series.next_point(STATS_EVERY_S * 1.5)
             now = time.monotonic()
             try:
                 if self.cluster.anyone_watching():
@@ -181,6 +188,7 @@ class Control:
 
     async def stats(self) -> dict[str, Any]:
         hub = self.hub.stats
+        point = self.series.latest  # the one just made, however long the outbox takes to count
         return {
             "node": self.node_id,
             "name": self.cluster.info.name,
@@ -191,6 +199,8 @@ class Control:
             "resets": hub.resets,
             "slow_consumer_closes": hub.slow_consumer_closes,
             "outbox_pending": await outbox.pending(self.database),
+            # The newest point of this node's series (`GET /v1/admin/series` has the rest).
+            "point": point,
         }
 
     async def publish_stats(self) -> None:
@@ -200,6 +210,9 @@ class Control:
 
     async def _answer_node(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"connections": self.registry.counts()}
+
+    async def _answer_series(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"points": list(self.series.points)}
 
     async def _answer_connections(self, question: dict[str, Any]) -> dict[str, Any]:
         after = question.get("after")

@@ -38,6 +38,7 @@ from litestar.routes import HTTPRoute, WebSocketRoute
 from api import actions, admin, announcements, executions, notifications, publish, sse
 from api.auth import COOKIE
 from api.problems import PROBLEM_JSON
+from api.series import SeriesPoint
 from api.settings import Settings
 from db.tables import Severity
 from streams.channels import ADMIN, IDENTIFIER
@@ -215,6 +216,11 @@ ANSWERS: dict[str, tuple[int, tuple[Any, ...]]] = {
 }
 
 
+# Structs that travel as JSON arrays (`array_like`), which Litestar describes as objects:
+# msgspec's own schema (`prefixItems`, each item titled) replaces Litestar's.
+ARRAYS: list[Any] = [SeriesPoint]
+
+
 @dataclass(frozen=True)
 class Body:
     type: Any
@@ -275,6 +281,9 @@ def complete(app: Litestar, settings: Settings) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
     _add_components(schemas, [Problem])
+    for struct in ARRAYS:
+        schemas.pop(struct.__name__, None)
+    _add_components(schemas, ARRAYS)
     # A refused batch's `error` is the problem the single-execution endpoint would answer.
     refused = schemas[executions.RefusedBatch.__name__]
     refused["properties"]["error"] = {"$ref": COMPONENTS.format(name=PROBLEM)}

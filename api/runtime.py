@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from api.auth import Authenticator
 from api.control import Control
 from api.metrics import Metrics
+from api.series import Series
 from api.settings import Settings
 from db import executions
 from db.engine import Database, bind, create_engine
@@ -83,6 +84,9 @@ class Runtime:
             survey_timeout_s=settings.survey_timeout_s,
         )
         self.registry = Registry(info.id)
+        self.metrics = Metrics(self)
+        # This process's figures second by second, for the admin dashboard.
+        self.series = Series(self.metrics.snapshot)
         self.control = Control(
             engine=engine,
             hub=hub,
@@ -93,8 +97,8 @@ class Runtime:
             admission=self.admission,
             actions=self.actions,
             defaults=defaults,
+            series=self.series,
         )
-        self.metrics = Metrics(self)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

@@ -553,6 +553,7 @@ ROUTES = [
     ("PUT", "/v1/admin/limits"),
     ("GET", "/v1/admin/audit"),
     ("GET", "/v1/admin/stats"),
+    ("GET", "/v1/admin/series"),
 ]
 
 
@@ -597,15 +598,75 @@ async def test_the_admin_channel_carries_every_nodes_counters_while_watched(
 ) -> None:
     a, _ = two_nodes
     ids = set(await node_ids(a, 2))
+
+    def seconds(received: Any, node: str) -> list[int]:
+        return [p["point"][0] for p in received.payloads("admin.stats") if p["node"] == node]
+
     async with open_stream(a.url, ADMIN, params={"channel": "admin"}) as (received, wait):
-        await wait(lambda r: {p["node"] for p in r.payloads("admin.stats")} == ids, 10)
+        # Three reports of each node, each with its newest point.
+        await wait(lambda r: all(len(seconds(r, node)) >= 3 for node in ids), 10)
     stats = received.payloads("admin.stats")[0]
     assert set(stats) >= {"connections", "events_in", "deliveries", "resets", "outbox_pending"}
+    fields = (await get(a, "/v1/admin/series"))["fields"]
+    for node in ids:
+        # Paced by the series: a point is never sent twice.
+        assert seconds(received, node) == sorted(set(seconds(received, node)))
+        assert all(len(p["point"]) == len(fields) for p in received.payloads("admin.stats"))
     async with httpx.AsyncClient(base_url=a.url, timeout=10) as client:
         refused = await client.get(
             "/v1/stream", headers=bearer("nosy"), params={"channel": "admin"}
         )
     assert_problem(refused, 403, "channel")
+
+
+def points_of(answer: dict[str, Any], node: str) -> list[dict[str, Any]]:
+    """A node's points in `GET /v1/admin/series`, each as an object."""
+    [series] = [series for series in answer["nodes"] if series["id"] == node]
+    return [dict(zip(answer["fields"], point, strict=True)) for point in series["points"]]
+
+
+async def test_the_series_of_every_node_move_when_events_are_published(
+    two_nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = two_nodes
+    a_id, b_id = await node_ids(a, 2)
+
+    def both_reporting(answer: dict[str, Any]) -> bool:
+        return {n["id"] for n in answer["nodes"]} == {a_id, b_id} and all(
+            len(n["points"]) >= 2 for n in answer["nodes"]
+        )
+
+    answer = await listed(a, "/v1/admin/series", both_reporting)
+    assert (answer["interval_s"], answer["partial"], answer["unreachable_nodes"]) == (1, False, [])
+    assert answer["nodes"][0]["id"] == a_id  # the node that answers first
+    assert {n["name"] for n in answer["nodes"]} == {"node-a", "node-b"}
+    for node in (a_id, b_id):
+        seconds = [point["at"] for point in points_of(answer, node)]
+        assert seconds == list(range(seconds[0], seconds[0] + len(seconds)))  # one a second
+        assert abs(seconds[-1] - time.time()) < 5
+
+    async with (
+        open_stream(b.url, bearer("gina")) as (_, wait),
+        httpx.AsyncClient(base_url=a.url, timeout=10) as client,
+    ):
+        for n in range(20):
+            await publish(client, "notifications:gina", "note", {"n": n})
+        await wait(lambda r: len(r.payloads("note")) == 20, 10)
+
+        def moved(answer: dict[str, Any]) -> bool:
+            a_points, b_points = points_of(answer, a_id), points_of(answer, b_id)
+            return (
+                sum(p["published"] for p in a_points) >= 19.5  # rates over ~1 s, rounded
+                and sum(p["deliveries"] for p in b_points) >= 19.5
+                and b_points[-1]["sse"] == 1
+            )
+
+        answer = await listed(a, "/v1/admin/series", moved)
+    b_points = points_of(answer, b_id)
+    assert sum(p["events_in"] for p in b_points) >= 19.5  # the engine brought them to b live
+    assert sum(p["deliveries"] for p in points_of(answer, a_id)) < 1  # nobody listens on a
+    values = [value for point in b_points for value in point.values()]
+    assert all(isinstance(value, int | float) or value is None for value in values)
 
 
 def test_tokens_living_longer_than_the_maximum_are_refused(memory_server: ServerProcess) -> None:

@@ -13,9 +13,10 @@ import pytest
 from litestar.routes import HTTPRoute, WebSocketRoute
 from openapi_spec_validator import validate
 
-from api import openapi, sse
+from api import admin, openapi, sse
 from api.app import create_app
 from api.problems import PROBLEM_JSON
+from api.series import FIELDS
 from api.settings import Settings
 from db.announcements import Announcement
 from db.audit import AuditEntry
@@ -159,7 +160,7 @@ def test_admin_routes_are_guarded_in_the_document(document: dict[str, Any]) -> N
     """Every route behind the admin guard takes a credential and answers 401 and 403, though
     its handler never names the principal (the guard authenticates)."""
     admin_routes = [(m, p, op) for m, p, op in operations(document) if p.startswith("/v1/admin/")]
-    assert len(admin_routes) == 10
+    assert len(admin_routes) == 11
     for method, path, operation in admin_routes:
         assert operation["security"] == openapi.USER, (method, path)
         assert {"401", "403", "503"} <= set(operation["responses"]), (method, path)
@@ -232,3 +233,18 @@ def test_the_stats_view_is_what_the_server_answers(memory_server: ServerProcess)
     assert response.status_code == 200, response.text
     msgspec.convert(response.json(), openapi.StatsView)  # every member, each of its type
     assert set(response.json()) == fields(openapi.StatsView)
+
+
+def test_a_series_point_is_documented_as_the_array_it_is(
+    memory_server: ServerProcess, document: dict[str, Any]
+) -> None:
+    """Litestar describes a msgspec Struct as an object even when it travels as an array."""
+    point = document["components"]["schemas"]["SeriesPoint"]
+    assert point["type"] == "array"
+    assert [item["title"] for item in point["prefixItems"]] == list(FIELDS)
+    assert all(item.get("description") for item in point["prefixItems"])
+    response = httpx.get(f"{memory_server.url}/v1/admin/series", headers=ADMIN, timeout=10)
+    assert response.status_code == 200, response.text
+    answer = msgspec.convert(response.json(), admin.SeriesView)  # every member, of its type
+    assert answer.fields == list(FIELDS)
+    assert [node.id for node in answer.nodes] == [answer.nodes[0].id]  # the one node
