@@ -13,7 +13,7 @@ is paced by this sampler (`next_point`) so that no point is sent twice or skippe
 
 Cost: nothing on the fan-out path (the snapshot reads the counters the hot path keeps anyway);
 one snapshot (a few small dicts and a list of 15 integers) and one point a second; the ring
-holds at most 900 points, about 0.4 MB per process.
+holds at most 900 points, about 0.25 MB per process (measured with tracemalloc).
 """
 
 from __future__ import annotations

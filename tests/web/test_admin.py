@@ -4,11 +4,13 @@
 long-poll, disconnects and revokes them, and the user's tabs say they were signed out; the
 audit log shows it. (b) a broadcast from the composer is a banner on an open page and on one
 opened later. (c) a sign-in without the admin role gets "Admins only" (403). (d) the page at
-phone width, with the live counters from the `admin` channel. Screenshots: test-artifacts/web/.
+phone width, with the live counters from the `admin` channel. (e) the dashboard's charts, drawn
+from the series and moved on by the live points. Screenshots: test-artifacts/web/.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.support import ServerProcess, token
+from tests.web.conftest import ARTIFACTS
 from tests.web.test_browser import Screenshot, SignedIn, open_page, user_name
 from tests.web.test_pages import console_errors, publish
 
@@ -293,6 +296,113 @@ def test_d_the_page_on_a_phone_with_live_counters_and_a_refused_limit(
     limits.get_by_role("button", name="Undo changes").click()
     expect(error).to_be_empty()
     assert errors == []
+
+
+class Publisher:
+    """Events published on `channel` in the background, about 25 a second, until closed."""
+
+    def __init__(self, base_url: str, channel: str) -> None:
+        self.base_url = base_url
+        self.channel = channel
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.wait(0.04):
+            publish(self.base_url, self.channel, "load.tick", {"n": n})
+            n += 1
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
+def test_e_the_dashboard_draws_the_last_minutes_and_moves_on_live(
+    admin_server: ServerProcess,
+    signed_in: SignedIn,
+    admin_page: AdminPage,
+    screenshot: Screenshot,
+) -> None:
+    user = user_name("fern")
+    watcher, watcher_errors = open_page(signed_in(admin_server.url, user), "/app/")
+    # Tall enough for the whole dashboard: no scrolling moves it from under the pointer.
+    page, errors = admin_page(admin_server.url, viewport={"width": 1280, "height": 1400})
+    logged = console_errors(page)
+    dashboard = page.locator("#dashboard-section")
+    deliveries = dashboard.locator("figure[data-chart='events']")
+    plot = deliveries.locator("svg")
+    # Drawn from `GET /v1/admin/series`, then one point a second from the `admin` channel.
+    expect(plot).to_have_attribute("data-last", re.compile(r"^\d+$"))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    first = int(plot.get_attribute("data-last") or 0)
+
+    publisher = Publisher(admin_server.url, f"notifications:{user}")
+    try:
+        value = deliveries.locator("li[data-series='deliveries']")
+        page.wait_for_function(
+            "(li) => Number(li.dataset.value) >= 10", arg=value.element_handle(), timeout=15_000
+        )
+    finally:
+        publisher.close()
+    expect(watcher.locator("#connection")).to_have_attribute("data-status", re.compile("open"))
+    later = int(plot.get_attribute("data-last") or 0)
+    assert later > first, "no new point arrived"
+    assert not [url for url in requests if "/v1/admin/series" in url], requests
+
+    # Accessible: a titled image described by the newest figures.
+    title_id = plot.get_attribute("aria-labelledby")
+    expect(page.locator(f"#{title_id}")).to_have_text("Events in and deliveries")
+    summary = page.locator(f"#{plot.get_attribute('aria-describedby')}")
+    expect(summary).to_contain_text("Deliveries")
+    expect(summary).to_contain_text("Highest:")
+    expect(dashboard.locator("figure.chart")).to_have_count(6)
+    expect(dashboard.locator("figure[data-chart='lag'] li").first).to_contain_text(
+        "p50 (highest node)"
+    )
+    sse = dashboard.locator("figure[data-chart='connections'] li[data-series='sse']")
+    expect(sse).to_have_attribute("data-value", re.compile(r"^[1-9]"))
+    # The readout of the second under the pointer.
+    box = plot.bounding_box()
+    assert box is not None
+    plot.hover(position={"x": box["width"] * 0.9, "y": box["height"] / 2})
+    readout = deliveries.locator(".chart-readout")
+    expect(readout).to_be_visible()
+    expect(readout).to_contain_text("Deliveries:")
+    dashboard.screenshot(path=ARTIFACTS / "dashboard-desktop.png")
+    screenshot(page, "dashboard-desktop")
+    page.mouse.move(0, 0)
+    expect(readout).to_be_hidden()
+
+    phone, phone_errors = admin_page(
+        admin_server.url, viewport=PHONE, is_mobile=True, has_touch=True
+    )
+    phone_plot = phone.locator("figure[data-chart='events'] svg")
+    expect(phone_plot).to_have_attribute("data-last", re.compile(r"^\d+$"))
+    phone.locator("#dashboard-section").scroll_into_view_if_needed()
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page is {width} px wide"
+    svg_width = phone_plot.bounding_box()
+    assert svg_width is not None
+    assert svg_width["width"] >= 280  # the chart takes the phone's width
+    # The page from its top, cut to the dashboard: a screenshot of the element alone would show
+    # the sticky header over it, where the screenshot was stitched.
+    phone.evaluate("() => scrollTo(0, 0)")
+    top = phone.evaluate(
+        "() => document.getElementById('dashboard-section').getBoundingClientRect().top + scrollY"
+    )
+    height = phone.evaluate("() => document.getElementById('dashboard-section').offsetHeight")
+    phone.screenshot(
+        path=ARTIFACTS / "dashboard-phone.png",
+        full_page=True,
+        clip={"x": 0, "y": top - 8, "width": PHONE["width"], "height": height + 16},
+    )
+    assert errors == []
+    assert phone_errors == []
+    assert watcher_errors == []
+    assert logged == []
 
 
 MALFORMED_BROADCASTS = [
