@@ -658,6 +658,7 @@ async def test_the_series_of_every_node_move_when_events_are_published(
             return (
                 sum(p["published"] for p in a_points) >= 19.5  # rates over ~1 s, rounded
                 and sum(p["deliveries"] for p in b_points) >= 19.5
+                and sum(p["http_requests"] for p in a_points) >= 19.5  # the publishes
                 and b_points[-1]["sse"] == 1
             )
 
