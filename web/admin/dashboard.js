@@ -4,9 +4,8 @@
  * Every node keeps its own figures, one point a second (`GET /v1/admin/series` gives all of
  * them once), and sends its newest point in its `admin.stats` event each second: the page
  * appends it, without polling. The charts show the cluster's totals: for each second, the sum
- * over the nodes (a node's point of the second before stands in for one not arrived yet, so the
- * newest second does not dip while the nodes' events come in one after the other). Delivery
- * lag is not a sum: the charts show the highest of the nodes' p50 and p99.
+ * over the nodes (a node's point of the second before stands in for one it lacks: see
+ * `BRIDGE_S`). Delivery lag is not a sum: the charts show the highest of the nodes' p50 and p99.
  * @module admin/dashboard
  */
 
@@ -14,6 +13,10 @@ import { LineChart } from "./chart.js";
 import { messageOf, showPartial } from "./common.js";
 
 const WINDOW_S = 900;
+// A node's second missing between two of its points (its first points after the page opened
+// come a heartbeat late; a node's loop held up skips one) counts with its point before, so the
+// total does not dip: up to this many seconds, and one at the newest second.
+const BRIDGE_S = 5;
 const RETRY_MS = 5000;
 
 const count = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
@@ -227,8 +230,13 @@ export class Dashboard {
     );
     const known = lines.filter((line) => line.index >= 0);
     for (const node of this.series.values()) {
+      const newest = Math.max(...node.points.keys());
+      let last;
       for (let i = 0; i < length; i += 1) {
-        const point = node.points.get(from + i) ?? node.points.get(from + i - 1);
+        const second = from + i;
+        let point = node.points.get(second);
+        if (point !== undefined) last = point;
+        else if (last !== undefined && second - last[0] <= (second < newest ? BRIDGE_S : 1)) point = last;
         if (point === undefined) continue;
         for (const { index, max, scale, column } of known) {
           const value = point[index];
