@@ -80,8 +80,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
                 runtime.purge.start()
                 runtime.tracker.start()
                 runtime.metrics.start()
+                runtime.alerting.start()
                 yield
             finally:
+                await runtime.alerting.stop()
                 await runtime.metrics.stop()
                 await runtime.tracker.stop()
                 await runtime.purge.stop()
