@@ -295,10 +295,14 @@ def outbox_backlog(f: Figures) -> Finding:
     newest = f.history.newest()
     age = max((s.outbox_oldest_age_s for s in newest), default=0.0)
     pending = max((s.outbox_pending for s in newest), default=0)
+    said = (
+        f"The oldest event waiting in the outbox is {_n(age)} s old, with {pending} waiting"
+        if pending
+        else "No event waits in the outbox"
+    )
     return Finding(
         age > OUTBOX_OLDEST_MAX_S,
-        f"The oldest event waiting in the outbox is {_n(age)} s old, with {pending} waiting "
-        f"(alert above {_n(OUTBOX_OLDEST_MAX_S)} s).",
+        f"{said} (alert above {_n(OUTBOX_OLDEST_MAX_S)} s).",
         {"oldest_age_s": round(age, 1), "pending": pending},
     )
 
@@ -307,10 +311,14 @@ def commands_unacknowledged(f: Figures) -> Finding:
     newest = f.history.newest()
     age = max((s.commands_oldest_age_s for s in newest), default=0.0)
     pending = max((s.commands_pending for s in newest), default=0)
+    said = (
+        f"The oldest unacknowledged command is {_n(age)} s old, with {pending} pending"
+        if pending
+        else "No command waits for its acknowledgement"
+    )
     return Finding(
         age > COMMANDS_OLDEST_MAX_S,
-        f"The oldest unacknowledged command is {_n(age)} s old, with {pending} pending "
-        f"(alert above {_n(COMMANDS_OLDEST_MAX_S)} s).",
+        f"{said} (alert above {_n(COMMANDS_OLDEST_MAX_S)} s).",
         {"oldest_age_s": round(age, 1), "pending": pending},
     )
 

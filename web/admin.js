@@ -1,7 +1,7 @@
 /**
- * The admin page (`/app/admin`): nodes, live counters, connections and users, broadcast,
- * limits and the audit log. Each part is a module of `web/admin/`; this one checks access and
- * starts them.
+ * The admin page (`/app/admin`): alerts, nodes, live counters, connections and users,
+ * broadcast, limits and the audit log. Each part is a module of `web/admin/`; this one checks
+ * access and starts them.
  *
  * Access: the admin API answers 401 without a sign-in (the sign-in panel, as on the other
  * pages) and 403 to a sign-in without the admin role ("Admins only"). The page's own address
@@ -9,6 +9,7 @@
  */
 
 import { messageOf } from "./admin/common.js";
+import { Alerts } from "./admin/alerts.js";
 import { Audit } from "./admin/audit.js";
 import { Broadcast } from "./admin/broadcast.js";
 import { Connections } from "./admin/connections.js";
@@ -47,6 +48,7 @@ const connections = new Connections(sinal, nodes, { acted });
 const limits = new Limits(sinal, { acted });
 new Broadcast(sinal, { acted });
 const live = new LiveCounters(sinal, nodes);
+const alerts = new Alerts(sinal);
 
 async function start() {
   try {
@@ -69,7 +71,7 @@ async function start() {
   document.getElementById("sections").hidden = false;
   status.textContent = "";
   live.start();
-  await Promise.all([connections.search(), limits.load(), audit.load()]);
+  await Promise.all([alerts.start(), connections.search(), limits.load(), audit.load()]);
 }
 
 start();
