@@ -157,6 +157,9 @@ class Alerting:
                 if not failing:
                     log.warning("alerts not evaluated, will retry: %s", error)
                     failing = True
+            except Exception:
+                # The loop must outlive a surprise: it is what tells the admins something is wrong.
+                log.exception("alert evaluation failed; will retry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), EVALUATE_EVERY_S)
 
