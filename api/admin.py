@@ -21,7 +21,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from api import requests
+from api import alerting, requests
+from api.alerting import AlertView
 from api.body import TIME, check_utc_field, decode_body, parse_time, text_param
 from api.dependencies import require_role
 from api.notifications import LINK, MAX_USERS, User, safe_link
@@ -44,10 +45,14 @@ MAX_REASON = 200
 ANNOUNCEMENT_TYPE = "announcement"
 
 
-def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """The router's guard: 401 without valid credentials, 403 without the admin role."""
+async def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The router's guard: 401 without valid credentials, 403 without the admin role. An admin
+    let in is recorded, once per process, as a recipient of the in-app alerts."""
     runtime: Runtime = connection.app.state.sinal
-    require_role(runtime.auth.authenticate(connection.headers, connection.cookies), "admin")
+    principal = runtime.auth.authenticate(connection.headers, connection.cookies)
+    require_role(principal, "admin")
+    if is_valid_identifier(principal.sub):  # notifications go to such ids only
+        await runtime.alerting.admin_seen(principal.sub)
 
 
 # -- answers ---------------------------------------------------------------------------------
@@ -110,6 +115,10 @@ class SeriesView(msgspec.Struct, kw_only=True):
 class AuditPage(msgspec.Struct):
     entries: list[dict[str, Any]]
     next_cursor: str | None
+
+
+class Alerts(msgspec.Struct):
+    alerts: list[AlertView]
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -472,6 +481,16 @@ async def audit_log(
     return AuditPage([entry.view() for entry in entries], next_cursor)
 
 
+# -- alerts ----------------------------------------------------------------------------------
+
+
+@get("/alerts", summary="In-app alerts: firing, and resolved in the last day", tags=TAGS)
+async def list_alerts(runtime: Runtime) -> Alerts:
+    """Firing ones first, newest first; each change of state is also an `admin.alert` event
+    on the `admin` channel, with the same object."""
+    return Alerts(await alerting.listed(runtime))
+
+
 @get("/stats", summary="Live counters of this process", tags=TAGS)
 async def stats(runtime: Runtime) -> dict[str, Any]:
     hub = runtime.hub.stats
@@ -582,6 +601,7 @@ router = Router(
         get_limits,
         put_limits,
         audit_log,
+        list_alerts,
         stats,
     ],
 )

@@ -81,8 +81,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
                 runtime.tracker.start()
                 runtime.metrics.start()
                 runtime.series.start()
+                runtime.alerting.start()
                 yield
             finally:
+                await runtime.alerting.stop()
                 await runtime.series.stop()
                 await runtime.metrics.stop()
                 await runtime.tracker.stop()

@@ -342,6 +342,15 @@ class SinalCollector(Collector):
         yield _gauge("sinal_db_pool_size", "The database pool's maximum size.", size)
         yield _counter("sinal_db_errors", "Database operations that failed.", database_errors())
 
+        alerts = GaugeMetricFamily(
+            "sinal_alerts_firing",
+            "In-app alerts firing (1) or not (0), on the node that evaluates them.",
+            labels=["alertname"],
+        )
+        for name, firing in sorted((runtime.alerting.firing_states() or {}).items()):
+            alerts.add_metric([name], firing)
+        yield alerts
+
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)

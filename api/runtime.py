@@ -1,5 +1,6 @@
 """What one running app owns: settings, engine, hub, database, authenticator, access policy,
-action sockets, and its part in the cluster (registry of connections, control plane)."""
+action sockets, its part in the cluster (registry of connections, control plane), its metrics
+and the in-app alerts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import time
 from importlib.metadata import PackageNotFoundError, version
 
+from api.alerting import Alerting
 from api.auth import Authenticator
 from api.control import Control
 from api.metrics import Metrics
@@ -99,6 +101,7 @@ class Runtime:
             defaults=defaults,
             series=self.series,
         )
+        self.alerting = Alerting(self)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

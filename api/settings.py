@@ -21,6 +21,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from streams.channels import IDENTIFIER, is_valid_identifier
+
 
 class SettingsError(ValueError):
     """A `SINAL_*` variable holds a value Sinal cannot use."""
@@ -182,6 +184,13 @@ def _log_format(text: str) -> str:
     return text.lower()
 
 
+def _user_ids(text: str) -> tuple[str, ...]:
+    items = [item.strip() for item in text.split(",")]
+    if not all(is_valid_identifier(item) for item in items):
+        raise ValueError(f"expected comma-separated user ids, each matching {IDENTIFIER}")
+    return tuple(dict.fromkeys(items))
+
+
 def _path(text: str) -> Path:
     return Path(text)
 
@@ -249,6 +258,8 @@ class Settings:
     metrics_token: str | None = _env("SINAL_METRICS_TOKEN", str, None, secret=True)
     # One delivery in this many has its lag measured.
     metrics_sample: int = _env("SINAL_METRICS_SAMPLE", _positive_int, 64)
+    # Users who receive the in-app alerts besides the administrators seen on the admin API.
+    alert_recipients: tuple[str, ...] = _env("SINAL_ALERT_RECIPIENTS", _user_ids, ())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

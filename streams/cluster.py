@@ -5,7 +5,9 @@ with a heartbeat every `heartbeat_s`; every node keeps the table of the nodes it
 not heard for `GONE_AFTER` heartbeats is gone (a process killed with SIGKILL says nothing; its
 absence is what tells). A starting node says hello, and every node answers with its heartbeat at
 once, so the table is complete within a round trip instead of an interval. Nothing is stored:
-the bus is live only, and so is the table.
+the bus is live only, and so is the table. A heartbeat may also carry the node's latest figures
+(`figures`, bytes the layer above encodes and reads: the in-app alerts' metrics snapshot), so that
+one node can see the whole cluster's without asking.
 
 A *survey* asks every node (or one) a question and gathers the answers until each node that was
 known when it was asked has answered, or the deadline passes. A node that did not answer in time
@@ -14,7 +16,8 @@ objects; what they mean is the layer above's (`api/cluster.py`), which registers
 function per kind of question with `answer`.
 
 Message shapes on the bus (JSON):
-- `{"t": "beat", "node": Info}`, `{"t": "hello", "node": Info}`, `{"t": "bye", "id": …}`;
+- `{"t": "beat", "node": Info, "w": watching?, "m": figures?}`, `{"t": "hello", "node": Info}`,
+  `{"t": "bye", "id": …}`;
 - `{"t": "ask", "id": survey id, "from": node, "q": question}`, answered to `from` with
   `{"t": "ans", "id": survey id, "from": node, "a": answer}`.
 """
@@ -64,6 +67,9 @@ class _Message(msgspec.Struct, omit_defaults=True):
     q: dict[str, Any] | None = None
     a: dict[str, Any] | None = None
     w: bool = False  # in a heartbeat: an administrator watches live counters on this node
+    # In a heartbeat: the node's figures (`Cluster.figures`); empty when it sent none.
+    # (msgspec reads a Raw alone, not in a union with None.)
+    m: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -75,6 +81,7 @@ class Seen:
     info: Info
     last_seen: float  # wall clock, seconds since the epoch
     watching: bool = False
+    figures: bytes | None = None  # from its last heartbeat; None for this node
 
 
 @dataclass(slots=True)
@@ -132,6 +139,10 @@ class Cluster:
         # Whether someone on this node watches the live counters; said in every heartbeat, so
         # that every node publishes its counters only while someone, anywhere, watches.
         self.watching: Callable[[], bool] = lambda: False
+        # This node's figures for its heartbeats (JSON), or None to send none.
+        self.figures: Callable[[], bytes | None] = lambda: None
+        # Nodes that said goodbye: they stopped, they did not fail (`take_departed`).
+        self._departed: set[str] = set()
 
     @property
     def node_id(self) -> str:
@@ -174,11 +185,18 @@ class Cluster:
             watching = self.watching()
             self._nodes[self.node_id] = Seen(self.info, time.time(), watching)
             try:
-                await self._send({"t": "beat", "node": self.info, "w": watching})
+                await self._send(self._beat_message(watching))
             except Unavailable as error:
                 log.debug("heartbeat not sent: %s", error.detail)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.heartbeat_s)
+
+    def _beat_message(self, watching: bool) -> dict[str, Any]:
+        message: dict[str, Any] = {"t": "beat", "node": self.info, "w": watching}
+        figures = self.figures()
+        if figures is not None:
+            message["m"] = msgspec.Raw(figures)
+        return message
 
     # -- the table of nodes ----------------------------------------------------------------
 
@@ -190,6 +208,11 @@ class Cluster:
                 del self._nodes[node_id]
         me = self._nodes[self.node_id] = Seen(self.info, time.time(), self.watching())
         return [me, *(seen for n, seen in self._nodes.items() if n != self.node_id)]
+
+    def take_departed(self) -> set[str]:
+        """The ids of the nodes that said goodbye since the last call."""
+        departed, self._departed = self._departed, set()
+        return departed
 
     def anyone_watching(self) -> bool:
         """Whether a node (this one included) said in its last heartbeat that someone watches
@@ -232,12 +255,12 @@ class Cluster:
         match message.t:
             case "beat" | "hello" if message.node is not None:
                 node = message.node
-                self._nodes[node.id] = Seen(node, time.time(), message.w)
+                self._nodes[node.id] = Seen(node, time.time(), message.w, bytes(message.m) or None)
                 if message.t == "hello" and node.id != self.node_id:
-                    beat = {"t": "beat", "node": self.info, "w": self.watching()}
-                    self._spawn(self._send(beat, node.id))
+                    self._spawn(self._send(self._beat_message(self.watching()), node.id))
             case "bye" if message.id is not None and message.id != self.node_id:
                 self._nodes.pop(message.id, None)
+                self._departed.add(message.id)
             case "ask" if message.q is not None and message.id and message.frm:
                 self._spawn(self._answer(message.id, message.frm, message.q))
             case "ans" if message.a is not None and message.id and message.frm:

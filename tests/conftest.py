@@ -26,7 +26,8 @@ REQUIRE_SERVICES = os.environ.get("SINAL_REQUIRE_SERVICES") == "1"
 SINAL_TABLES = (
     "notification, sinal_outbox, sinal_setting, sinal_migration, "
     "execution, execution_step, execution_log, execution_command, "
-    "sinal_audit, sinal_revocation, sinal_announcement"
+    "sinal_audit, sinal_revocation, sinal_announcement, "
+    "sinal_alert, sinal_alert_source, sinal_admin"
 )
 
 

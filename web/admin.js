@@ -1,5 +1,5 @@
 /**
- * The admin page (`/app/admin`): nodes, live counters, the dashboard, connections and users,
+ * The admin page (`/app/admin`): alerts, nodes, live counters, the dashboard, connections and users,
  * broadcast, limits and the audit log. Each part is a module of `web/admin/`; this one checks
  * access and starts them.
  *
@@ -9,6 +9,7 @@
  */
 
 import { messageOf } from "./admin/common.js";
+import { Alerts } from "./admin/alerts.js";
 import { Audit } from "./admin/audit.js";
 import { Broadcast } from "./admin/broadcast.js";
 import { Connections } from "./admin/connections.js";
@@ -49,6 +50,7 @@ const limits = new Limits(sinal, { acted });
 new Broadcast(sinal, { acted });
 const live = new LiveCounters(sinal, nodes);
 const dashboard = new Dashboard(sinal, nodes);
+const alerts = new Alerts(sinal);
 
 async function start() {
   try {
@@ -71,7 +73,13 @@ async function start() {
   document.getElementById("sections").hidden = false;
   status.textContent = "";
   live.start();
-  await Promise.all([dashboard.start(), connections.search(), limits.load(), audit.load()]);
+  await Promise.all([
+    alerts.start(),
+    dashboard.start(),
+    connections.search(),
+    limits.load(),
+    audit.load(),
+  ]);
 }
 
 start();

@@ -552,6 +552,7 @@ ROUTES = [
     ("GET", "/v1/admin/limits"),
     ("PUT", "/v1/admin/limits"),
     ("GET", "/v1/admin/audit"),
+    ("GET", "/v1/admin/alerts"),
     ("GET", "/v1/admin/stats"),
     ("GET", "/v1/admin/series"),
 ]

@@ -164,6 +164,17 @@ def test_bad_value_raises_naming_the_variable(variable: str, value: str) -> None
     assert str(raised.value).startswith(f"{variable}: ")
 
 
+def test_alert_recipients_are_user_ids() -> None:
+    assert Settings.from_env({}).alert_recipients == ()
+    settings = Settings.from_env({"SINAL_ALERT_RECIPIENTS": " ops , root,ops"})
+    assert settings.alert_recipients == ("ops", "root")
+    for bad in ("ops,,root", "ops root", "a" * 129, "ops,bad/id"):
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({"SINAL_ALERT_RECIPIENTS": bad})
+        assert raised.value.variable == "SINAL_ALERT_RECIPIENTS"
+        assert "user ids" in str(raised.value)
+
+
 @pytest.mark.parametrize("variable", ["SINAL_JWT_SECRET", "SINAL_TICKET_SECRET"])
 def test_secret_values_are_not_shown(variable: str) -> None:
     with pytest.raises(SettingsError) as raised:

@@ -89,9 +89,31 @@ async def test_nodes_find_each_other_and_surveys_gather_every_answer(redis_url: 
         assert only_b.answers == {b.node_id: {"name": "b", "got": 8}}
         await b.stop()  # says bye: gone at once
         assert await names_known(a, 1) == ["a"]
+        assert a.take_departed() == {b.node_id}  # it stopped; it did not fail
+        assert a.take_departed() == set()
     finally:
         await a.stop()
         for cluster in (a, b):
+            await cluster.engine.close()
+
+
+@pytest.mark.redis
+async def test_heartbeats_carry_each_nodes_figures(redis_url: str) -> None:
+    a = await node(RedisEngine(redis_url), "a")
+    b = await node(RedisEngine(redis_url), "b")
+    count = iter(range(1, 10**6))
+    b.figures = lambda: b'{"n":%d}' % next(count)
+    try:
+        with anyio.fail_after(5):
+            while True:
+                seen = {s.info.name: s.figures for s in a.nodes()}
+                if seen.get("b") is not None and seen["b"] != b'{"n":1}':
+                    break  # a later heartbeat than the first, each with its own figures
+                await anyio.sleep(0.02)
+        assert seen["a"] is None  # a node's own figures are not in its table
+    finally:
+        for cluster in (a, b):
+            await cluster.stop()
             await cluster.engine.close()
 
 

@@ -5,20 +5,27 @@ long-poll, disconnects and revokes them, and the user's tabs say they were signe
 audit log shows it. (b) a broadcast from the composer is a banner on an open page and on one
 opened later. (c) a sign-in without the admin role gets "Admins only" (403). (d) the page at
 phone width, with the live counters from the `admin` channel. (e) the dashboard's charts, drawn
-from the series and moved on by the live points. Screenshots: test-artifacts/web/.
+from the series and moved on by the live points. (f) the alerts, listed and kept live by the
+server's own evaluations. Screenshots: test-artifacts/web/.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from api.alerting import AlertView
+from db.alerts import AlertRow
 from tests.support import ServerProcess, token
 from tests.web.conftest import ARTIFACTS
 from tests.web.test_browser import Screenshot, SignedIn, open_page, user_name
@@ -403,6 +410,81 @@ def test_e_the_dashboard_draws_the_last_minutes_and_moves_on_live(
     assert phone_errors == []
     assert watcher_errors == []
     assert logged == []
+
+
+def seed_alert(server: ServerProcess, row: AlertRow, *, announce: bool = False) -> None:
+    """Write an alert's row into the server's database, as a node that evaluates it would;
+    with `announce`, also the `admin.alert` event its transition writes to the outbox."""
+    with sqlite3.connect(server.workdir / "sinal.db") as db:
+        db.execute(
+            "INSERT OR REPLACE INTO sinal_alert (name, state, severity, since, resolved_at, "
+            "updated, summary, alert_values, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.name, row.state, row.severity, str(row.since), str(row.resolved_at)
+             if row.resolved_at else None, str(row.updated), row.summary, "{}", row.node),
+        )  # fmt: skip
+        if announce:
+            db.execute(
+                "INSERT INTO sinal_outbox (channel, type, data) VALUES ('admin', 'admin.alert', ?)",
+                (json.dumps(msgspec.to_builtins(AlertView.of(row))),),
+            )
+    db.close()
+
+
+def test_f_alerts_are_listed_and_follow_the_servers_evaluations(
+    admin_server: ServerProcess, admin_page: AdminPage, screenshot: Screenshot
+) -> None:
+    """The Alerts section lists what fires, then what resolved in the last day; a change of
+    state arrives live. Here the server itself resolves an alert whose condition does not hold
+    (no outbox backlog) at its next evaluation, within 5 s, and tells the page and the admin."""
+    now = datetime.now(UTC)
+
+    def alert(name: str, fired_ago: float, resolved_ago: float | None, summary: str) -> AlertRow:
+        fired = now - timedelta(seconds=fired_ago)
+        resolved = None if resolved_ago is None else now - timedelta(seconds=resolved_ago)
+        state = "firing" if resolved is None else "resolved"
+        return AlertRow(name, state, "critical", fired, resolved, resolved or fired, summary, {},
+                        "web-1")  # fmt: skip
+
+    seed_alert(admin_server, alert("SinalRestErrors", 1800, 600, "Errors are over."))
+    seed_alert(admin_server, alert("SinalSlowConsumers", 4e5, 3e5, "Long ago."))
+    page, errors = admin_page(admin_server.url)
+    section = page.locator("#alerts")
+    rows = section.locator("tbody tr")
+    expect(rows).to_have_count(1)  # resolved three days ago: not listed
+    expect(rows.first).to_have_attribute("data-alert", "SinalRestErrors")
+    expect(rows.first.locator(".pill")).to_have_text(["Critical", "Resolved"])
+    expect(section.locator("#alerts-status")).to_have_text(
+        "No alert is firing. Resolved in the last day:"
+    )
+    page.evaluate(
+        """() => {
+          window.shown = [];
+          sinal.on("admin.alert", () => window.shown.push(
+            document.getElementById("alerts-status").textContent));
+        }"""
+    )
+
+    firing = alert("SinalOutboxBacklog", 0, None, "The oldest event waiting in the outbox is old.")
+    seed_alert(admin_server, firing, announce=True)
+    page.wait_for_function("() => window.shown.length >= 2", timeout=15_000)
+    shown = page.evaluate("window.shown")
+    assert shown[:2] == [
+        "1 alert firing: Outbox backlog",
+        "No alert is firing. Resolved in the last day:",
+    ]
+    expect(rows).to_have_count(2)
+    newest = rows.first
+    expect(newest).to_have_attribute("data-alert", "SinalOutboxBacklog")
+    expect(newest).to_have_attribute("data-state", "resolved")
+    expect(newest.locator(".summary")).to_contain_text("No event waits in the outbox")
+    # The admin was told too: a notification, shown as a toast on this page.
+    expect(page.locator("#toasts")).to_contain_text("Resolved: Outbox backlog")
+    screenshot(page, "alerts")
+    page.set_viewport_size(PHONE)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page is {width} px wide"
+    screenshot(page, "alerts-phone")
+    assert errors == []
 
 
 MALFORMED_BROADCASTS = [
