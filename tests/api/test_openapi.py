@@ -160,7 +160,7 @@ def test_admin_routes_are_guarded_in_the_document(document: dict[str, Any]) -> N
     """Every route behind the admin guard takes a credential and answers 401 and 403, though
     its handler never names the principal (the guard authenticates)."""
     admin_routes = [(m, p, op) for m, p, op in operations(document) if p.startswith("/v1/admin/")]
-    assert len(admin_routes) == 11
+    assert len(admin_routes) == 12  # with the series and the alerts
     for method, path, operation in admin_routes:
         assert operation["security"] == openapi.USER, (method, path)
         assert {"401", "403", "503"} <= set(operation["responses"]), (method, path)
