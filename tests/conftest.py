@@ -6,6 +6,7 @@ Tests that need Redis skip with a visible reason when it is absent, except under
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -17,9 +18,32 @@ import redis
 
 from tests.support import PrivateRedis, ServerProcess
 
-REDIS_URL = os.environ.get("SINAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-POSTGRES_URL = os.environ.get(
-    "SINAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+# Under pytest-xdist (`-n 2`), each worker has a Redis database and a PostgreSQL database of its
+# own: the first worker the configured ones, the next the database numbered one lower and
+# `<name>_gw1`, and so on, so that the suite's workers never flush or drop each other's data.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def for_worker(url: str, worker: int = WORKER) -> str:
+    """`url` (a Redis or PostgreSQL URL ending in its database) for the xdist worker `worker`."""
+    if worker == 0:
+        return url
+    base, _, database = url.rpartition("/")
+    if database.isdigit():
+        return f"{base}/{int(database) - worker}"
+    return f"{base}/{database}_gw{worker}"
+
+
+def another_redis_database(url: str) -> str:
+    """A Redis database on `url`'s server that no worker of this run uses as its own."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    base, _, database = url.rpartition("/")
+    return f"{base}/{int(database) - workers}"
+
+
+REDIS_URL = for_worker(os.environ.get("SINAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+POSTGRES_URL = for_worker(
+    os.environ.get("SINAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 )
 REQUIRE_SERVICES = os.environ.get("SINAL_REQUIRE_SERVICES") == "1"
 # Every table Sinal's migrations create: dropped so that each test starts from nothing.
@@ -29,6 +53,27 @@ SINAL_TABLES = (
     "sinal_audit, sinal_revocation, sinal_announcement, "
     "sinal_alert, sinal_alert_source, sinal_admin"
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_database() -> None:
+    """A later xdist worker's PostgreSQL database, created from the first's server if missing."""
+    if WORKER == 0:
+        return
+
+    async def create() -> None:
+        base, _, name = POSTGRES_URL.rpartition("/")
+        try:
+            connection = await asyncpg.connect(f"{base}/postgres", timeout=5)
+        except (OSError, asyncpg.PostgresError):
+            return  # the PostgreSQL tests say why when they run
+        try:
+            if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
 
 
 def require_service(name: str, problem: str) -> None:

@@ -18,6 +18,7 @@ from streams.engine import Engine, ResetReason
 from streams.event import Event
 from streams.memory import MemoryEngine
 from streams.redis import RedisEngine
+from tests.conftest import another_redis_database
 
 pytestmark = pytest.mark.anyio
 
@@ -172,7 +173,7 @@ async def test_redis_bus_comes_back_after_the_reader_lost_its_connection(
 async def test_redis_databases_do_not_share_the_bus(redis_url: str) -> None:
     """Pub/sub ignores database numbers: the database in the bus's name keeps deployments
     sharing one Redis server apart."""
-    other_url = redis_url.rsplit("/", 1)[0] + "/14"
+    other_url = another_redis_database(redis_url)
     mine = await start("a", RedisEngine(redis_url))
     other = await start("a", RedisEngine(other_url))
     try:

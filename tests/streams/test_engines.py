@@ -14,6 +14,7 @@ from streams.event import Event
 from streams.hub import Hub, Reset, Subscriber
 from streams.memory import MemoryEngine
 from streams.redis import RedisEngine
+from tests.conftest import another_redis_database
 
 pytestmark = pytest.mark.anyio
 
@@ -248,7 +249,7 @@ async def test_slow_subscriber_is_closed_and_counted(make_engine: EngineFactory)
 async def test_redis_databases_do_not_share_live_events(redis_url: str) -> None:
     """Regression: pub/sub ignores database numbers, so two deployments sharing one Redis
     server on different databases saw each other's live events."""
-    other_url = redis_url.rsplit("/", 1)[0] + "/14"
+    other_url = another_redis_database(redis_url)
     engine, other = RedisEngine(redis_url), RedisEngine(other_url)
     hub = Hub(engine)
     await hub.start()
