@@ -39,7 +39,7 @@ from api import actions, admin, announcements, executions, notifications, publis
 from api.auth import COOKIE
 from api.problems import PROBLEM_JSON
 from api.settings import Settings
-from db.tables import Severity
+from db.announcements import AnnouncementView
 from streams.channels import ADMIN, IDENTIFIER
 from streams.cursor import MAX_CURSOR_LENGTH
 
@@ -141,18 +141,6 @@ class AuditEntryView(msgspec.Struct):
     result: dict[str, Any]
     node: str
     request_id: str | None
-
-
-class AnnouncementView(msgspec.Struct):
-    """An announcement to every user (`db.announcements.Announcement.view`)."""
-
-    id: uuid.UUID
-    title: str
-    body: str
-    severity: Severity
-    link: str | None
-    created: datetime
-    expires_at: datetime | None
 
 
 class LimitsView(msgspec.Struct):
