@@ -31,6 +31,7 @@ from api import (
     tickets,
     web,
 )
+from api.catalog import asyncapi
 from api.csrf import CsrfGuard
 from api.dependencies import DEPENDENCIES
 from api.problems import EXCEPTION_HANDLERS
@@ -119,6 +120,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
             admin.router,
             announcements.list_announcements,
             *web.ROUTES,
+            asyncapi.asyncapi_document,
         ],
         dependencies=DEPENDENCIES,
         middleware=[CsrfGuard(settings.allowed_origins)],

@@ -24,12 +24,13 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from api.auth import Authenticator
-from api.series import Series
+from api.series import Series, SeriesPoint
 from db import audit, outbox, revocations
 from db import limits as stored_limits
 from db.engine import DATABASE_ERRORS, Database
@@ -55,6 +56,53 @@ SYSTEM = "sinal"  # the actor of what Sinal records on its own
 TRANSIENT: tuple[type[Exception], ...] = (Unavailable, *DATABASE_ERRORS)
 
 _encode = msgspec.json.Encoder().encode
+
+
+class NodeStats(msgspec.Struct):
+    """`admin.stats`: one node's live counters, once a second per node while an administrator
+    watches the `admin` channel. The counts are since the node started: a rate is the
+    difference of two reports over their `at`."""
+
+    node: Annotated[str, Meta(description="The node's id (`GET /v1/admin/nodes`).")]
+    name: Annotated[str, Meta(description="The node's name, for people.")]
+    at: Annotated[
+        str,
+        Meta(
+            description="When the counters were read, ISO 8601 UTC with milliseconds.",
+            extra_json_schema={"format": "date-time"},
+        ),
+    ]
+    connections: Annotated[
+        dict[str, int],
+        Meta(description="Open connections by transport: `sse`, `longpoll`, `ws`."),
+    ]
+    events_in: Annotated[
+        int,
+        Meta(description="Events that reached this node's fan-out, each counted once."),
+    ]
+    deliveries: Annotated[
+        int, Meta(description="Events handed to connections, one per connection.")
+    ]
+    resets: Annotated[
+        int,
+        Meta(
+            description="Resets the engine announced to open streams, after catching up from "
+            "a lost Redis connection."
+        ),
+    ]
+    slow_consumer_closes: Annotated[
+        int, Meta(description="Streams cut because their buffer filled.")
+    ]
+    outbox_pending: Annotated[
+        int, Meta(description="Events committed to the database but not yet published.")
+    ]
+    point: Annotated[
+        SeriesPoint | None,
+        Meta(
+            description="The newest point of this node's series, one second's figures as an "
+            "array in the order of `GET /v1/admin/series`'s `fields`; null before the first."
+        ),
+    ] = None
 
 
 class Control:
@@ -186,22 +234,21 @@ class Control:
 
     # -- live counters -----------------------------------------------------------------------
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> NodeStats:
         hub = self.hub.stats
         point = self.series.latest  # the one just made, however long the outbox takes to count
-        return {
-            "node": self.node_id,
-            "name": self.cluster.info.name,
-            "at": iso(time.time()),
-            "connections": self.registry.counts(),
-            "events_in": hub.events_in,
-            "deliveries": hub.deliveries,
-            "resets": hub.resets,
-            "slow_consumer_closes": hub.slow_consumer_closes,
-            "outbox_pending": await outbox.pending(self.database),
-            # The newest point of this node's series (`GET /v1/admin/series` has the rest).
-            "point": point,
-        }
+        return NodeStats(
+            node=self.node_id,
+            name=self.cluster.info.name,
+            at=iso(time.time()),
+            connections=self.registry.counts(),
+            events_in=hub.events_in,
+            deliveries=hub.deliveries,
+            resets=hub.resets,
+            slow_consumer_closes=hub.slow_consumer_closes,
+            outbox_pending=await outbox.pending(self.database),
+            point=point,
+        )
 
     async def publish_stats(self) -> None:
         await self.engine.publish(ADMIN, "admin.stats", _encode(await self.stats()))

@@ -20,6 +20,7 @@ from streams import cursor as stream_cursor
 from streams.access import Principal, authorized_channels
 from streams.disconnect import DisconnectReason, deadline, reconnect_allowed
 from streams.errors import BadRequest
+from streams.frames import StreamReset
 from streams.hub import Hub, Subscriber
 from streams.poll import poll
 
@@ -39,7 +40,7 @@ class Disconnect(msgspec.Struct):
 
 class PollResponse(msgspec.Struct, omit_defaults=True):
     events: list[dict[str, Any]]
-    resets: list[dict[str, Any]]
+    resets: list[StreamReset]
     next_cursor: str
     disconnect: Disconnect | None = None
 

@@ -40,7 +40,7 @@ from api.auth import COOKIE
 from api.problems import PROBLEM_JSON
 from api.series import SeriesPoint
 from api.settings import Settings
-from db.tables import Severity
+from db.announcements import AnnouncementView
 from streams.channels import ADMIN, IDENTIFIER
 from streams.cursor import MAX_CURSOR_LENGTH
 
@@ -142,18 +142,6 @@ class AuditEntryView(msgspec.Struct):
     result: dict[str, Any]
     node: str
     request_id: str | None
-
-
-class AnnouncementView(msgspec.Struct):
-    """An announcement to every user (`db.announcements.Announcement.view`)."""
-
-    id: uuid.UUID
-    title: str
-    body: str
-    severity: Severity
-    link: str | None
-    created: datetime
-    expires_at: datetime | None
 
 
 class LimitsView(msgspec.Struct):

@@ -16,8 +16,10 @@ from streams.channels import CHANNEL, require_channel
 from streams.cursor import encode_cursor
 from streams.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from streams.event import EVENT_TYPE, MAX_EVENT_TYPE
+from streams.frames import CONTROL_TYPES
 
-RESERVED_TYPES = frozenset({"ready", "reset", "message"})
+# Sinal's own frames, and `message`: what `EventSource` calls a frame with no `event:` line.
+RESERVED_TYPES = CONTROL_TYPES | {"message"}
 
 
 class PublishRequest(msgspec.Struct, forbid_unknown_fields=True):

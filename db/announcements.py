@@ -12,20 +12,41 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 from piccolo.querystring import QueryString
 
 from db.engine import Database, write_transaction
 from db.notifications import new_id
 from db.outbox import OutboxEvent, enqueue
 from db.tables import Severity
-from db.times import aware, now_or
+from db.times import Time, aware, now_or
 from streams.channels import BROADCAST
 
 EVENT_TYPE = "broadcast"
 _COLUMNS = "id, title, body, severity, link, created, expires_at, by_user"
+
+
+class AnnouncementView(msgspec.Struct):
+    """An administrator's announcement to every user, as users see it."""
+
+    id: Annotated[uuid.UUID, Meta(description="The announcement's id.")]
+    title: Annotated[str, Meta(description="Its title.")]
+    body: Annotated[str, Meta(description="Its text, possibly empty.")]
+    severity: Annotated[Severity, Meta(description="How the pages show it.")]
+    link: Annotated[str | None, Meta(description="Where it leads, if anywhere.")]
+    created: Annotated[Time, Meta(description="When it was made, ISO 8601, UTC.")]
+    expires_at: Annotated[
+        Time | None, Meta(description="When the pages stop showing it; null: never.")
+    ]
+
+
+class Broadcast(msgspec.Struct):
+    """`broadcast`: an administrator announced something to every user."""
+
+    announcement: Annotated[AnnouncementView, Meta(description="The announcement.")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +60,21 @@ class Announcement:
     expires_at: datetime | None
     by: str
 
-    def view(self) -> dict[str, Any]:
-        """What users see (not who wrote it); times in ISO 8601 with `Z`, as every view."""
-        view: dict[str, Any] = msgspec.to_builtins(
-            {
-                "id": self.id,
-                "title": self.title,
-                "body": self.body,
-                "severity": self.severity,
-                "link": self.link,
-                "created": self.created.astimezone(UTC),
-                "expires_at": None if self.expires_at is None else self.expires_at.astimezone(UTC),
-            }
+    def shown(self) -> AnnouncementView:
+        """What users see (not who wrote it); times in UTC, as every view."""
+        return AnnouncementView(
+            id=self.id,
+            title=self.title,
+            body=self.body,
+            severity=Severity(self.severity),
+            link=self.link,
+            created=self.created.astimezone(UTC),
+            expires_at=None if self.expires_at is None else self.expires_at.astimezone(UTC),
         )
+
+    def view(self) -> dict[str, Any]:
+        """`shown()` as JSON values."""
+        view: dict[str, Any] = msgspec.to_builtins(self.shown())
         return view
 
 
@@ -77,9 +100,7 @@ async def create(
         id=new_id(created), title=title, body=body, severity=Severity(severity).value, link=link,
         created=created, expires_at=expires, by=by,
     )  # fmt: skip
-    event = OutboxEvent(
-        BROADCAST, EVENT_TYPE, msgspec.json.encode({"announcement": announcement.view()})
-    )
+    event = OutboxEvent(BROADCAST, EVENT_TYPE, msgspec.json.encode(Broadcast(announcement.shown())))
     async with write_transaction(database):  # joins the caller's transaction if one is open
         await _run(
             database,

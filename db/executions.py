@@ -34,6 +34,9 @@ from streams.limits import MAX_INT64, utc_problem
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+StepStatus = Literal["running", "succeeded", "failed", "skipped"]
+Outcome = Literal["succeeded", "failed", "skipped"]  # of a step
+LogLevel = Literal["debug", "info", "warning", "error"]
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 NEXT_STATUS: Mapping[str, frozenset[str]] = {
     "queued": frozenset({"running", "failed", "cancelled"}),
@@ -67,13 +70,13 @@ class StepStarted(msgspec.Struct, tag="step_started", forbid_unknown_fields=True
 class StepFinished(msgspec.Struct, tag="step_finished", forbid_unknown_fields=True):
     seq: Seq
     step: StepNumber
-    outcome: Literal["succeeded", "failed", "skipped"] = "succeeded"
+    outcome: Outcome = "succeeded"
 
 
 class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
     seq: Seq
     message: Text
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     step: StepNumber | None = None
     data: dict[str, Any] | None = None
     time: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
@@ -213,7 +216,7 @@ class Applied:
     events: list[IngestEvent]
     duplicates: int
     closed_steps: list[int] = field(default_factory=list)
-    closed_outcome: str | None = None
+    closed_outcome: Outcome | None = None
 
     @property
     def finished(self) -> bool:
@@ -470,7 +473,7 @@ def _plan(
 
 
 # A step still running when its execution ends takes the execution's outcome.
-CLOSED_STEP: Mapping[str, str] = {
+CLOSED_STEP: Mapping[str, Outcome] = {
     "succeeded": "succeeded",
     "failed": "failed",
     "cancelled": "skipped",

@@ -20,39 +20,61 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
+from msgspec import Meta
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.querystring import QueryString
 
 from db import notifications
 from db.engine import Database, write_transaction
-from db.notifications import Draft, Record
+from db.notifications import Draft, Record, State
 from db.outbox import OutboxEvent, Relay, enqueue
+from db.tables import Severity
+from db.times import Time
 from streams.channels import notifications_of
 from streams.errors import PayloadTooLarge
 
 
 class NotificationView(msgspec.Struct):
-    """A notification as the API and the events show it."""
+    """A notification, as the API and the events show it."""
 
-    id: str
-    user: str
-    type: str
-    title: str
-    body: str
-    data: Any
-    severity: str
-    link: str | None
-    created: datetime
-    read_at: datetime | None
-    dismissed_at: datetime | None
-    expires_at: datetime | None
-    state: str
-    # The history cursor of this notification: `before` for read-all, or a page boundary.
-    cursor: str
+    id: Annotated[str, Meta(description="The notification's id, a time-ordered UUID.")]
+    user: Annotated[str, Meta(description="The user it is for.")]
+    type: Annotated[
+        str,
+        Meta(
+            description="What it is about, named by its producer (`report.ready`; Sinal's "
+            "own: `execution.succeeded`, `.failed`, `.cancelled`, and `announcement`)."
+        ),
+    ]
+    title: Annotated[str, Meta(description="Its title, 1 to 512 characters.")]
+    body: Annotated[str, Meta(description="Its text, possibly empty.")]
+    data: Annotated[
+        dict[str, Any], Meta(description="The producer's data, for the application's use.")
+    ]
+    severity: Annotated[Severity, Meta(description="How the pages show it.")]
+    link: Annotated[
+        str | None, Meta(description="Where it leads: an absolute or root-relative URL.")
+    ]
+    created: Annotated[Time, Meta(description="When it was created, ISO 8601, UTC.")]
+    read_at: Annotated[Time | None, Meta(description="When it was marked read; null while unread.")]
+    dismissed_at: Annotated[
+        Time | None, Meta(description="When it was dismissed; null if it was not.")
+    ]
+    expires_at: Annotated[
+        Time | None, Meta(description="When it stops being shown and counted; null: never.")
+    ]
+    state: Annotated[State, Meta(description="`dismissed` if dismissed, else `read` or `unread`.")]
+    cursor: Annotated[
+        str,
+        Meta(
+            description="Its position in the user's history: the `before` bound of "
+            "read-all, or a page boundary."
+        ),
+    ]
 
     @classmethod
     def of(cls, record: Record) -> NotificationView:
@@ -63,7 +85,7 @@ class NotificationView(msgspec.Struct):
             title=record.title,
             body=record.body,
             data=record.data,
-            severity=record.severity,
+            severity=Severity(record.severity),
             link=record.link,
             created=record.created,
             read_at=record.read_at,
@@ -74,22 +96,38 @@ class NotificationView(msgspec.Struct):
         )
 
 
-class Created(msgspec.Struct):
-    notification: NotificationView
-    unread: int
+Unread = Annotated[
+    int, Meta(description="The user's unread count right after the change: set the badge to it.")
+]
 
 
-class Changed(msgspec.Struct):
-    """`notification.read`, `.unread` and `.dismissed`: which ids changed, and the new count."""
+class NotificationCreated(msgspec.Struct):
+    """`notification.created`: a notification for the user, and the new unread count."""
 
-    ids: list[str]
-    unread: int
+    notification: Annotated[NotificationView, Meta(description="The new notification.")]
+    unread: Unread  # last: the PostgreSQL create path appends it to the encoded head
 
 
-class ReadAll(msgspec.Struct):
-    marked: int
-    before: str | None
-    unread: int
+class NotificationsChanged(msgspec.Struct):
+    """`notification.read`, `.unread` and `.dismissed`: which notifications changed, and the
+    new unread count."""
+
+    ids: Annotated[list[str], Meta(description="The ids of the notifications that changed.")]
+    unread: Unread
+
+
+class NotificationsReadAll(msgspec.Struct):
+    """`notification.read_all`: every unread notification up to a bound was marked read."""
+
+    marked: Annotated[int, Meta(description="How many notifications were marked read.")]
+    before: Annotated[
+        str | None,
+        Meta(
+            description="The bound asked for: a notification's `cursor` or an ISO 8601 time "
+            "(those after it stay unread); null: none, every unread one was marked."
+        ),
+    ]
+    unread: Unread
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +254,7 @@ class Inbox:
     def _event_head(self, record: Record) -> str:
         """The `notification.created` event of `record` without its count: `…"unread":`."""
         data = self._event(record.user, "notification.created", _created(record, 0)).data_json
-        assert data.endswith(b'"unread":0}'), "`unread` must stay the last field of `Created`"
+        assert data.endswith(b'"unread":0}'), "`unread` must stay last in `NotificationCreated`"
         return data.removesuffix(b"0}").decode()
 
     async def mark_read(self, user: str, ids: Iterable[uuid.UUID]) -> Change:
@@ -244,7 +282,9 @@ class Inbox:
             unread = await notifications.unread_count(user)
             if marked:
                 bound = before_cursor or (None if before is None else before.isoformat())
-                event = self._event(user, "notification.read_all", ReadAll(marked, bound, unread))
+                event = self._event(
+                    user, "notification.read_all", NotificationsReadAll(marked, bound, unread)
+                )
                 await enqueue(self.database, [event])
         if marked:
             self.relay.wake()
@@ -259,7 +299,9 @@ class Inbox:
             unread = await notifications.unread_count(user)
             if changed:
                 ids = [str(id) for id in changed]
-                await enqueue(self.database, [self._event(user, type, Changed(ids, unread))])
+                await enqueue(
+                    self.database, [self._event(user, type, NotificationsChanged(ids, unread))]
+                )
         if changed:
             self.relay.wake()
         return Change(changed, unread)
@@ -297,8 +339,8 @@ def _turn_key(user: str) -> int:
     return int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), signed=True)
 
 
-def _created(record: Record, unread: int) -> Created:
-    return Created(NotificationView.of(record), unread)
+def _created(record: Record, unread: int) -> NotificationCreated:
+    return NotificationCreated(NotificationView.of(record), unread)
 
 
 # The notifications of `create` for $2 (users, with ids $1), and for each one inserted its

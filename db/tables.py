@@ -14,6 +14,8 @@ from piccolo.table import Table
 
 
 class Severity(enum.StrEnum):
+    """How prominently the pages show a notification or an announcement."""
+
     info = "info"
     success = "success"
     warning = "warning"

@@ -28,29 +28,36 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
+from msgspec import Meta
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.querystring import QueryString
 
 from db import executions
 from db.engine import DATABASE_ERRORS, Database, note_database_error, write_transaction
 from db.executions import (
+    CLOSED_STEP,
     FINAL,
     Applied,
     Execution,
     Failure,
     IngestEvent,
     Log,
+    LogLevel,
+    Outcome,
     Progress,
+    Status,
     StatusChange,
     StepFinished,
     StepStarted,
+    StepStatus,
 )
 from db.inbox import Inbox
 from db.notifications import Draft
 from db.outbox import OutboxEvent, Relay, enqueue
+from db.times import Time
 from streams.channels import COMMANDS, execution_channel
 from streams.errors import Conflict, PayloadTooLarge
 from streams.tasks import finish_or_cancel
@@ -65,57 +72,82 @@ NOTIFIER = "sinal.executions"
 
 # -- what the API and the events show -------------------------------------------------------
 
+CommandKind = Literal["retry", "cancel"]
+
+ExecutionId = Annotated[str, Meta(description="The execution's id.")]
+Seq = Annotated[
+    int, Meta(description="The number of the ingest event that made this change (1, 2, 3, ...).")
+]
+StepNumber = Annotated[int, Meta(description="The step's number, from 1.")]
+Progress0To100 = Annotated[int, Meta(description="Percent done, 0 to 100.")]
+
 
 class ErrorView(msgspec.Struct):
-    code: str
-    message: str
-    step: int | None
-    details: Any
+    """Why an execution failed."""
+
+    code: Annotated[str, Meta(description="A code of the execution service's (`E_OOM`).")]
+    message: Annotated[str, Meta(description="What happened, for people.")]
+    step: Annotated[int | None, Meta(description="The step it failed in, if any.")]
+    details: Annotated[Any, Meta(description="The service's details (a JSON object), or null.")]
 
 
 class StepView(msgspec.Struct):
-    number: int
-    name: str
-    status: str
-    started_at: datetime | None
-    finished_at: datetime | None
+    """One step of an execution."""
+
+    number: StepNumber
+    name: Annotated[str, Meta(description="The step's name.")]
+    status: Annotated[StepStatus, Meta(description="`running`, then how it ended.")]
+    started_at: Annotated[Time | None, Meta(description="When it started.")]
+    finished_at: Annotated[Time | None, Meta(description="When it finished; null: not yet.")]
 
 
 class ExecutionView(msgspec.Struct):
-    id: str
-    team: str
-    owner: str
-    name: str
-    kind: str
-    status: str
-    progress: int
-    step: int | None
-    step_name: str | None
-    total_steps: int | None
-    attempt: int
-    retry_of: str | None
-    error: ErrorView | None
-    created: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated: datetime
-    # The seq the execution service sends next: where a producer resumes after a restart.
-    next_seq: int
-    steps: list[StepView]
-    cursor: str  # the list cursor of this execution (a page boundary)
+    """An execution, as the API and the events show it."""
+
+    id: ExecutionId
+    team: Annotated[str, Meta(description="The team that owns it; its members watch it.")]
+    owner: Annotated[str, Meta(description="The user who started it; notified when it ends.")]
+    name: Annotated[str, Meta(description="Its name, for people.")]
+    kind: Annotated[str, Meta(description="Its kind, for the execution service; may be empty.")]
+    status: Annotated[
+        Status, Meta(description="`queued`, then `running`, then how it ended (final).")
+    ]
+    progress: Progress0To100
+    step: Annotated[int | None, Meta(description="The number of the step running, or the last.")]
+    step_name: Annotated[str | None, Meta(description="That step's name.")]
+    total_steps: Annotated[int | None, Meta(description="How many steps it has, when known.")]
+    attempt: Annotated[int, Meta(description="1 for the first run, 2 for its retry, ...")]
+    retry_of: Annotated[str | None, Meta(description="The execution this one retries.")]
+    error: Annotated[ErrorView | None, Meta(description="Why it failed; null unless failed.")]
+    created: Annotated[Time, Meta(description="When it was created.")]
+    started_at: Annotated[Time | None, Meta(description="When it started running.")]
+    finished_at: Annotated[Time | None, Meta(description="When it finished.")]
+    updated: Annotated[Time, Meta(description="When it last changed.")]
+    next_seq: Annotated[
+        int,
+        Meta(
+            description="The seq the execution service sends next: where a producer resumes "
+            "after a restart."
+        ),
+    ]
+    steps: Annotated[list[StepView], Meta(description="Its steps so far, in order.")]
+    cursor: Annotated[str, Meta(description="Its position in the list (a page boundary).")]
 
     @classmethod
     def of(cls, e: Execution) -> ExecutionView:
         error = None
         if e.error_code is not None:
             error = ErrorView(e.error_code, e.error_message or "", e.error_step, e.error_details)
+        # The statuses come from rows that only this module's writes (checked values) make.
         return cls(
-            id=str(e.id), team=e.team, owner=e.owner, name=e.name, kind=e.kind, status=e.status,
-            progress=e.progress, step=e.step, step_name=e.step_name, total_steps=e.total_steps,
-            attempt=e.attempt, retry_of=None if e.retry_of is None else str(e.retry_of),
+            id=str(e.id), team=e.team, owner=e.owner, name=e.name, kind=e.kind,
+            status=cast(Status, e.status), progress=e.progress, step=e.step,
+            step_name=e.step_name, total_steps=e.total_steps, attempt=e.attempt,
+            retry_of=None if e.retry_of is None else str(e.retry_of),
             error=error, created=e.created, started_at=e.started_at, finished_at=e.finished_at,
             updated=e.updated, next_seq=e.next_seq,
-            steps=[StepView(s.number, s.name, s.status, s.started_at, s.finished_at)
+            steps=[StepView(s.number, s.name, cast(StepStatus, s.status), s.started_at,
+                            s.finished_at)
                    for s in e.steps],
             cursor=e.cursor,
         )  # fmt: skip
@@ -125,7 +157,7 @@ class Command(msgspec.Struct):
     """A request of a team member for the execution service: retry or cancel."""
 
     id: str
-    command: str
+    command: CommandKind
     execution: str
     team: str
     by: str
@@ -136,66 +168,90 @@ class Command(msgspec.Struct):
 # The `execution.*` events; each names its execution, and the ingest events their `seq`.
 
 
-class CreatedEvent(msgspec.Struct):
-    execution: ExecutionView
+class ExecutionCreated(msgspec.Struct):
+    """`execution.created`: a new execution, or a retry's new attempt (queued)."""
+
+    execution: Annotated[ExecutionView, Meta(description="The new execution.")]
 
 
-class ProgressEvent(msgspec.Struct):
-    execution: str
-    seq: int  # the last event applied when the value was read
-    progress: int
+class ExecutionProgress(msgspec.Struct):
+    """`execution.progress`: the execution's progress now (ticks are coalesced: at most one
+    per `SINAL_PROGRESS_INTERVAL_MS`, the latest value always arrives)."""
+
+    execution: ExecutionId
+    seq: Annotated[int, Meta(description="The last ingest event applied when it was read.")]
+    progress: Progress0To100
 
 
-class StepStartedEvent(msgspec.Struct):
-    execution: str
-    seq: int
-    step: int
-    name: str
-    total_steps: int | None
+class ExecutionStepStarted(msgspec.Struct):
+    """`execution.step_started`: a step began."""
+
+    execution: ExecutionId
+    seq: Seq
+    step: StepNumber
+    name: Annotated[str, Meta(description="The step's name.")]
+    total_steps: Annotated[int | None, Meta(description="How many steps, when known.")]
 
 
-class StepFinishedEvent(msgspec.Struct):
-    execution: str
-    seq: int
-    step: int
-    outcome: str
+class ExecutionStepFinished(msgspec.Struct):
+    """`execution.step_finished`: a step ended; also each step still running when the
+    execution ends, just before its final `execution.status`."""
+
+    execution: ExecutionId
+    seq: Seq
+    step: StepNumber
+    outcome: Annotated[
+        Outcome,
+        Meta(description="`skipped`: it was still running when the execution was cancelled."),
+    ]
 
 
-class LogEvent(msgspec.Struct):
-    execution: str
-    seq: int
-    time: datetime
-    level: str
-    step: int | None
-    message: str
-    data: Any
+class ExecutionLog(msgspec.Struct):
+    """`execution.log`: a log line of the execution."""
+
+    execution: ExecutionId
+    seq: Seq
+    time: Annotated[Time, Meta(description="When it was logged: the service's time, else Sinal's.")]
+    level: Annotated[LogLevel, Meta(description="The line's level.")]
+    step: Annotated[int | None, Meta(description="The step it belongs to, if any.")]
+    message: Annotated[str, Meta(description="The line.")]
+    data: Annotated[dict[str, Any], Meta(description="Structured data of the line; may be empty.")]
 
 
-class StatusEvent(msgspec.Struct):
-    execution: str
-    seq: int
-    status: str
-    progress: int
-    started_at: datetime | None
-    finished_at: datetime | None
+class ExecutionStatus(msgspec.Struct):
+    """`execution.status`: the execution's status changed, including a start implied by a
+    progress or step event and the `failed` that follows an error."""
+
+    execution: ExecutionId
+    seq: Seq
+    status: Annotated[Status, Meta(description="The new status.")]
+    progress: Annotated[int, Meta(description="Percent done after the change.")]
+    started_at: Annotated[Time | None, Meta(description="When it started running.")]
+    finished_at: Annotated[Time | None, Meta(description="When it finished, once final.")]
 
 
-class ErrorEvent(msgspec.Struct):
-    execution: str
-    seq: int
-    code: str
-    message: str
-    step: int | None
-    details: Any
+class ExecutionError(msgspec.Struct):
+    """`execution.error`: the execution failed; an `execution.status` `failed` follows."""
+
+    execution: ExecutionId
+    seq: Seq
+    code: Annotated[str, Meta(description="A code of the execution service's (`E_OOM`).")]
+    message: Annotated[str, Meta(description="What happened, for people.")]
+    step: Annotated[int | None, Meta(description="The step it failed in, if any.")]
+    details: Annotated[Any, Meta(description="The service's details (a JSON object), or null.")]
 
 
-class CommandEvent(msgspec.Struct):
-    execution: str
-    command: str
-    id: str
-    by: str
-    retry_execution: str | None
-    created: datetime
+class ExecutionCommand(msgspec.Struct):
+    """`execution.command`: a team member asked to retry or cancel the execution."""
+
+    execution: ExecutionId
+    command: Annotated[CommandKind, Meta(description="What was asked.")]
+    id: Annotated[str, Meta(description="The command's id.")]
+    by: Annotated[str, Meta(description="Who asked.")]
+    retry_execution: Annotated[
+        str | None, Meta(description="For a retry: the new attempt's id (see `execution.created`).")
+    ]
+    created: Annotated[Time, Meta(description="When it was asked.")]
 
 
 class ExecutionConflict(Conflict):
@@ -346,22 +402,22 @@ class Tracker:
         outgoing: list[OutboxEvent] = []
         progressed = False
 
-        def status_event(new: str, seq: int) -> None:
+        def status_event(new: Status, seq: int) -> None:
             nonlocal status
             if new != status:
                 status = new
                 if new in FINAL:  # the steps its end closed, then the end
-                    outcome = applied.closed_outcome or new
+                    outcome = applied.closed_outcome or CLOSED_STEP[new]
                     for step in applied.closed_steps:
-                        closed = StepFinishedEvent(id, seq, step, outcome)
+                        closed = ExecutionStepFinished(id, seq, step, outcome)
                         outgoing.append(self._event(channel, "execution.step_finished", closed))
-                outgoing.append(self._event(channel, "execution.status", StatusEvent(
+                outgoing.append(self._event(channel, "execution.status", ExecutionStatus(
                     id, seq, new, after.progress, after.started_at, after.finished_at,
                 )))  # fmt: skip
 
         for index, event in enumerate(applied.events):
             if isinstance(event, Log):
-                outgoing.append(self._event(channel, "execution.log", LogEvent(
+                outgoing.append(self._event(channel, "execution.log", ExecutionLog(
                     id, event.seq, event.time or after.updated, event.level, event.step,
                     event.message, event.data or {},
                 )))  # fmt: skip
@@ -370,7 +426,7 @@ class Tracker:
                 status_event(event.status, event.seq)
                 continue
             if isinstance(event, Failure):
-                outgoing.append(self._event(channel, "execution.error", ErrorEvent(
+                outgoing.append(self._event(channel, "execution.error", ExecutionError(
                     id, event.seq, event.code, event.message, event.step, event.details,
                 )))  # fmt: skip
                 status_event("failed", event.seq)
@@ -385,20 +441,20 @@ class Tracker:
                         self._event(
                             channel,
                             "execution.progress",
-                            ProgressEvent(id, event.seq, event.progress),
+                            ExecutionProgress(id, event.seq, event.progress),
                         )
                     )
             elif isinstance(event, StepStarted):
-                outgoing.append(self._event(channel, "execution.step_started", StepStartedEvent(
+                outgoing.append(self._event(channel, "execution.step_started", ExecutionStepStarted(
                     id, event.seq, event.step, event.name, after.total_steps,
                 )))  # fmt: skip
             elif isinstance(event, StepFinished):
                 outgoing.append(self._event(channel, "execution.step_finished",
-                                            StepFinishedEvent(id, event.seq, event.step,
+                                            ExecutionStepFinished(id, event.seq, event.step,
                                                               event.outcome)))  # fmt: skip
         if not progressed and after.status not in FINAL and self.throttle.catch_up(after.id):
             # A tick held back earlier: the current value, now that the interval has ended.
-            latest = ProgressEvent(id, after.next_seq - 1, after.progress)
+            latest = ExecutionProgress(id, after.next_seq - 1, after.progress)
             outgoing.append(self._event(channel, "execution.progress", latest))
         return outgoing
 
@@ -406,7 +462,7 @@ class Tracker:
         return self._event(
             execution_channel(str(execution.id)),
             "execution.created",
-            CreatedEvent(ExecutionView.of(execution)),
+            ExecutionCreated(ExecutionView.of(execution)),
         )
 
     def _event(self, channel: str, type: str, payload: msgspec.Struct) -> OutboxEvent:
@@ -421,7 +477,7 @@ class Tracker:
     async def _command(
         self,
         execution: Execution,
-        kind: str,
+        kind: CommandKind,
         by: str,
         *,
         retry_execution: uuid.UUID | None = None,
@@ -443,7 +499,7 @@ class Tracker:
                 uuid.UUID(command.id), execution.id, kind, by, retry_execution, created,
             )
         )  # fmt: skip
-        watched = CommandEvent(
+        watched = ExecutionCommand(
             command.execution, kind, command.id, by, command.retry_execution, created
         )
         await enqueue(
@@ -541,7 +597,9 @@ class Tracker:
                 self._event(
                     execution_channel(str(row["id"])),
                     "execution.progress",
-                    ProgressEvent(str(row["id"]), int(row["next_seq"]) - 1, int(row["progress"])),
+                    ExecutionProgress(
+                        str(row["id"]), int(row["next_seq"]) - 1, int(row["progress"])
+                    ),
                 )
                 for row in rows
                 if row["status"] not in FINAL

@@ -15,7 +15,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from streams.channels import is_valid_channel
+from streams.channels import ADMIN, is_valid_channel
 from streams.event import StreamId, encode_segment, parse_stream_id
 
 VERSION = "1"
@@ -57,7 +57,8 @@ def decode_cursor(text: str) -> dict[str, Position]:
             position = Position(epoch, parse_stream_id(offset))
         except (binascii.Error, UnicodeDecodeError, ValueError) as error:
             raise InvalidCursor("malformed cursor segment") from error
-        if not is_valid_channel(channel) or len(epoch) > 64:
+        # `admin` is no channel one publishes to, but streams carry it (the admin page's).
+        if not (is_valid_channel(channel) or channel == ADMIN) or len(epoch) > 64:
             raise InvalidCursor("malformed cursor segment")
         positions[channel] = position
     return positions

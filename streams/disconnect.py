@@ -26,7 +26,9 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Annotated, Literal, get_args
+
+import msgspec
 
 log = logging.getLogger("sinal.disconnect")
 
@@ -58,12 +60,33 @@ def reconnect_allowed(reason: DisconnectReason) -> bool:
     return reason != "revoked"
 
 
-def disconnect_data(reason: DisconnectReason, retry_after: float | None = None) -> dict[str, Any]:
+class StreamDisconnect(msgspec.Struct):
+    """The server ends the stream, and says why; the last frame, with no `id:` (the cursor does
+    not move)."""
+
+    reason: Annotated[
+        DisconnectReason,
+        msgspec.Meta(
+            description="`shutdown`: the server is stopping, reconnect (elsewhere if need be); "
+            "`expired`: the credential expired, get a fresh ticket or token, then reconnect; "
+            "`kicked`: an administrator ended the connection; `revoked`: the user's tokens "
+            "were revoked, do not reconnect with the same token; `limit`: a runtime limit, "
+            "reconnect after `retry_after` seconds."
+        ),
+    ]
+    reconnect: Annotated[
+        bool, msgspec.Meta(description="Whether reconnecting as before is allowed.")
+    ]
+    retry_after: Annotated[
+        int | msgspec.UnsetType,
+        msgspec.Meta(description="Only with `limit`: seconds to wait before reconnecting."),
+    ] = msgspec.UNSET
+
+
+def disconnect_data(reason: DisconnectReason, retry_after: float | None = None) -> StreamDisconnect:
     """The `data` of an SSE `disconnect` event."""
-    data: dict[str, Any] = {"reason": reason, "reconnect": reconnect_allowed(reason)}
-    if reason == "limit":
-        data["retry_after"] = math.ceil(retry_after or 0)
-    return data
+    seconds = math.ceil(retry_after or 0) if reason == "limit" else msgspec.UNSET
+    return StreamDisconnect(reason, reconnect_allowed(reason), seconds)
 
 
 def close_text(reason: DisconnectReason, retry_after: float | None = None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from sse_starlette.event import ServerSentEvent
@@ -25,6 +25,25 @@ MAX_EVENT_TYPE = 64
 SEP = "\n"
 
 _json = msgspec.json.Encoder()
+
+
+# The hot path builds these bytes by hand (`envelope_json`), splicing in the payload as
+# published; this type describes them (the event catalog, api/catalog/), and the tests hold the
+# two equal.
+class Envelope(msgspec.Struct):
+    """The `data:` of an event frame: the event as published, and where and when."""
+
+    channel: Annotated[str, msgspec.Meta(description="The channel the event was published on.")]
+    type: Annotated[str, msgspec.Meta(description="The event type, as on the `event:` line.")]
+    data: Annotated[Any, msgspec.Meta(description="The payload, as published.")]
+    ts: Annotated[
+        str,
+        msgspec.Meta(
+            description="When the event was appended to its channel, ISO 8601 UTC with "
+            "milliseconds; it never goes backwards within a channel.",
+            extra_json_schema={"format": "date-time"},
+        ),
+    ]
 
 
 def parse_stream_id(text: str) -> StreamId:
@@ -113,8 +132,8 @@ def encode_event_frame(event: Event) -> bytes:
     return ServerSentEvent(data=data.decode(), event=event.type, sep=SEP).encode()
 
 
-def encode_control(event: str, data: Any, cursor: str | None = None) -> bytes:
-    """A frame Sinal itself sends (`ready`, `reset`), with its `id:` when one is given."""
+def encode_control(event: str, data: msgspec.Struct, cursor: str | None = None) -> bytes:
+    """A frame Sinal itself sends (`streams.frames`), with its `id:` when one is given."""
     text = _json.encode(data).decode()
     return ServerSentEvent(data=text, event=event, id=cursor, sep=SEP).encode()
 

@@ -15,13 +15,14 @@ from typing import Any
 from streams.cursor import Position, encode_cursor
 from streams.engine import PositionLost, ResetReason
 from streams.event import Event, encode_segment
+from streams.frames import StreamReset
 from streams.hub import Hub, Reset, Subscriber
 
 
 @dataclass
 class PollReply:
     events: list[dict[str, Any]] = field(default_factory=list)
-    resets: list[dict[str, Any]] = field(default_factory=list)
+    resets: list[StreamReset] = field(default_factory=list)
     next_cursor: str = ""
 
 
@@ -109,8 +110,8 @@ async def poll(
     return reply
 
 
-def _reset(channels: list[str], reason: ResetReason) -> dict[str, Any]:
-    return {"channels": channels, "reason": reason}
+def _reset(channels: list[str], reason: ResetReason) -> StreamReset:
+    return StreamReset(channels, reason)
 
 
 def _take(events: list[Event], positions: _Positions, reply: PollReply) -> None:

@@ -39,6 +39,7 @@ from streams.event import (
     encode_retry,
     encode_segment,
 )
+from streams.frames import StreamReady, StreamReset
 from streams.hub import HEARTBEAT, CloseReason, Hub, Item, Reset, Subscriber
 from streams.metrics import StreamMetrics
 
@@ -226,7 +227,7 @@ class StreamSession:
             for channel, head in moves:
                 self._move(channel, head)
             frames.append(self._reset_frame([channel for channel, _ in moves], reason))
-        frames.append(encode_control("ready", {"channels": self.channels}, self.cursor))
+        frames.append(encode_control("ready", StreamReady(self.channels), self.cursor))
         await start()
         await self._write(b"".join(frames))
 
@@ -347,7 +348,7 @@ class StreamSession:
         return Position(self._epochs[channel], self._offsets[channel])
 
     def _reset_frame(self, channels: list[str], reason: ResetReason) -> bytes:
-        return encode_control("reset", {"channels": channels, "reason": reason}, self.cursor)
+        return encode_control("reset", StreamReset(channels, reason), self.cursor)
 
 
 def _sample_lag(metrics: StreamMetrics, batch: list[Item]) -> None:

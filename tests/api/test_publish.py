@@ -180,6 +180,14 @@ async def test_invalid_or_reserved_event_type_is_400(
     assert_problem(await post(memory_server, event(type=kind)), 400, "type")
 
 
+async def test_disconnect_is_reserved_too(memory_server: ServerProcess) -> None:
+    """A service could publish an event of type `disconnect`, which every client takes for the
+    server ending its stream (the browser client stops for good on `"reason": "revoked"`).
+    Every type of Sinal's own frames is reserved now."""
+    answer = await post(memory_server, event(type="disconnect", data={"reason": "revoked"}))
+    assert_problem(answer, 400, "type")
+
+
 async def test_payload_over_the_limit_is_413(memory_server: ServerProcess) -> None:
     data = "x" * (LIMIT - 1)
     body = assert_problem(await post(memory_server, event(data=data)), 413, "data")

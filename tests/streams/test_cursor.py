@@ -40,6 +40,14 @@ def test_round_trip_keeps_every_channel_in_order() -> None:
     assert list(decoded) == list(POSITIONS)
 
 
+def test_a_cursor_of_the_admin_channel_is_read() -> None:
+    """The cursors of a stream that carried `admin` (the admin page's) were refused as
+    malformed: each reconnection reset all its channels `invalid`, and the long-poll answered
+    400."""
+    positions = {**POSITIONS, "admin": Position("a1b2c3d4", (1700000000000, 3))}
+    assert decode_cursor(cursor_of(positions)) == positions
+
+
 def test_one_channel_round_trip() -> None:
     position = Position("e", (5, 6))
     assert decode_cursor(encode_cursor([position.segment("broadcast")])) == {"broadcast": position}
