@@ -10,7 +10,6 @@ Bearer token, or with the cookie from the page's own origin.
 from __future__ import annotations
 
 import re
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +53,8 @@ def unsafe_routes() -> list[tuple[str, str]]:
 
 
 def _value_for(kind: str | None) -> str:
-    return {"uuid": str(uuid.uuid4()), "int": "1"}.get(kind or "str", "x")
+    # Fixed values: every pytest-xdist worker must collect the same test ids.
+    return {"uuid": "00000000-0000-4000-8000-000000000001", "int": "1"}.get(kind or "str", "x")
 
 
 ROUTES = unsafe_routes()
