@@ -47,6 +47,9 @@ CACHE_CONTROL = CacheControlHeader(no_cache=True)
 # The form of an execution id the page accepts (web/execution.js has the same).
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SERVED_SUFFIXES = (".html", ".js", ".css", ".svg", ".png", ".ico", ".json")
+# `web/` is also the npm package `sinal-client`: where its development tools (and the example
+# app's) are installed, their files are not the app's to serve.
+NODE_MODULES = "node_modules"
 
 
 async def _secure(response: Response[Any]) -> Response[Any]:
@@ -70,6 +73,8 @@ def _only_web_files(request: Request[Any, Any, Any]) -> Response[Any] | None:
 
 
 def _servable(path: str) -> bool:
+    if NODE_MODULES in Path(path).parts:
+        return False
     return path.endswith("/") or Path(path).suffix in SERVED_SUFFIXES
 
 
