@@ -18,6 +18,7 @@ EXECUTION = "01a21214-e1ac-7679-b733-924e8d1343e7"
         ("/app/index.html", "text/html"),
         ("/app/sinal.js", "text/javascript"),
         ("/app/sinal/connection.js", "text/javascript"),
+        ("/app/react.js", "text/javascript"),  # the package's React entry (docs/react.md)
         ("/app/style.css", "text/css"),
         (f"/app/executions/{EXECUTION}", "text/html"),
         (f"/executions/{EXECUTION}", "text/html"),  # the link of execution notifications
