@@ -21,7 +21,10 @@ const EXPECTED = [
   "sinal/actions.js",
   "sinal/connection.js",
   "sinal/cursor.js",
+  "sinal/executions.js",
   "sinal/http.js",
+  "sinal/inbox.js",
+  "sinal/resource.js",
   "sinal/store.js",
   "types/api.d.ts",
   "types/events.d.ts",
@@ -67,7 +70,7 @@ test("react is an optional peer: only the React entry needs it", () => {
   assert.deepEqual(Object.keys(manifest.dependencies ?? {}), []);
   assert.ok(manifest.peerDependencies.react);
   assert.equal(manifest.peerDependenciesMeta.react.optional, true);
-  for (const path of ["sinal.js", "sinal/store.js", "sinal/connection.js"]) {
+  for (const path of ["sinal.js", "sinal/store.js", "sinal/inbox.js", "sinal/executions.js"]) {
     assert.doesNotMatch(readFileSync(join(WEB, path), "utf8"), /from "react"/, path);
   }
 });

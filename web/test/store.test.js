@@ -1,19 +1,13 @@
-// The state logic behind the React hooks (sinal/store.js), against a fake client: no browser,
-// no React. Run with `node --test test/` in web/.
+// The state logic behind the React hooks (sinal/store.js and the resources it holds), against
+// a fake client: no browser, no React. Run with `node --test test/` in web/.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import {
-  applyExecutionEvent,
-  applyNotificationEvent,
-  executionView,
-  Holds,
-  matchesFilter,
-  notificationList,
-  Store,
-  unreadCount,
-} from "../sinal/store.js";
+import { applyExecutionEvent } from "../sinal/executions.js";
+import { applyNotificationEvent, matchesFilter } from "../sinal/inbox.js";
+import { Holds } from "../sinal/resource.js";
+import { executionView, notificationList, Store, unreadCount } from "../sinal/store.js";
 import { execution, FakeClient, notification, settle } from "./fake.js";
 
 const ALICE = "notifications:alice";
