@@ -237,6 +237,30 @@ def test_marking_read_in_one_tab_updates_the_other_over_one_stream(
     assert first_errors == second_errors == []
 
 
+def test_without_credentials_the_app_asks_to_sign_in_and_a_new_sign_in_reconnects(
+    memory_server: ServerProcess, contexts: Callable[..., BrowserContext], screenshot: Screenshot
+) -> None:
+    """No cookie, no token: signed out at once. A pasted token remounts the provider (its
+    `key`): the old client closes, the new one connects, one stream."""
+    user = user_name("rsi")
+    context = contexts(memory_server.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(APP)
+    expect(page.locator("#connection")).to_have_attribute("data-status", "signed-out")
+    expect(page.get_by_role("heading", name="You are not signed in")).to_be_visible()
+    screenshot(page, "signed-out")
+    page.get_by_label("Token").fill(token(user))
+    page.get_by_role("button", name="Sign in").click()
+    live(page)
+    expect(page.get_by_role("heading", name="You are not signed in")).to_be_hidden()
+    create_notification(memory_server.url, user, "After signing in")
+    expect(page.locator("li.notification", has_text="After signing in")).to_be_visible()
+    eventually(lambda: len(streams(memory_server, user)) == 1, what="one stream")
+    assert errors == []
+
+
 # -- recovery -----------------------------------------------------------------------------------
 
 

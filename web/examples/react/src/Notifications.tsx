@@ -1,5 +1,5 @@
 import { type ReactNode, useState } from "react";
-import type { Notification } from "sinal-client";
+import { type Notification, SinalError } from "sinal-client";
 import { useNotifications } from "sinal-client/react";
 
 const EXECUTION_LINK = /^\/(?:app\/)?executions\/([0-9a-f-]{36})$/i;
@@ -27,7 +27,9 @@ export function Notifications({ onOpenExecution }: { onOpenExecution: (id: strin
           That did not work: {failure}
         </p>
       )}
-      {error && !loading && <p className="error">Could not load notifications: {error.message}</p>}
+      {error && !loading && !signedOut(error) && (
+        <p className="error">Could not load notifications: {error.message}</p>
+      )}
       {loaded && notifications.length === 0 && (
         <p id="list-status">No notifications. New ones appear here as they arrive.</p>
       )}
@@ -43,6 +45,11 @@ export function Notifications({ onOpenExecution }: { onOpenExecution: (id: strin
       )}
     </section>
   );
+}
+
+/** A refusal of the credentials: the sign-in form says it, not every panel. */
+function signedOut(error: Error): boolean {
+  return error instanceof SinalError && error.status === 401;
 }
 
 type Actions = Pick<ReturnType<typeof useNotifications>, "markRead" | "markUnread" | "dismiss">;
