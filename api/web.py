@@ -1,6 +1,8 @@
 """The browser pages and the client library, served from `web/` with no build step.
 
-- `/app/` and `/app/<file>`: the files of `web/` (the notification center is `index.html`);
+- `/app/` and `/app/<file>`: the files of `web/` (the notification center is `index.html`), and
+  the `index.html` of a folder that has one at the folder's address (the React example's build,
+  `/app/examples/react/dist/`); never what npm installed (`node_modules`);
 - `/app/executions/<id>` and `/executions/<id>`: the execution page. The second is the `link`
   of the notifications an execution's owner gets (`db.tracking`), so those links open it.
 - `/app/admin`: the admin page. Its data come from the admin API, which refuses non-admins;
@@ -47,6 +49,9 @@ CACHE_CONTROL = CacheControlHeader(no_cache=True)
 # The form of an execution id the page accepts (web/execution.js has the same).
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SERVED_SUFFIXES = (".html", ".js", ".css", ".svg", ".png", ".ico", ".json")
+# `web/` is also the npm package `sinal-client`: where its development tools (and the example
+# app's) are installed, their files are not the app's to serve.
+NODE_MODULES = "node_modules"
 
 
 async def _secure(response: Response[Any]) -> Response[Any]:
@@ -54,7 +59,7 @@ async def _secure(response: Response[Any]) -> Response[Any]:
     return response
 
 
-def _only_web_files(request: Request[Any, Any, Any]) -> Response[Any] | None:
+def _only_web_files(request: Request[Any, Any, Any]) -> Response[Any] | Redirect | None:
     """Serve the pages' assets, not the package's Python files."""
     path = request.path_params.get("file_path")  # None for the folder itself: index.html
     if path is not None and "\x00" in str(path):
@@ -66,11 +71,31 @@ def _only_web_files(request: Request[Any, Any, Any]) -> Response[Any] | None:
         )
     if path is None or (_exists(str(path)) and _servable(str(path))):
         return None
+    if _has_index(str(path)):
+        # Relative links of the page (`./assets/...`) need the folder's address to end in "/".
+        # (Routing drops a trailing "/" from the path: the raw path still has it.)
+        if request.scope.get("raw_path", b"").endswith(b"/"):
+            return None
+        query = request.url.query
+        return Redirect(request.url.path + "/" + (f"?{query}" if query else ""), status_code=308)
     return Response(problem(404, "no such file"), status_code=404, media_type=PROBLEM_JSON)
 
 
 def _servable(path: str) -> bool:
+    if NODE_MODULES in Path(path).parts:
+        return False
     return path.endswith("/") or Path(path).suffix in SERVED_SUFFIXES
+
+
+def _has_index(path: str) -> bool:
+    """Whether `path` is a folder with an `index.html` (a built app, such as the React
+    example's `web/examples/react/dist/`): html mode serves that page at the folder's address."""
+    if NODE_MODULES in Path(path).parts:
+        return False
+    try:
+        return (WEB_DIR / path.lstrip("/") / "index.html").is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _exists(path: str) -> bool:

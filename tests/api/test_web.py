@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from api.web import _servable
 from tests.support import ServerProcess, assert_problem
 
 EXECUTION = "01a21214-e1ac-7679-b733-924e8d1343e7"
@@ -17,6 +18,7 @@ EXECUTION = "01a21214-e1ac-7679-b733-924e8d1343e7"
         ("/app/index.html", "text/html"),
         ("/app/sinal.js", "text/javascript"),
         ("/app/sinal/connection.js", "text/javascript"),
+        ("/app/react.js", "text/javascript"),  # the package's React entry (docs/react.md)
         ("/app/style.css", "text/css"),
         (f"/app/executions/{EXECUTION}", "text/html"),
         (f"/executions/{EXECUTION}", "text/html"),  # the link of execution notifications
@@ -69,6 +71,17 @@ def test_an_execution_page_address_without_an_execution_id_is_the_page_with_a_40
     assert response.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/app/execution.js">' in response.text
     assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["node_modules/react/index.js", "examples/react/node_modules/react/package.json"],
+)
+def test_installed_node_packages_are_not_served(path: str) -> None:
+    """`web/` is also the npm package: what `npm ci` installs there (its development tools, the
+    example app's dependencies) is not the app's to serve, present or not."""
+    assert not _servable(path)
+    assert _servable("examples/react/dist/index.html")
 
 
 @pytest.mark.parametrize("path", ["/app/x%00.json", "/app/%00"])
