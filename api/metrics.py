@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import resource
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -29,7 +31,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from db import outbox
@@ -116,7 +117,8 @@ class Metrics:
         self.backlogs = Backlogs()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SinalCollector(runtime, self))
-        ProcessCollector(registry=self.registry)
+        self.process = ProcessFigures()
+        self.registry.register(self.process)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self._probe: asyncio.Task[None] | None = None
@@ -184,6 +186,69 @@ class Metrics:
         except SinalError as error:
             log.debug("command backlog not read: %s", error.detail)
         backlogs.read_at = time.time()
+        self.process.open_fds = await asyncio.to_thread(count_open_fds)
+
+
+class ProcessFigures(Collector):
+    """The standard process metrics of prometheus-client's `ProcessCollector`, under the same
+    names, except that the open descriptors are counted by the probe (in a thread), not by every
+    scrape: listing /proc/self/fd of a node holding 10,000 connections took 8 ms of the event
+    loop per scrape. Linux only, as the original."""
+
+    def __init__(self) -> None:
+        self.open_fds: int | None = None
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._boot = _boot_time()
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            with open("/proc/self/stat", "rb") as stat:
+                # Fields after the command's name (which may hold spaces) from the 3rd on.
+                fields = stat.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            fields = []
+        if len(fields) > 21 and self._boot is not None:
+            yield _gauge(
+                "process_virtual_memory_bytes", "Virtual memory size in bytes.", float(fields[20])
+            )
+            yield _gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                float(fields[21]) * self._page,
+            )
+            yield _gauge(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                float(fields[19]) / self._ticks + self._boot,
+            )
+            yield _counter(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                (float(fields[11]) + float(fields[12])) / self._ticks,
+            )
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        yield _gauge("process_max_fds", "Maximum number of open file descriptors.", soft)
+        if self.open_fds is not None:
+            yield _gauge("process_open_fds", "Number of open file descriptors.", self.open_fds)
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", "rb") as stat:
+            for line in stat:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def count_open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
 
 
 class SinalCollector(Collector):
