@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.channels import COMMANDS
@@ -43,6 +43,7 @@ from streams.cursor import Position
 from streams.engine import (
     Engine,
     PositionLost,
+    Publication,
     Retention,
     Sequenced,
     Sink,
@@ -222,7 +223,7 @@ class RedisEngine(Engine):
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
         log_key, meta_key = keys(channel)
-        args = self._publish_args(channel, type, data_json, "", 0)
+        args = self._publish_args(channel, type, data_json)
         try:
             epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
         except RedisError as error:
@@ -230,20 +231,39 @@ class RedisEngine(Engine):
         self.events_published += 1
         return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
 
+    async def publish_many(self, items: Sequence[Publication]) -> list[Event]:
+        """One round trip for the whole batch: a pipeline of publish scripts."""
+        if not items:
+            return []
+        calls = [
+            (keys(item.channel), self._publish_args(item.channel, item.type, item.data_json))
+            for item in items
+        ]
+        try:
+            replies = await self._run_publishes(calls)
+        except RedisError as error:  # as `publish`: a Redis out of memory refuses, say
+            raise Unavailable(f"redis refused the publish: {error}") from error
+        self.events_published += len(items)
+        return [
+            Event(item.channel, item.type, item.data_json, epoch.decode(),
+                  parse_stream_id(sid.decode()))
+            for item, (epoch, sid) in zip(items, replies, strict=True)
+        ]  # fmt: skip
+
     async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
         """One round trip for the whole batch: a pipeline of publish scripts."""
         if not items:
             return []
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for item in items:
-                    args = self._publish_args(
-                        item.channel, item.type, item.data_json, item.source, item.sequence
-                    )
-                    await self._publish(keys=list(keys(item.channel)), args=args, client=pipe)
-                replies = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-            raise Unavailable(f"redis is unreachable: {error}") from error
+        calls = [
+            (
+                keys(item.channel),
+                self._publish_args(
+                    item.channel, item.type, item.data_json, item.source, item.sequence
+                ),
+            )
+            for item in items
+        ]
+        replies = await self._run_publishes(calls)
         self.events_published += sum(1 for reply in replies if reply is not None)
         return [
             None
@@ -258,9 +278,49 @@ class RedisEngine(Engine):
             for item, reply in zip(items, replies, strict=True)
         ]
 
+    async def _run_publishes(self, calls: list[tuple[tuple[str, str], list[Any]]]) -> list[Any]:
+        """The publish script once per call, in order, in one pipeline: its replies.
+
+        Redis Cluster safe: each call's keys are one channel's, under one hash tag, so every
+        script call touches one slot; calls of different channels are separate commands,
+        which a cluster client may send to different nodes (tests/streams/test_engines.py
+        checks the slots).
+
+        One round trip: redis-py's pipelines ask `SCRIPT EXISTS` before each execution; here
+        the first call is an `EVAL` with the script's text, which caches it, so the `EVALSHA`
+        calls behind it find it. Only a `SCRIPT FLUSH` in the middle of the pipeline leaves
+        calls with NOSCRIPT: none of those ran, and they are sent again, in order (calls of
+        one channel keep their order unless another client reloaded the script in the very
+        same instant). Raises Unavailable when Redis cannot be reached, or the first error
+        a call got.
+        """
+        replies = await self._pipeline(calls)
+        again = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:
+            for index, reply in zip(again, await self._pipeline([calls[i] for i in again]),
+                                    strict=True):  # fmt: skip
+                replies[index] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _pipeline(self, calls: list[tuple[tuple[str, str], list[Any]]]) -> list[Any]:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for index, (call_keys, args) in enumerate(calls):
+                    if index == 0:
+                        pipe.eval(PUBLISH, len(call_keys), *call_keys, *args)
+                    else:
+                        pipe.evalsha(self._publish.sha, len(call_keys), *call_keys, *args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+        return replies
+
     def _publish_args(
-        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
-    ) -> list[str | int | bytes]:
+        self, channel: str, type: str, data_json: bytes, source: str = "", sequence: int = 0
+    ) -> list[Any]:
         return [
             secrets.token_hex(4),
             self.retention.max_len,
