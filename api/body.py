@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 import msgspec.inspect as schema
@@ -30,7 +30,15 @@ _ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _SCANNED = 1024 * 1024
 
 
-def decode_body(raw: bytes, type: type[T]) -> T:
+@overload
+def decode_body(raw: bytes, type: type[T]) -> T: ...
+
+
+@overload
+def decode_body(raw: bytes, type: Any) -> Any: ...  # a union: `A | list[A]`
+
+
+def decode_body(raw: bytes, type: Any) -> Any:
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     try:
@@ -39,8 +47,7 @@ def decode_body(raw: bytes, type: type[T]) -> T:
         raw.decode()
     except UnicodeDecodeError as error:
         raise BadRequest(f"request body is not UTF-8 (invalid byte at {error.start})") from None
-    value: T = decode_json(raw, type)
-    return value
+    return decode_json(raw, type)
 
 
 def decode_json(raw: bytes, type: Any) -> Any:
