@@ -132,7 +132,8 @@ def sensible_id(value: bytes) -> bool:
 
 def response_start(status: int, headers: list[tuple[bytes, bytes]]) -> Any:
     """The `http.response.start` message of a handler that writes its own response (the
-    stream, whose writes do not go through `Exchange`): with the request id, status noted."""
+    stream, the lean publish; their writes do not go through `Exchange`): with the request
+    id, status noted."""
     message = {"type": "http.response.start", "status": status, "headers": headers}
     exchange = current()
     return message if exchange is None else exchange.starting(message)
@@ -142,28 +143,38 @@ class Requests:
     """ASGI middleware: an `Exchange` for each HTTP request and WebSocket, then the access line
     and the HTTP metrics.
 
-    With `stream_route` it wraps the SSE stream, which is not routed by Litestar and writes to
-    its socket for as long as it lives: it gets the server's own `send` (an extra call on each
-    of its writes is what the stream's design avoids), so it starts its responses with
-    `response_start`; and it is not counted in the HTTP metrics (streams have their own).
+    A route served before Litestar's routing, with a handler that writes its own response, is
+    given as `stream_route` (the SSE stream) or `lean_route` (`POST /v1/publish`): the handler
+    gets the server's own `send` (an extra call on each of the stream's writes is what its
+    design avoids) and starts its responses with `response_start`, and the route is its
+    template. The stream is not counted in the HTTP metrics (streams have their own); a lean
+    route is, as Litestar's routes are.
     """
 
-    __slots__ = ("app", "runtime", "stream_route")
+    __slots__ = ("app", "counted", "route", "runtime")
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, stream_route: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: Runtime,
+        stream_route: str | None = None,
+        *,
+        lean_route: str | None = None,
+    ) -> None:
         self.app = app
         self.runtime = runtime
-        self.stream_route = stream_route
+        self.route = stream_route or lean_route
+        self.counted = stream_route is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind: str = scope["type"]  # Litestar's `Scope` leaves out the lifespan's
         if kind == "lifespan":
             await self.app(scope, receive, send)
             return
-        exchange = Exchange(scope, send, self.stream_route)
+        exchange = Exchange(scope, send, self.route)
         token = _current.set(exchange)
         try:
-            await self.app(scope, receive, send if self.stream_route else exchange)
+            await self.app(scope, receive, send if self.route else exchange)
         finally:
             try:
                 self.finish(exchange)
@@ -176,7 +187,7 @@ class Requests:
         seconds = time.perf_counter() - exchange.started
         # No response started: the server answers 500 (the app raised or returned without one).
         status = exchange.status or 500
-        if self.stream_route is None and exchange.scope["type"] == ScopeType.HTTP:
+        if self.counted and exchange.scope["type"] == ScopeType.HTTP:
             route = exchange.route_template() or UNMATCHED
             self.runtime.metrics.observe_http(route, exchange.method, status, seconds)
         if access_log.isEnabledFor(logging.INFO):
