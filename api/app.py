@@ -47,9 +47,13 @@ class SinalApp:
     def __init__(self, litestar: Litestar, runtime: Runtime) -> None:
         self.litestar = litestar
         self.runtime = runtime
-        self._api = requests.Requests(litestar, runtime)
-        self._stream = requests.Requests(self._sse, runtime, stream_route=sse.PATH)
-        self._publish = requests.Requests(self._lean_publish, runtime, lean_route=publish.PATH)
+        # One budget of access lines for the whole process.
+        sampler = requests.AccessSampler(runtime.settings.access_log_sample_above)
+        self._api = requests.Requests(litestar, runtime, sampler=sampler)
+        self._stream = requests.Requests(self._sse, runtime, stream_route=sse.PATH, sampler=sampler)
+        self._publish = requests.Requests(
+            self._lean_publish, runtime, lean_route=publish.PATH, sampler=sampler
+        )
 
     @property
     def state(self) -> State:
