@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -138,3 +139,12 @@ def test_malformed_stream_id(text: str) -> None:
 def test_iso_ms() -> None:
     assert iso_ms(0) == "1970-01-01T00:00:00.000Z"
     assert iso_ms(MS + 7) == "2023-11-14T22:13:20.007Z"
+    assert iso_ms(MS + 999) == "2023-11-14T22:13:20.999Z"
+    assert iso_ms(MS + 1000) == "2023-11-14T22:13:21.000Z"  # the kept second moves on
+    assert iso_ms(MS + 7) == "2023-11-14T22:13:20.007Z"  # and back
+    assert iso_ms(-1) == "1969-12-31T23:59:59.999Z"
+    # Exact far ahead too, where dividing by 1000 as a float was a millisecond off.
+    assert iso_ms(24010322587745) == "2730-11-10T06:03:07.745Z"
+    for ms in range(MS, MS + 5000, 7):
+        moment = datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=ms % 1000 * 1000)
+        assert iso_ms(ms) == moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
