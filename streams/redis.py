@@ -126,6 +126,8 @@ def channel_of(live: str) -> str:
 
 
 Op = Literal["sub", "unsub"]
+# One call of the publish script: its keys and its arguments.
+_Call = tuple[tuple[str, str], list[Any]]
 
 
 class _Watch:
@@ -160,6 +162,9 @@ class RedisEngine(Engine):
         self.db = int(self._redis.connection_pool.connection_kwargs.get("db", 0))
         self._control_name = control_name(self.db)
         self._publish = self._redis.register_script(PUBLISH)
+        # Publishes waiting for the next pipeline, and the task that sends them (see `publish`).
+        self._queued: list[tuple[_Call, asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
         self._read = self._redis.register_script(READ)
         self._sink: Sink | None = None
         self._watches: dict[str, _Watch] = {}
@@ -182,6 +187,8 @@ class RedisEngine(Engine):
         if self._reader is not None:
             await cancel_and_wait(self._reader)
             self._reader = None
+        if self._sender is not None:
+            await cancel_and_wait(self._sender)
         self._control = None
         for watch in self._watches.values():
             for waiter in watch.waiters:
@@ -222,27 +229,62 @@ class RedisEngine(Engine):
     # -- the log ---------------------------------------------------------------------------
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
-        log_key, meta_key = keys(channel)
-        args = self._publish_args(channel, type, data_json)
-        try:
-            epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
-        except RedisError as error:
-            raise Unavailable(f"redis is unreachable: {error}") from error
+        """Publishes made while a pipeline is on its way share the next one (`_send_queued`):
+        under load, one round trip and one pass through redis-py carry many events, where a
+        command each cost about as much as the rest of a lean `POST /v1/publish` (py-spy,
+        docs/benchmarks.md). A publish alone goes at once, in a pipeline of one."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append(((keys(channel), self._publish_args(channel, type, data_json)), reply))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued(), name="sinal-redis-publisher")
+        epoch, sid = await reply
         self.events_published += 1
         return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
+
+    async def _send_queued(self) -> None:
+        """Send what `publish` queued, one pipeline at a time, until nothing is queued. Calls
+        go in the order they were made, so one channel's publishes keep their order."""
+        batch: list[tuple[_Call, asyncio.Future[Any]]] = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    replies = await self._run_publishes([call for call, _ in batch])
+                except Unavailable as error:
+                    replies = [error] * len(batch)
+                except Exception as error:  # a bug: every waiting publish hears of it
+                    log.exception("publishing a pipeline of %d failed", len(batch))
+                    replies = [Unavailable(f"redis publish failed: {error}")] * len(batch)
+                for (_, reply), result in zip(batch, replies, strict=True):
+                    if reply.done():  # its caller was cancelled
+                        continue
+                    if isinstance(result, Unavailable):
+                        reply.set_exception(result)
+                    elif isinstance(result, Exception):  # as `publish_many`
+                        reply.set_exception(Unavailable(f"redis refused the publish: {result}"))
+                    else:
+                        reply.set_result(result)
+                batch = []
+        finally:
+            self._sender = None
+            # Cancelled (the engine closes): nobody may be left waiting.
+            for _, reply in [*batch, *self._queued]:
+                if not reply.done():
+                    reply.set_exception(Unavailable("the engine is closing"))
+            self._queued = []
 
     async def publish_many(self, items: Sequence[Publication]) -> list[Event]:
         """One round trip for the whole batch: a pipeline of publish scripts."""
         if not items:
             return []
-        calls = [
+        calls: list[_Call] = [
             (keys(item.channel), self._publish_args(item.channel, item.type, item.data_json))
             for item in items
         ]
-        try:
-            replies = await self._run_publishes(calls)
-        except RedisError as error:  # as `publish`: a Redis out of memory refuses, say
-            raise Unavailable(f"redis refused the publish: {error}") from error
+        replies = await self._run_publishes(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):  # a Redis out of memory refuses, say
+                raise Unavailable(f"redis refused the publish: {reply}") from reply
         self.events_published += len(items)
         return [
             Event(item.channel, item.type, item.data_json, epoch.decode(),
@@ -254,7 +296,7 @@ class RedisEngine(Engine):
         """One round trip for the whole batch: a pipeline of publish scripts."""
         if not items:
             return []
-        calls = [
+        calls: list[_Call] = [
             (
                 keys(item.channel),
                 self._publish_args(
@@ -264,6 +306,9 @@ class RedisEngine(Engine):
             for item in items
         ]
         replies = await self._run_publishes(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):  # the relay then looks for the event at fault
+                raise reply
         self.events_published += sum(1 for reply in replies if reply is not None)
         return [
             None
@@ -278,8 +323,9 @@ class RedisEngine(Engine):
             for item, reply in zip(items, replies, strict=True)
         ]
 
-    async def _run_publishes(self, calls: list[tuple[tuple[str, str], list[Any]]]) -> list[Any]:
-        """The publish script once per call, in order, in one pipeline: its replies.
+    async def _run_publishes(self, calls: list[_Call]) -> list[Any]:
+        """The publish script once per call, in order, in one pipeline: its replies, an error
+        in the place of a call that failed.
 
         Redis Cluster safe: each call's keys are one channel's, under one hash tag, so every
         script call touches one slot; calls of different channels are separate commands,
@@ -291,8 +337,7 @@ class RedisEngine(Engine):
         calls behind it find it. Only a `SCRIPT FLUSH` in the middle of the pipeline leaves
         calls with NOSCRIPT: none of those ran, and they are sent again, in order (calls of
         one channel keep their order unless another client reloaded the script in the very
-        same instant). Raises Unavailable when Redis cannot be reached, or the first error
-        a call got.
+        same instant). Raises Unavailable when Redis cannot be reached.
         """
         replies = await self._pipeline(calls)
         again = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -300,12 +345,9 @@ class RedisEngine(Engine):
             for index, reply in zip(again, await self._pipeline([calls[i] for i in again]),
                                     strict=True):  # fmt: skip
                 replies[index] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         return replies
 
-    async def _pipeline(self, calls: list[tuple[tuple[str, str], list[Any]]]) -> list[Any]:
+    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for index, (call_keys, args) in enumerate(calls):
@@ -314,7 +356,7 @@ class RedisEngine(Engine):
                     else:
                         pipe.evalsha(self._publish.sha, len(call_keys), *call_keys, *args)
                 replies: list[Any] = await pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        except (RedisError, OSError) as error:  # a call's own error is in its place instead
             raise Unavailable(f"redis is unreachable: {error}") from error
         return replies
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from redis.crc import key_slot
 
 from streams.cursor import ORIGIN, Position
 from streams.engine import Engine, PositionLost, Publication, Retention, Sequenced
+from streams.errors import Unavailable
 from streams.event import Event
 from streams.hub import Hub, Reset, Subscriber
 from streams.memory import MemoryEngine
@@ -154,6 +156,59 @@ async def test_publish_many_follows_single_publishes(hub: Hub) -> None:
     )
     last = await engine.publish("execution:a", "test.event", b"3")
     assert first.offset < batch[0].offset < batch[1].offset < last.offset
+
+
+async def test_concurrent_publishes_keep_the_order_they_were_made_in(hub: Hub) -> None:
+    """Many requests publishing at once (on Redis they share pipelines): one channel's
+    events take positions in the order the publishes were made."""
+    engine = hub.engine
+    events = await asyncio.gather(
+        *(engine.publish(f"execution:{n % 3}", "test.event", b"%d" % n) for n in range(300))
+    )
+    for channel in ("execution:0", "execution:1", "execution:2"):
+        mine = [event for event in events if event.channel == channel]
+        assert [event.offset for event in mine] == sorted(event.offset for event in mine)
+        stored = await engine.read_after(channel, Position(mine[0].epoch, ORIGIN.offset), 500)
+        assert [e.data_json for e in stored] == [e.data_json for e in mine]
+
+
+async def test_redis_publishes_made_together_share_a_pipeline(redis_url: str) -> None:
+    engine = RedisEngine(redis_url)
+    watcher = aioredis.Redis.from_url(redis_url)
+    tag = uuid.uuid4().hex[:8]
+    seen: list[str] = []
+    try:
+        async with watcher.monitor() as monitor:
+            await asyncio.gather(
+                *(engine.publish(f"execution:{tag}-{n}", "test.event", b"1") for n in range(50))
+            )
+            await engine._redis.echo(f"done-{tag}")
+            with anyio.fail_after(10):
+                async for command in monitor.listen():
+                    if f"done-{tag}" in command["command"]:
+                        break
+                    if command["client_type"] == "tcp" and tag in command["command"]:
+                        seen.append(command["command"].split(" ", 1)[0].upper())
+    finally:
+        await engine.close()
+        await watcher.aclose()
+    assert len(seen) == 50
+    # Each pipeline opens with an EVAL: fewer of them than publishes means shared pipelines.
+    assert 1 <= seen.count("EVAL") < 50, seen
+
+
+async def test_redis_publishes_fail_with_unavailable_when_redis_is_not_there() -> None:
+    engine = RedisEngine("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    try:
+        with anyio.fail_after(10):
+            results = await asyncio.gather(
+                *(engine.publish("execution:a", "test.event", b"1") for _ in range(5)),
+                engine.publish_many([Publication("execution:a", "test.event", b"1")]),
+                return_exceptions=True,
+            )
+        assert all(isinstance(result, Unavailable) for result in results), results
+    finally:
+        await engine.close()
 
 
 async def test_redis_batch_is_one_round_trip_and_each_script_call_one_slot(
