@@ -53,7 +53,7 @@ def decode_body(raw: bytes, type: Any) -> Any:
 def decode_json(raw: bytes, type: Any) -> Any:
     """`raw` decoded as `type`, within the limits; a BadRequest naming the field otherwise."""
     try:
-        value = msgspec.json.decode(raw, type=type)
+        value = _decoder(type).decode(raw)
     except msgspec.DecodeError as error:
         raise refused(error) from None
     except RecursionError:  # about 1,000 deep: msgspec's own limit
@@ -68,6 +68,18 @@ def decode_json(raw: bytes, type: Any) -> Any:
     if _deeper_than(unescaped, MAX_DEPTH):
         raise _too_deep(raw, type)
     return value
+
+
+# One decoder per body type: `msgspec.json.decode(raw, type=...)` works out a union's decoding
+# anew on every call (2.6 µs for a publish body, where decoding it takes 0.2).
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(type: Any) -> msgspec.json.Decoder[Any]:
+    decoder = _decoders.get(type)
+    if decoder is None:
+        decoder = _decoders[type] = msgspec.json.Decoder(type)
+    return decoder
 
 
 def refused(error: msgspec.DecodeError) -> BadRequest:
