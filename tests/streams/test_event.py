@@ -9,6 +9,7 @@ import pytest
 
 from streams.event import (
     Event,
+    Placed,
     encode_comment,
     encode_control,
     encode_retry,
@@ -148,3 +149,16 @@ def test_iso_ms() -> None:
     for ms in range(MS, MS + 5000, 7):
         moment = datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=ms % 1000 * 1000)
         assert iso_ms(ms) == moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_placed_event_encodes_its_frame_only_when_asked() -> None:
+    """What the Redis engine's publisher gets back: the same position, cursor segment, time
+    and (asked for) frame as the event delivered."""
+    args = ("notifications:ann", "note.x", b'{"a":1}', "e1", (MS + 7, 2))
+    placed, delivered = Placed(*args), Event(*args)
+    assert (placed.segment, placed.ts, placed.offset) == (
+        delivered.segment,
+        delivered.ts,
+        delivered.offset,
+    )
+    assert placed.frame == delivered.frame
