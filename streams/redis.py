@@ -361,9 +361,12 @@ class RedisEngine(Engine):
         Unavailable and closes the connection, which may still hold replies.
         """
         sha = self._publish.sha
+        # The epoch of a channel the pipeline creates: random, and one draw for all of them
+        # (a channel's epoch only has to differ from what that channel had before).
+        epoch = secrets.token_hex(4)
         packed = b"".join(
-            _pack(("EVALSHA", sha, 2, *call_keys, *args) if index else
-                  ("EVAL", PUBLISH, 2, *call_keys, *args))
+            _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
+                  ("EVAL", PUBLISH, 2, *call_keys, epoch, *args))
             for index, (call_keys, args) in enumerate(calls)
         )  # fmt: skip
         pool = self._redis.connection_pool
@@ -391,8 +394,8 @@ class RedisEngine(Engine):
     def _publish_args(
         self, channel: str, type: str, data_json: bytes, source: str = "", sequence: int = 0
     ) -> list[Any]:
+        """The script's arguments after the first, the candidate epoch (`_pipeline` adds it)."""
         return [
-            secrets.token_hex(4),
             self.retention.max_len,
             int(self.retention.max_age_s * 1000),
             type,
