@@ -2,9 +2,9 @@
 
 Two ways in, one behaviour. The application routes `POST /v1/publish` to `serve`, a lean ASGI
 handler, before Litestar (api/app.py), as it does the stream: measured at saturation on one
-core (docs/benchmarks.md, "The publish path"), about half of a publish's time went to Litestar's
+core (docs/benchmarks.md, "The publish path"), a quarter of the core went to Litestar's
 per-request machinery (middleware, dependency resolution, signature parsing, the response
-object) and the rest to work a publish needs. `serve` does the same steps in the same order
+object), more than publishing the event to Redis. `serve` does the same steps in the same order
 with the same functions: the CSRF rules of cookie-authenticated requests (api/csrf.py), the
 caller (api/auth.py) and its role, the body limit, decoding and validation (`accept`), the
 publish rate, and problem responses through `api.problems.render`; the request wrapper
