@@ -1,8 +1,8 @@
 """The application: `create_app(settings)` wires routes to one `Runtime`.
 
-Litestar serves the API. The SSE endpoint is reached before Litestar's routing, with the
-server's own `send` (see `api/sse.py` for why). Both go through `api.requests.Requests`: request
-ids, the access log, the HTTP metrics.
+Litestar serves the API. The SSE endpoint and `POST /v1/publish` are reached before Litestar's
+routing, with the server's own `send` (see `api/sse.py` and `api/publish.py` for why). All go
+through `api.requests.Requests`: request ids, the access log, the HTTP metrics.
 """
 
 from __future__ import annotations
@@ -39,32 +39,45 @@ from api.runtime import Runtime
 from api.settings import Settings
 from db.engine import close_engine, start_database
 
-# Room for the envelope around the largest payload a publish may carry.
-BODY_OVERHEAD = 16 * 1024
-
 
 class SinalApp:
-    """The ASGI application: `/v1/stream` to the stream handler, everything else to Litestar."""
+    """The ASGI application: `/v1/stream` to the stream handler, `POST /v1/publish` to the
+    lean publish handler, everything else to Litestar."""
 
     def __init__(self, litestar: Litestar, runtime: Runtime) -> None:
         self.litestar = litestar
         self.runtime = runtime
-        self._api = requests.Requests(litestar, runtime)
-        self._stream = requests.Requests(self._sse, runtime, stream_route=sse.PATH)
+        # One budget of access lines for the whole process.
+        sampler = requests.AccessSampler(runtime.settings.access_log_sample_above)
+        self._api = requests.Requests(litestar, runtime, sampler=sampler)
+        self._stream = requests.Requests(self._sse, runtime, stream_route=sse.PATH, sampler=sampler)
+        self._publish = requests.Requests(
+            self._lean_publish, runtime, lean_route=publish.PATH, sampler=sampler
+        )
 
     @property
     def state(self) -> State:
         return self.litestar.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and scope["path"] == sse.PATH:
-            await self._stream(scope, receive, send)
-        else:
-            await self._api(scope, receive, send)
+        if scope["type"] == ScopeType.HTTP:
+            path = scope["path"]
+            if path == sse.PATH:
+                await self._stream(scope, receive, send)
+                return
+            # Other methods (a 405, OPTIONS) are Litestar's answers, as before.
+            if path == publish.PATH and scope["method"] == "POST":
+                await self._publish(scope, receive, send)
+                return
+        await self._api(scope, receive, send)
 
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:  # (as routed above)
             await sse.stream(scope, receive, send, self.runtime)
+
+    async def _lean_publish(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:  # (as routed above)
+            await publish.serve(scope, receive, send, self.runtime)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
@@ -98,7 +111,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
 
     litestar = Litestar(
         route_handlers=[
-            publish.publish,
+            publish.route(settings),
             notifications.create_notifications,
             notifications.list_notifications,
             notifications.unread_count,
@@ -126,7 +139,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> SinalApp:
         middleware=[CsrfGuard(settings.allowed_origins)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        request_max_body_size=settings.max_payload_bytes + BODY_OVERHEAD,
+        request_max_body_size=publish.body_limit(settings),
         openapi_config=OpenAPIConfig(title="Sinal", version="1.0.0"),
         # Logging is the caller's (`api.logs` for `sinal serve`): Litestar's default would
         # replace the root logger's handler, the one that redacts secrets, with its own.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 import msgspec.inspect as schema
@@ -30,7 +30,15 @@ _ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _SCANNED = 1024 * 1024
 
 
-def decode_body(raw: bytes, type: type[T]) -> T:
+@overload
+def decode_body(raw: bytes, type: type[T]) -> T: ...
+
+
+@overload
+def decode_body(raw: bytes, type: Any) -> Any: ...  # a union: `A | list[A]`
+
+
+def decode_body(raw: bytes, type: Any) -> Any:
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     try:
@@ -39,14 +47,13 @@ def decode_body(raw: bytes, type: type[T]) -> T:
         raw.decode()
     except UnicodeDecodeError as error:
         raise BadRequest(f"request body is not UTF-8 (invalid byte at {error.start})") from None
-    value: T = decode_json(raw, type)
-    return value
+    return decode_json(raw, type)
 
 
 def decode_json(raw: bytes, type: Any) -> Any:
     """`raw` decoded as `type`, within the limits; a BadRequest naming the field otherwise."""
     try:
-        value = msgspec.json.decode(raw, type=type)
+        value = _decoder(type).decode(raw)
     except msgspec.DecodeError as error:
         raise refused(error) from None
     except RecursionError:  # about 1,000 deep: msgspec's own limit
@@ -61,6 +68,18 @@ def decode_json(raw: bytes, type: Any) -> Any:
     if _deeper_than(unescaped, MAX_DEPTH):
         raise _too_deep(raw, type)
     return value
+
+
+# One decoder per body type: `msgspec.json.decode(raw, type=...)` works out a union's decoding
+# anew on every call (2.6 µs for a publish body, where decoding it takes 0.2).
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(type: Any) -> msgspec.json.Decoder[Any]:
+    decoder = _decoders.get(type)
+    if decoder is None:
+        decoder = _decoders[type] = msgspec.json.Decoder(type)
+    return decoder
 
 
 def refused(error: msgspec.DecodeError) -> BadRequest:

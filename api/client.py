@@ -60,6 +60,11 @@ Why it is shaped like this:
   does nothing) and ack after handling.
 
 Emitters and `flush()` belong to the event loop that runs the client; they are not thread-safe.
+
+The same client publishes events of the service's own on any channel (`publish`, and
+`publish_many` for a list: up to 1,000 events per request, in one round trip to the engine).
+Publishing has no sequence numbers for the server to recognise a repeat by, so it is retried
+only where nothing was published (429, a connection never made); see `publish_many`.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -88,6 +93,8 @@ MAX_BATCH_BYTES = 1_000_000  # an execution's events in a request (the single en
 MAX_REQUEST_EXECUTIONS = 1000  # the bulk endpoint: executions per request
 MAX_REQUEST_EVENTS = 5000  # events per request, all executions
 MAX_REQUEST_BYTES = 4_000_000  # bodies up to 4 MiB: leave room for the envelope
+MAX_PUBLISH_BATCH = 1000  # `POST /v1/publish`: events per request
+MAX_PUBLISH_BYTES = 1_000_000  # and a list's body (the server takes 1 MiB)
 BULK_PATH = "/v1/executions/events"
 JSON = {"Content-Type": "application/json"}
 MAX_MESSAGE = 4096
@@ -129,6 +136,25 @@ class ExecutionRejected(RequestRejected):
         self.events = events
 
 
+class PublishRejected(RequestRejected):
+    """The server refused a publish. A list of more events than one request carries goes in
+    several, each all or nothing: `published` are the events of the requests before the
+    refused one, which went out; `index` is the refused event's place in the caller's list,
+    when the server named one."""
+
+    def __init__(
+        self,
+        status_code: int,
+        problem: Mapping[str, Any],
+        published: list[Published],
+        index: int | None,
+    ) -> None:
+        where = "" if index is None else f" (event {index})"
+        super().__init__(f"publish{where}", status_code, problem)
+        self.published = published
+        self.index = index
+
+
 class ServerUnavailable(ExecutionClientError):
     """The server could not be reached, or kept answering 5xx / 429, `max_retries` times.
 
@@ -159,6 +185,16 @@ class _Event:
 
 def _encode(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """An event published with `publish`: its position in its channel (`cursor`), and its
+    time as subscribers see it (`ts`)."""
+
+    channel: str
+    cursor: str
+    ts: str
 
 
 class Run:
@@ -400,6 +436,24 @@ def _status(problem: Mapping[str, Any], default: int) -> int:
     return status if isinstance(status, int) and not isinstance(status, bool) else default
 
 
+_JSON = {"Content-Type": "application/json"}
+
+
+def _publish_item(channel: str, type: str, data: Any) -> bytes:
+    """One event of `POST /v1/publish`, as JSON; ValueError for `data` that is not JSON."""
+    _check(isinstance(channel, str) and isinstance(type, str), "channel and type are strings")
+    try:
+        return _encode({"channel": channel, "type": type, "data": data})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"data is not JSON: {error}") from None
+
+
+def _list_index(field: Any) -> int | None:
+    """3 for the problem field "[3]" or "[3].type" of a refused list."""
+    match = re.match(r"\[(\d+)\]", field) if isinstance(field, str) else None
+    return None if match is None else int(match.group(1))
+
+
 def _event_index(field: Any) -> int | None:
     """3 for the problem field "events[3]" or "events[3].level"."""
     match = re.match(r"events\[(\d+)\]", field) if isinstance(field, str) else None
@@ -567,6 +621,65 @@ class ExecutionClient:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(self, channel: str, type: str, data: Any = None) -> Published:
+        """Publish one event (`POST /v1/publish`): on `channel`, of `type`, carrying `data`
+        (any JSON value). For what `publish_many` says of retries and refusals."""
+        body = _publish_item(channel, type, data)
+        answer = await self._publish_request(body, 0, [])
+        return Published(channel, str(answer["cursor"]), str(answer["ts"]))
+
+    async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[Published]:
+        """Publish `events` (each `{"channel", "type", "data"}`, `data` optional) in order, a
+        list per request: one round trip for up to 1,000 events (and 1 MB), several for more.
+
+        Each request is all or nothing: a refused one (a 4xx, a bug in the caller) raises
+        `PublishRejected`, naming the event at fault and holding what earlier requests
+        published. Retried, with backoff: `429` (over the publish rate: nothing was published)
+        and a connection that could not be made. Not retried, since the events may have gone
+        out: a `5xx` or a connection lost with the request sent; they raise
+        `ServerUnavailable`, and publishing again may publish some events twice.
+        """
+        events = list(events)
+        items = [_publish_item(e["channel"], e["type"], e.get("data")) for e in events]
+        published: list[Published] = []
+        start = 0
+        while start < len(items):
+            end, size = start, 2
+            while end < len(items) and end - start < MAX_PUBLISH_BATCH:
+                if end > start and size + len(items[end]) + 1 > MAX_PUBLISH_BYTES:
+                    break
+                size += len(items[end]) + 1
+                end += 1
+            body = b"[" + b",".join(items[start:end]) + b"]"
+            answer = await self._publish_request(body, start, published)
+            cursors, times = answer["cursors"], answer["ts"]
+            if not (len(cursors) == len(times) == end - start):
+                raise ValueError(f"{end - start} events published, answered by {answer!r:.200}")
+            for event, cursor, ts in zip(events[start:end], cursors, times, strict=True):
+                published.append(Published(str(event["channel"]), str(cursor), str(ts)))
+            start = end
+        return published
+
+    async def _publish_request(
+        self, body: bytes, first: int, published: list[Published]
+    ) -> dict[str, Any]:
+        response = await self._request(
+            "POST", "/v1/publish", content=body, headers=_JSON, idempotent=False
+        )
+        if response.status_code != 201:
+            problem = _problem(response)
+            index = _list_index(problem.get("field"))
+            raise PublishRejected(
+                response.status_code,
+                problem,
+                list(published),
+                None if index is None else first + index,
+            )
+        answer: dict[str, Any] = response.json()
+        return answer
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -805,11 +918,15 @@ class ExecutionClient:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, idempotent: bool = True, **options: Any
+    ) -> httpx.Response:
         """Send, retrying network errors, 5xx and 429; any other answer is returned.
 
         Every attempt sends the same request: the server recognises a repeat (the same seq
         numbers, the same execution id), so a retry after a lost answer changes nothing.
+        A request that is not `idempotent` (a publish) is retried only where the server surely
+        did nothing: a 429, or a connection never made; other failures raise at once.
         """
         attempt = 0
         while True:
@@ -818,11 +935,18 @@ class ExecutionClient:
                 response = await self._http.request(method, path, **options)
             except httpx.TransportError as error:
                 failure = f"{type(error).__name__}: {error}"
+                unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+                if not idempotent and not unsent:
+                    raise ServerUnavailable(
+                        f"{method} {path}: {failure} (with the request sent: not retried)"
+                    ) from error
             else:
                 if response.status_code < 500 and response.status_code != 429:
                     return response
                 failure = f"{response.status_code} {_problem(response).get('detail', '')}"
                 retry_after = _retry_after(response)
+                if not idempotent and response.status_code != 429:
+                    raise ServerUnavailable(f"{method} {path}: {failure.strip()} (not retried)")
             if attempt >= self.max_retries:
                 raise ServerUnavailable(
                     f"{method} {path}: {failure.strip()} (after {attempt + 1} attempts)"

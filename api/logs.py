@@ -27,8 +27,8 @@ SECRET_PARAMS = frozenset({"ticket", "token", "access_token"})
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 # What a record may carry besides its message (`RequestContext`, the access log), in the order
 # JSON lines list them; the text format appends the request id and the caller.
-FIELDS = ("request_id", "method", "route", "status", "duration_ms", "sub")
-TEXT_FIELDS = ("request_id", "sub")
+FIELDS = ("request_id", "method", "route", "status", "duration_ms", "sub", "sampled")
+TEXT_FIELDS = ("request_id", "sub", "sampled")
 
 _QUERY_PARAM = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s'\"]*)")
 # A header's value, as a handshake line (`< cookie: ...`), an ASGI header pair
@@ -66,8 +66,8 @@ def redact(text: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """`level logger: message`, then `request_id=… sub=…` when the record has them, then any
-    traceback; all of it redacted."""
+    """`level logger: message`, then `request_id=… sub=…` (and a sampled access line's
+    `sampled=k`) when the record has them, then any traceback; all of it redacted."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)

@@ -195,8 +195,10 @@ VIEWS: dict[tuple[str, str], Any] = {
     (admin.AuditPage.__name__, "entries"): AuditEntryView,
     (announcements.Announcements.__name__, "announcements"): AnnouncementView,
 }
-# Whole answers built as plain objects: "METHOD path" -> (status, the views, one of which it is).
+# Whole answers built as plain objects (or as JSON bytes): "METHOD path" -> (status, the views,
+# one of which it is).
 ANSWERS: dict[str, tuple[int, tuple[Any, ...]]] = {
+    "POST /v1/publish": (201, (publish.PublishResponse, publish.BatchResponse)),
     "GET /v1/admin/limits": (200, (LimitsView,)),
     "PUT /v1/admin/limits": (200, (LimitsView,)),
     "POST /v1/admin/broadcast": (201, (AnnouncedToAll, NotifiedUsers)),
@@ -217,7 +219,7 @@ class Body:
 
 # The body each route decodes, by "METHOD path" as in the document.
 BODIES: dict[str, Body] = {
-    "POST /v1/publish": Body(publish.PublishRequest),
+    "POST /v1/publish": Body(publish.PublishBody),
     "POST /v1/notifications": Body(notifications.CreateRequest),
     "POST /v1/notifications/read": Body(notifications.IdsRequest),
     "POST /v1/notifications/unread": Body(notifications.IdsRequest),
@@ -299,9 +301,31 @@ def complete(app: Litestar, settings: Settings) -> None:
                     if key in answers:
                         _answer_schema(operation, ANSWERS[key][0], answers[key])
 
+    _publish_forms(document, schemas, settings)
     document["paths"][sse.PATH] = _stream_path(settings)
     if any(isinstance(r, WebSocketRoute) and r.path == actions.PATH for r in app.routes):
         document["paths"][actions.PATH] = _actions_path()
+
+
+def _publish_forms(document: dict[str, Any], schemas: dict[str, Any], settings: Settings) -> None:
+    """`POST /v1/publish` takes an event object or a list of them: one of two, never both
+    (msgspec says `anyOf`); and a single event's body has a limit of its own."""
+    operation = document["paths"][publish.PATH]["post"]
+    body = operation["requestBody"]["content"]["application/json"]
+    forms = sorted(body["schema"].pop("anyOf"), key=lambda form: "$ref" not in form)
+    body["schema"] = {"oneOf": forms, **body["schema"]}
+    operation["description"] = (
+        "One event (an object), answered with its `cursor` and `ts`; or a list of 1 to "
+        f"{publish.MAX_BATCH} events, published in order, all or none, answered with each "
+        "event's cursor and time in the same order. A refused item is named by its index "
+        "(`field`: `[3].type`)."
+    )
+    too_large = operation["responses"]["413"]
+    too_large["description"] += (
+        f" One event object's body: at most {publish.body_limit(settings)} bytes; its `data` "
+        f"at most {settings.max_payload_bytes} bytes (SINAL_MAX_PAYLOAD_BYTES); a list: at "
+        f"most {publish.MAX_BATCH} events."
+    )
 
 
 def _add_components(schemas: dict[str, Any], types: list[Any]) -> list[dict[str, Any]]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import Send
 
+from api.requests import response_start
 from db.engine import UNAVAILABLE_DATABASE, note_database_error
 from streams.errors import SinalError
 
@@ -85,6 +88,21 @@ def render(error: Exception, where: str) -> tuple[dict[str, Any], dict[str, str]
 
 def encode_problem(body: dict[str, Any]) -> bytes:
     return msgspec.json.encode(body)
+
+
+async def send_problem(
+    send: Send, details: dict[str, Any], extra_headers: Mapping[str, str] | None = None
+) -> None:
+    """Answer with a problem, from a handler that writes its own response (`render` gives
+    `details` and the headers)."""
+    body = encode_problem(details)
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in (extra_headers or {}).items()),
+    ]
+    await send(response_start(details["status"], headers))
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def handle_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

@@ -55,6 +55,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    problem = "must be a whole number of at least 0"
+    value = _whole_number(text, problem)
+    if value < 0:
+        raise ValueError(problem)
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     problem = "must be a finite number of at least 0"
     value = _number(text, problem)
@@ -238,6 +246,8 @@ class Settings:
     actions_idle_timeout_s: float = _env("SINAL_ACTIONS_IDLE_TIMEOUT", _positive_float, 300.0)
     log_level: str = _env("SINAL_LOG_LEVEL", _log_level, "INFO")
     log_format: str = _env("SINAL_LOG_FORMAT", _log_format, "text")
+    # Access lines per second written in full; above, one request in k is logged (0: all).
+    access_log_sample_above: int = _env("SINAL_ACCESS_LOG_SAMPLE_ABOVE", _non_negative_int, 100)
     # Unset: a cookie-authenticated request must come from the origin it was sent to.
     allowed_origins: tuple[str, ...] | None = _env("SINAL_ALLOWED_ORIGINS", _origins, None)
     header_timeout_s: float = _env("SINAL_HEADER_TIMEOUT", _positive_float, 10.0)

@@ -15,14 +15,12 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar.types import HTTPScope, Receive, Send
 
-from api.problems import PROBLEM_JSON, encode_problem, problem, render
+from api.problems import problem, render, send_problem
 from api.remote import remote_address
 from api.requests import response_start
 from api.runtime import Runtime
@@ -49,7 +47,7 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
     # Only what the whole stream needs stays in this frame (every idle stream holds it): the
     # request's parsed headers and query die with `admit`.
     if scope["method"] != "GET":
-        await _send_problem(send, problem(405, f"use GET for {PATH}"), {"Allow": "GET"})
+        await send_problem(send, problem(405, f"use GET for {PATH}"), {"Allow": "GET"})
         return
     # Admission first: it is what keeps a reconnect storm from costing a token check each.
     began = time.perf_counter()
@@ -63,7 +61,7 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
         session, connection = await admit(StreamRequest(scope), runtime)
     except Exception as error:
         metrics.handshake("sse", None)
-        await _send_problem(send, *render(error, f"GET {PATH}"))
+        await send_problem(send, *render(error, f"GET {PATH}"))
         return
     started = False
 
@@ -78,7 +76,7 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
     except Exception as error:
         if not started:
             metrics.handshake("sse", None)
-            await _send_problem(send, *render(error, f"GET {PATH}"))
+            await send_problem(send, *render(error, f"GET {PATH}"))
             return
         if not isinstance(error, SinalError):
             raise
@@ -183,24 +181,11 @@ async def _refuse_handshake(send: Send, request: StreamRequest, wait: float) -> 
     retry_after = {"Retry-After": str(math.ceil(wait))}
     if "text/event-stream" not in request.headers.get("accept", ""):
         detail = "too many new connections right now; retry after the time in Retry-After"
-        await _send_problem(send, problem(503, detail, retry_after=math.ceil(wait)), retry_after)
+        await send_problem(send, problem(503, detail, retry_after=math.ceil(wait)), retry_after)
         return
     body = encode_retry(int(wait * 1000)) + encode_control(
         "disconnect", disconnect_data("limit", wait)
     )
     headers = [*STREAM_HEADERS, (b"retry-after", retry_after["Retry-After"].encode())]
     await send(response_start(200, headers))
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_problem(
-    send: Send, details: dict[str, Any], extra_headers: Mapping[str, str] | None = None
-) -> None:
-    body = encode_problem(details)
-    headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-        *((name.lower().encode(), value.encode()) for name, value in (extra_headers or {}).items()),
-    ]
-    await send(response_start(details["status"], headers))
     await send({"type": "http.response.body", "body": body, "more_body": False})

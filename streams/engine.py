@@ -54,6 +54,15 @@ class Retention:
 
 
 @dataclass(frozen=True, slots=True)
+class Publication:
+    """An event to append to its channel's log (see `Engine.publish_many`)."""
+
+    channel: str
+    type: str
+    data_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Sequenced:
     """An event with its relay's sequence number (see `Engine.publish_once`)."""
 
@@ -99,6 +108,17 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
         """Append to the channel's log; the returned event carries its position."""
+
+    @abc.abstractmethod
+    async def publish_many(self, items: Sequence[Publication]) -> list[Event]:
+        """Append each item to its channel's log, in order, in one round trip to the engine;
+        the events, in the same order, with their positions.
+
+        Items of one channel take positions in the order given; items of several channels
+        may be mixed. Raises Unavailable when the engine cannot be reached or refuses; some
+        items may have been published by then (the engine has no transaction across
+        channels: on Redis Cluster they live on different nodes).
+        """
 
     @abc.abstractmethod
     async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:

@@ -61,10 +61,23 @@ def format_stream_id(sid: StreamId) -> str:
     return f"{sid[0]}-{sid[1]}"
 
 
+# The last second formatted, and its text: events come many to a second.
+_second: tuple[int | None, str] = (None, "")
+
+
 def iso_ms(ms: int) -> str:
-    """Milliseconds since the epoch as an ISO 8601 UTC timestamp."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Milliseconds since the epoch as an ISO 8601 UTC timestamp.
+
+    Twice per publish (the frame, the answer's `ts`): the second's text is kept, which takes
+    this from ~4.5 µs to under 1 (and the milliseconds are exact, with no float between).
+    """
+    global _second
+    second, milli = divmod(ms, 1000)
+    cached, text = _second
+    if second != cached:
+        text = datetime.fromtimestamp(second, tz=UTC).isoformat()[: -len("+00:00")]
+        _second = (second, text)
+    return f"{text}.{milli:03d}Z"
 
 
 class Event:
@@ -102,6 +115,30 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event({self.channel!r}, {self.type!r}, {format_stream_id(self.offset)})"
+
+
+class Placed(Event):
+    """An event as its publisher gets it back from the Redis engine: where it was placed, its
+    frame encoded only if asked. The publishing process never delivers this copy (its reader
+    gets the event back from Redis, and that one is delivered), and a frame nobody writes was
+    a tenth of a batched publish's cost (py-spy, docs/benchmarks.md)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self, channel: str, type: str, data_json: bytes, epoch: str, offset: StreamId
+    ) -> None:
+        self.channel = channel
+        self.type = type
+        self.data_json = data_json
+        self.epoch = epoch
+        self.offset = offset
+        self.segment = encode_segment(channel, epoch, offset)
+
+    # A property over the slot: read-only, and computed each time, for the rare reader.
+    @property
+    def frame(self) -> bytes:  # type: ignore[override]
+        return encode_event_frame(self)
 
 
 def encode_segment(channel: str, epoch: str, offset: StreamId) -> str:

@@ -17,7 +17,15 @@ from collections.abc import Iterator, Sequence
 
 from streams.commands import CommandQueue, MemoryCommands
 from streams.cursor import Position
-from streams.engine import Engine, Retention, Sequenced, Sink, check_node_id, check_position
+from streams.engine import (
+    Engine,
+    Publication,
+    Retention,
+    Sequenced,
+    Sink,
+    check_node_id,
+    check_position,
+)
 from streams.event import Event, StreamId
 
 
@@ -50,6 +58,30 @@ class MemoryEngine(Engine):
         self._control = None
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
+        event = self._append(channel, type, data_json)
+        self._published([event])
+        return event
+
+    async def publish_many(self, items: Sequence[Publication]) -> list[Event]:
+        events = [self._append(item.channel, item.type, item.data_json) for item in items]
+        self._published(events)
+        return events
+
+    async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
+        results: list[Event | None] = []
+        for item in items:
+            log = self._logs.get(item.channel)
+            if log is not None and log.relayed is not None:
+                last_source, last_sequence = log.relayed
+                if last_source == item.source and last_sequence >= item.sequence:
+                    results.append(None)
+                    continue
+            results.append(self._append(item.channel, item.type, item.data_json))
+            self._logs[item.channel].relayed = (item.source, item.sequence)
+        self._published([event for event in results if event is not None])
+        return results
+
+    def _append(self, channel: str, type: str, data_json: bytes) -> Event:
         log = self._logs.get(channel)
         if log is None:
             log = self._logs[channel] = _Log()
@@ -61,24 +93,17 @@ class MemoryEngine(Engine):
         log.events.append(event)
         log.last = offset
         self._trim(log, now_ms)
+        return event
+
+    def _published(self, events: list[Event]) -> None:
+        """Hand appended events to the sink, all in one call, and wake internal consumers."""
+        if not events:
+            return
         if self._sink is not None:
-            self._sink.dispatch([event])
-        for waiter in self._waiters.get(channel, ()):
-            waiter.set()
-        return event
-
-    async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
-        return [await self._publish_once(item) for item in items]
-
-    async def _publish_once(self, item: Sequenced) -> Event | None:
-        log = self._logs.get(item.channel)
-        if log is not None and log.relayed is not None:
-            last_source, last_sequence = log.relayed
-            if last_source == item.source and last_sequence >= item.sequence:
-                return None
-        event = await self.publish(item.channel, item.type, item.data_json)
-        self._logs[item.channel].relayed = (item.source, item.sequence)
-        return event
+            self._sink.dispatch(events)
+        for channel in {event.channel for event in events}:
+            for waiter in self._waiters.get(channel, ()):
+                waiter.set()
 
     async def head(self, channel: str) -> Position:
         log = self._logs.get(channel)

@@ -27,14 +27,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.channels import COMMANDS
@@ -43,6 +44,7 @@ from streams.cursor import Position
 from streams.engine import (
     Engine,
     PositionLost,
+    Publication,
     Retention,
     Sequenced,
     Sink,
@@ -50,7 +52,7 @@ from streams.engine import (
     check_position,
 )
 from streams.errors import Unavailable
-from streams.event import Event, StreamId, parse_stream_id
+from streams.event import Event, Placed, StreamId, parse_stream_id
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.redis")
@@ -125,6 +127,10 @@ def channel_of(live: str) -> str:
 
 
 Op = Literal["sub", "unsub"]
+# One call of the publish script: its keys and its arguments.
+_Call = tuple[tuple[str, str], list[Any]]
+# A command as Redis reads it (its stub types a tuple of one item).
+_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 
 class _Watch:
@@ -159,6 +165,9 @@ class RedisEngine(Engine):
         self.db = int(self._redis.connection_pool.connection_kwargs.get("db", 0))
         self._control_name = control_name(self.db)
         self._publish = self._redis.register_script(PUBLISH)
+        # Publishes waiting for the next pipeline, and the task that sends them (see `publish`).
+        self._queued: list[tuple[_Call, asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
         self._read = self._redis.register_script(READ)
         self._sink: Sink | None = None
         self._watches: dict[str, _Watch] = {}
@@ -181,6 +190,8 @@ class RedisEngine(Engine):
         if self._reader is not None:
             await cancel_and_wait(self._reader)
             self._reader = None
+        if self._sender is not None:
+            await cancel_and_wait(self._sender)
         self._control = None
         for watch in self._watches.values():
             for waiter in watch.waiters:
@@ -221,34 +232,91 @@ class RedisEngine(Engine):
     # -- the log ---------------------------------------------------------------------------
 
     async def publish(self, channel: str, type: str, data_json: bytes) -> Event:
-        log_key, meta_key = keys(channel)
-        args = self._publish_args(channel, type, data_json, "", 0)
-        try:
-            epoch, sid = await self._publish(keys=[log_key, meta_key], args=args)
-        except RedisError as error:
-            raise Unavailable(f"redis is unreachable: {error}") from error
+        """Publishes made while a pipeline is on its way share the next one (`_send_queued`):
+        under load, one round trip and one pass through redis-py carry many events, where a
+        command each cost about as much as the rest of a lean `POST /v1/publish` (py-spy,
+        docs/benchmarks.md). A publish alone goes at once, in a pipeline of one."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append(((keys(channel), self._publish_args(channel, type, data_json)), reply))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued(), name="sinal-redis-publisher")
+        epoch, sid = await reply
         self.events_published += 1
-        return Event(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
+        return Placed(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
+
+    async def _send_queued(self) -> None:
+        """Send what `publish` queued, one pipeline at a time, until nothing is queued. Calls
+        go in the order they were made, so one channel's publishes keep their order."""
+        batch: list[tuple[_Call, asyncio.Future[Any]]] = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    replies = await self._run_publishes([call for call, _ in batch])
+                except Unavailable as error:
+                    replies = [error] * len(batch)
+                except Exception as error:  # a bug: every waiting publish hears of it
+                    log.exception("publishing a pipeline of %d failed", len(batch))
+                    replies = [Unavailable(f"redis publish failed: {error}")] * len(batch)
+                for (_, reply), result in zip(batch, replies, strict=True):
+                    if reply.done():  # its caller was cancelled
+                        continue
+                    if isinstance(result, Unavailable):
+                        reply.set_exception(result)
+                    elif isinstance(result, Exception):  # as `publish_many`
+                        reply.set_exception(Unavailable(f"redis refused the publish: {result}"))
+                    else:
+                        reply.set_result(result)
+                batch = []
+        finally:
+            self._sender = None
+            # Cancelled (the engine closes): nobody may be left waiting.
+            for _, reply in [*batch, *self._queued]:
+                if not reply.done():
+                    reply.set_exception(Unavailable("the engine is closing"))
+            self._queued = []
+
+    async def publish_many(self, items: Sequence[Publication]) -> list[Event]:
+        """One round trip for the whole batch: a pipeline of publish scripts."""
+        if not items:
+            return []
+        calls: list[_Call] = [
+            (keys(item.channel), self._publish_args(item.channel, item.type, item.data_json))
+            for item in items
+        ]
+        replies = await self._run_publishes(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):  # a Redis out of memory refuses, say
+                raise Unavailable(f"redis refused the publish: {reply}") from reply
+        self.events_published += len(items)
+        return [
+            Placed(item.channel, item.type, item.data_json, epoch.decode(),
+                   parse_stream_id(sid.decode()))
+            for item, (epoch, sid) in zip(items, replies, strict=True)
+        ]  # fmt: skip
 
     async def publish_once(self, items: Sequence[Sequenced]) -> list[Event | None]:
         """One round trip for the whole batch: a pipeline of publish scripts."""
         if not items:
             return []
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for item in items:
-                    args = self._publish_args(
-                        item.channel, item.type, item.data_json, item.source, item.sequence
-                    )
-                    await self._publish(keys=list(keys(item.channel)), args=args, client=pipe)
-                replies = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-            raise Unavailable(f"redis is unreachable: {error}") from error
+        calls: list[_Call] = [
+            (
+                keys(item.channel),
+                self._publish_args(
+                    item.channel, item.type, item.data_json, item.source, item.sequence
+                ),
+            )
+            for item in items
+        ]
+        replies = await self._run_publishes(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):  # the relay then looks for the event at fault
+                raise reply
         self.events_published += sum(1 for reply in replies if reply is not None)
         return [
             None
             if reply is None
-            else Event(
+            else Placed(
                 item.channel,
                 item.type,
                 item.data_json,
@@ -258,11 +326,76 @@ class RedisEngine(Engine):
             for item, reply in zip(items, replies, strict=True)
         ]
 
+    async def _run_publishes(self, calls: list[_Call]) -> list[Any]:
+        """The publish script once per call, in order, in one pipeline: its replies, an error
+        in the place of a call that failed.
+
+        Redis Cluster safe: each call's keys are one channel's, under one hash tag, so every
+        script call touches one slot; calls of different channels are separate commands,
+        which a cluster client may send to different nodes (tests/streams/test_engines.py
+        checks the slots).
+
+        One round trip: redis-py's pipelines ask `SCRIPT EXISTS` before each execution; here
+        the first call is an `EVAL` with the script's text, which caches it, so the `EVALSHA`
+        calls behind it find it. Only a `SCRIPT FLUSH` in the middle of the pipeline leaves
+        calls with NOSCRIPT: none of those ran, and they are sent again, in order (calls of
+        one channel keep their order unless another client reloaded the script in the very
+        same instant). Raises Unavailable when Redis cannot be reached.
+        """
+        replies = await self._pipeline(calls)
+        again = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:
+            for index, reply in zip(again, await self._pipeline([calls[i] for i in again]),
+                                    strict=True):  # fmt: skip
+                replies[index] = reply
+        return replies
+
+    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
+        """`calls` sent at once on one of the pool's connections, packed by hiredis; the
+        replies read in order, an error reply in its place.
+
+        Not redis-py's `Pipeline`: it packs commands in Python, 8 µs a call against hiredis's
+        1, a third of what a batched event cost (py-spy, docs/benchmarks.md); and its retry
+        would send again publishes that may have run. The pool hands out a checked connection
+        (a stale one is replaced before anything is sent); a failure after sending raises
+        Unavailable and closes the connection, which may still hold replies.
+        """
+        sha = self._publish.sha
+        # The epoch of a channel the pipeline creates: random, and one draw for all of them
+        # (a channel's epoch only has to differ from what that channel had before).
+        epoch = secrets.token_hex(4)
+        packed = b"".join(
+            _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
+                  ("EVAL", PUBLISH, 2, *call_keys, epoch, *args))
+            for index, (call_keys, args) in enumerate(calls)
+        )  # fmt: skip
+        pool = self._redis.connection_pool
+        try:
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+        try:
+            await connection.send_packed_command(packed)
+            replies: list[Any] = []
+            for _ in calls:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:  # that call's: the connection goes on
+                    replies.append(error)
+        except BaseException as error:
+            await connection.disconnect()
+            if isinstance(error, RedisError | OSError):
+                raise Unavailable(f"redis is unreachable: {error}") from error
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
+
     def _publish_args(
-        self, channel: str, type: str, data_json: bytes, source: str, sequence: int
-    ) -> list[str | int | bytes]:
+        self, channel: str, type: str, data_json: bytes, source: str = "", sequence: int = 0
+    ) -> list[Any]:
+        """The script's arguments after the first, the candidate epoch (`_pipeline` adds it)."""
         return [
-            secrets.token_hex(4),
             self.retention.max_len,
             int(self.retention.max_age_s * 1000),
             type,

@@ -32,9 +32,11 @@ from api.client import (
     Command,
     ExecutionClient,
     ExecutionRejected,
+    PublishRejected,
     RequestRejected,
     ServerUnavailable,
 )
+from streams.cursor import decode_cursor
 from tests.support import ROOT, SECRET, ServerProcess, bearer, token
 
 pytestmark = pytest.mark.anyio
@@ -699,3 +701,100 @@ def test_demo_stops_cleanly_on_sigterm(
     view = read(memory_server, f"/v1/executions/{id}", member)
     assert view["status"] == "cancelled"
     assert view["steps"][-1]["status"] == "skipped"  # not left "running"
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+async def test_publish_and_publish_many_in_requests_of_at_most_1000(
+    memory_server: ServerProcess,
+) -> None:
+    recorder = LoseFirstAnswer(lambda request: request.url.path == "/v1/publish", lose=False)
+    channels = ["notifications:ann", "execution:e-9", "broadcast"]
+    events = [
+        {"channel": channels[n % 3], "type": "svc.tick", "data": {"n": n}} for n in range(2500)
+    ]
+    async with client_for(memory_server, transport=recorder) as client:
+        one = await client.publish("notifications:ann", "svc.hello", {"hi": True})
+        many = await client.publish_many(events)
+        assert await client.publish_many([]) == []
+    assert [len(json.loads(request.content)) for request in recorder.sent[1:]] == [1000, 1000, 500]
+    assert json.loads(recorder.sent[0].content) == {
+        "channel": "notifications:ann",
+        "type": "svc.hello",
+        "data": {"hi": True},
+    }
+    assert one.channel == "notifications:ann"
+    assert one.ts.endswith("Z")
+    assert [published.channel for published in many] == [event["channel"] for event in events]
+    last: dict[str, Any] = {}
+    for published in [one, *many]:
+        [(channel, position)] = decode_cursor(published.cursor).items()
+        assert channel == published.channel
+        assert position.offset > last.get(channel, (0, 0))
+        last[channel] = position.offset
+
+
+async def test_a_refused_publish_names_the_event_and_keeps_what_went_out(
+    memory_server: ServerProcess,
+) -> None:
+    events = [{"channel": "broadcast", "type": "svc.tick", "data": n} for n in range(1500)]
+    events[1200] = {"channel": "broadcast", "type": "Not.A.Type"}
+    async with client_for(memory_server) as client:
+        with pytest.raises(PublishRejected) as raised:
+            await client.publish_many(events)
+        with pytest.raises(PublishRejected) as single:
+            await client.publish("nowhere", "svc.tick")
+        with pytest.raises(ValueError, match="not JSON"):
+            await client.publish("broadcast", "svc.tick", {"when": object()})
+    assert raised.value.status_code == 400
+    assert raised.value.index == 1200
+    assert raised.value.problem["field"] == "[200].type"
+    assert len(raised.value.published) == 1000  # the first request went out whole
+    assert (single.value.status_code, single.value.index) == (400, None)
+    assert single.value.problem["field"] == "channel"
+
+
+class FakePublish:
+    """`POST /v1/publish` answering `answers` in turn (a status, or an exception raised)."""
+
+    def __init__(self, *answers: int | Exception) -> None:
+        self.answers = list(answers)
+        self.requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        answer = self.answers.pop(0) if self.answers else 201
+        if isinstance(answer, Exception):
+            raise answer
+        if answer != 201:
+            return httpx.Response(answer, json={"status": answer, "detail": "no"},
+                                  headers={"Retry-After": "0"})  # fmt: skip
+        return httpx.Response(201, json={"cursor": "c", "ts": "t"})
+
+
+@pytest.mark.parametrize(
+    ("answers", "requests"),
+    [
+        ([429, 429], 3),  # over the rate: nothing was published, retried
+        ([httpx.ConnectError("refused")], 2),  # never sent, retried
+    ],
+)
+async def test_a_publish_is_retried_only_where_nothing_was_published(
+    answers: list[int | Exception], requests: int
+) -> None:
+    fake = FakePublish(*answers)
+    transport = httpx.MockTransport(fake)
+    async with ExecutionClient("http://fake", "t", transport=transport, backoff_s=0.001) as client:
+        assert (await client.publish("broadcast", "svc.tick")).cursor == "c"
+    assert fake.requests == requests
+
+
+@pytest.mark.parametrize("answer", [503, 500, httpx.ReadError("reset after the request went")])
+async def test_a_publish_that_may_have_gone_out_is_not_retried(answer: int | Exception) -> None:
+    fake = FakePublish(answer)
+    transport = httpx.MockTransport(fake)
+    async with ExecutionClient("http://fake", "t", transport=transport, backoff_s=0.001) as client:
+        with pytest.raises(ServerUnavailable, match="not retried"):
+            await client.publish_many([{"channel": "broadcast", "type": "svc.tick"}])
+    assert fake.requests == 1

@@ -286,3 +286,35 @@ async def test_an_audit_entry_has_the_id_its_response_carried(
             assert (newest["actor"], newest["request_id"]) == ("root", request_id)
     line = (await access_lines(server, ["change-4711"]))["change-4711"]
     assert (line["route"], line["sub"]) == ("/v1/admin/limits", "root")
+
+
+async def test_above_its_rate_the_access_log_is_sampled(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    """SINAL_ACCESS_LOG_SAMPLE_ABOVE lines a second in full; past that a line stands for
+    `sampled` requests. The metrics still count every request."""
+    server = spawn({"SINAL_LOG_FORMAT": "json", "SINAL_ACCESS_LOG_SAMPLE_ABOVE": "3"})
+    sent = 60
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        for n in range(sent):
+            headers = {"X-Request-ID": f"burst-{n}"}
+            assert (await client.get("/healthz", headers=headers)).status_code == 200
+        # Asked after the burst, so every line of it is written (when its request finished).
+        metrics = (await client.get("/metrics")).text
+    lines = [
+        line
+        for line in json_lines(server)
+        if line["logger"] == "sinal.access" and line["request_id"].startswith("burst-")
+    ]
+    assert 3 <= len(lines) < sent
+    sampled = [line["sampled"] for line in lines if "sampled" in line]
+    assert sampled
+    assert all(weight >= 2 for weight in sampled)
+    seconds = {line["time"][:19] for line in lines}
+    assert len(lines) - len(sampled) <= 3 * (len(seconds) + 1)  # in full: 3 a second
+    assert sum(line.get("sampled", 1) for line in lines) <= sent
+    counted = re.search(
+        r'_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)', metrics
+    )
+    assert counted is not None
+    assert float(counted.group(1)) == sent

@@ -133,11 +133,23 @@ def test_bodies_limits_and_statuses(document: dict[str, Any]) -> None:
 
     publish = by_route[("POST", "/v1/publish")]
     body = publish["requestBody"]["content"]["application/json"]["schema"]
-    properties = schemas[body["$ref"].rsplit("/", 1)[1]]["properties"]
+    # One event, or a list of them: one of the two forms.
+    single, batch = body["oneOf"]
+    assert batch["type"] == "array"
+    assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
+    assert batch["items"] == single
+    properties = schemas[single["$ref"].rsplit("/", 1)[1]]["properties"]
     assert properties["type"]["maxLength"] == 64
     assert "pattern" in properties["type"]
     assert "pattern" in properties["channel"]
-    assert {"400", "401", "403", "413", "415", "503"} <= set(publish["responses"])
+    assert {"400", "401", "403", "413", "415", "429", "503"} <= set(publish["responses"])
+    answers = publish["responses"]["201"]["content"]["application/json"]["schema"]["oneOf"]
+    assert [answer["$ref"].rsplit("/", 1)[1] for answer in answers] == [
+        "PublishResponse",
+        "BatchResponse",
+    ]
+    assert set(schemas["BatchResponse"]["required"]) == {"cursors", "ts"}
+    assert "81920 bytes" in publish["responses"]["413"]["description"]
 
     logs = {p["name"]: p for p in by_route[("GET", "/v1/executions/{id}/logs")]["parameters"]}
     assert logs["limit"]["schema"]["maximum"] == 1000

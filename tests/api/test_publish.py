@@ -6,18 +6,20 @@ Refusals are 4xx `application/problem+json` naming the field; never a 500, never
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import redis
 
 from streams.cursor import decode_cursor
 from tests.support import (
     ADMIN,
     SERVICE,
+    Received,
     ServerProcess,
     assert_problem,
     bearer,
@@ -31,11 +33,14 @@ pytestmark = pytest.mark.anyio
 LIMIT = 65536  # SINAL_MAX_PAYLOAD_BYTES default
 
 
-async def post(server: ServerProcess, body: Any, **kwargs: Any) -> httpx.Response:
-    """Publish as a service; `body` is sent as JSON unless it is already bytes."""
+async def post(
+    server: ServerProcess, body: Any, headers: dict[str, str] = SERVICE, **kwargs: Any
+) -> httpx.Response:
+    """Publish as a service (or as `headers` say); `body` is sent as JSON unless it is
+    already bytes."""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        return await client.post("/v1/publish", content=content, headers=SERVICE, **kwargs)
+        return await client.post("/v1/publish", content=content, headers=headers, **kwargs)
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -343,6 +348,227 @@ async def test_refused_publishes_leave_no_event(server: ServerProcess) -> None:
             await publish(client, channel, "notification.created", {"n": 1})
             await wait(lambda r: len(r.payloads()) >= 1, 10)
     assert received.payloads() == [{"n": 1}]
+
+
+# -- a list of events ------------------------------------------------------------------------------
+
+
+async def post_list(server: ServerProcess, items: list[Any], **kwargs: Any) -> httpx.Response:
+    return await post(server, items, **kwargs)
+
+
+def items_of(channel: str, count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"channel": channel, "type": "note.batch", "data": {"n": n}}
+        for n in range(start, start + count)
+    ]
+
+
+async def test_a_list_is_published_in_order_and_answered_with_each_cursor(
+    server: ServerProcess,
+) -> None:
+    """Events of one channel and of several, mixed: each gets its cursor and time in the order
+    sent; per channel the positions increase; a stream sees them all, in the order sent."""
+    channels = ["notifications:gus", "broadcast", "execution:ex-1", "notifications:gus"]
+    items = [
+        {"channel": channels[n % 4], "type": f"note.n{n % 3}", "data": {"n": n}} for n in range(40)
+    ]
+    watcher = bearer("gus", "admin")  # admins may watch any execution
+    async with open_stream(server.url, watcher, params={"channel": "execution:ex-1"}) as (
+        received,
+        wait,
+    ):
+        response = await post_list(server, items)
+        assert response.status_code == 201, response.text
+        await wait(lambda r: len(r.payloads()) >= len(items), 10)
+    answer = response.json()
+    assert set(answer) == {"cursors", "ts"}
+    assert len(answer["cursors"]) == len(answer["ts"]) == len(items)
+    assert received.payloads() == [item["data"] for item in items]
+    types = sorted({str(item["type"]) for item in items})
+    assert [event.event for event in received.of_type(*types)] == [item["type"] for item in items]
+    last: dict[str, tuple[int, int]] = {}
+    for item, cursor, ts in zip(items, answer["cursors"], answer["ts"], strict=True):
+        [(channel, position)] = decode_cursor(cursor).items()
+        assert channel == item["channel"]
+        assert position.offset > last.get(channel, (0, 0))
+        last[channel] = position.offset
+        assert ts.endswith("Z")
+        assert position.offset[0] == int(datetime.fromisoformat(ts).timestamp() * 1000)
+
+
+async def test_each_cursor_of_a_list_resumes_right_after_its_event(server: ServerProcess) -> None:
+    channel = "notifications:hal"
+    response = await post_list(server, items_of(channel, 5))
+    assert response.status_code == 201, response.text
+    cursors = response.json()["cursors"]
+    later: list[Any] = []  # single publishes after the list, one per resume
+    for index in (0, 2, 4):
+        async with open_stream(server.url, bearer("hal"), last_event_id=cursors[index]) as (
+            received,
+            wait,
+        ):
+            later.append({"n": f"after {index}"})
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                await publish(client, channel, "note.batch", later[-1])
+            await wait(holds(later[-1]), 10)
+        assert received.payloads() == [{"n": n} for n in range(index + 1, 5)] + later
+        resets = [frame.json() for frame in received.of_type("reset")]
+        assert all(channel not in reset["channels"] for reset in resets), resets
+
+
+def holds(payload: Any) -> Callable[[Received], bool]:
+    return lambda received: payload in received.payloads()
+
+
+def stored(server: ServerProcess, channel: str) -> int | None:
+    """How many events the Redis engine holds for `channel`; None on the memory engine."""
+    url = server.env.get("SINAL_REDIS_URL")
+    if url is None:
+        return None
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.xlen(f"sinal:{{{channel}}}:log"))
+    finally:
+        client.close()
+
+
+DEEP = b'{"channel": "notifications:ivy", "type": "note.batch", "data": ' + b"[" * 70 + b"]" * 70
+BAD_ITEMS: list[tuple[dict[str, Any] | bytes, int, str]] = [
+    ({"channel": "notifications:ivy", "type": "Bad"}, 400, "[3].type"),
+    ({"channel": "notifications:ivy", "type": "reset"}, 400, "[3].type"),
+    ({"channel": "nowhere", "type": "note.batch"}, 400, "[3].channel"),
+    ({"channel": "notifications:ivy", "type": "note.batch", "data": "x" * LIMIT}, 413, "[3].data"),
+    ({"chanel": "notifications:ivy", "type": "note.batch"}, 400, "[3].chanel"),
+    ({"channel": "notifications:ivy"}, 400, "[3].type"),
+    ({"channel": "notifications:ivy", "type": 7}, 400, "[3].type"),
+    ({"channel": "notifications:ivy", "type": "t", "data": {"a": "\u0000"}}, 400, "[3].data"),
+    (DEEP + b"}", 400, "[3].data"),
+    (b'"notifications:ivy"', 400, "[3]"),
+]  # fmt: skip
+
+
+async def test_a_refused_item_is_named_and_nothing_of_its_list_is_published(
+    server: ServerProcess,
+) -> None:
+    """All or nothing: the items before and after the bad one stay unpublished, as the stream
+    (a replay from before) and the engine's log both show."""
+    channel = "notifications:ivy"
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        first = await publish(client, channel, "note.batch", {"n": "first"})
+    held = stored(server, channel)
+    for bad, status, field in BAD_ITEMS:
+        good = [json.dumps(item).encode() for item in items_of(channel, 6)]
+        raw = bad if isinstance(bad, bytes) else json.dumps(bad).encode()
+        body = b"[" + b",".join([*good[:3], raw, *good[3:]]) + b"]"
+        problem = assert_problem(await post(server, body), status, field)
+        assert problem["detail"], problem
+    assert stored(server, channel) == held
+    async with open_stream(server.url, bearer("ivy"), last_event_id=first["cursor"]) as (
+        received,
+        wait,
+    ):
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            await publish(client, channel, "note.batch", {"n": "last"})
+        await wait(lambda r: {"n": "last"} in r.payloads(), 10)
+    assert received.payloads() == [{"n": "last"}]
+
+
+async def test_a_list_needs_the_service_role(server: ServerProcess) -> None:
+    channel = "notifications:jan"
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        body = items_of(channel, 3)
+        refused = await client.post("/v1/publish", json=body)
+        assert assert_problem(refused, 401)["detail"].startswith("credentials are missing")
+        assert refused.headers["www-authenticate"] == "Bearer"
+        for caller in (bearer("jan"), bearer("root", "admin")):
+            assert_problem(await client.post("/v1/publish", json=body, headers=caller), 403)
+        first = await publish(client, channel, "note.batch", {"n": "first"})
+    assert stored(server, channel) in (None, 1)
+    async with open_stream(server.url, bearer("jan"), last_event_id=first["cursor"]) as (
+        received,
+        wait,
+    ):
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            await publish(client, channel, "note.batch", {"n": "last"})
+        await wait(lambda r: {"n": "last"} in r.payloads(), 10)
+    assert received.payloads() == [{"n": "last"}]
+
+
+async def test_the_publish_rate_counts_each_event_of_a_list(
+    spawn: Callable[..., ServerProcess], engine_env: dict[str, str]
+) -> None:
+    """One event per 100 s, and a full budget holds one: a list of five on a full budget goes
+    out and leaves a debt of four events, which the next refusal's `Retry-After` shows."""
+    server = spawn(engine_env)
+    channel = "notifications:kim"
+    other = bearer("svc2", "service")  # each service has its own budget
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        limits = await client.put("/v1/admin/limits", headers=ADMIN, json={"publish_rate": 0.01})
+        assert limits.status_code == 200, limits.text
+        assert (await post_list(server, items_of(channel, 5))).status_code == 201
+        after_five = assert_problem(await post(server, event(channel=channel)), 429)
+        assert after_five["retry_after"] >= 400
+        assert (await post(server, event(channel=channel), headers=other)).status_code == 201
+        refused = await post_list(server, items_of(channel, 2), headers=other)
+        after_one = assert_problem(refused, 429)
+        assert "carries 2 events" in after_one["detail"]
+        assert after_one["retry_after"] == int(refused.headers["retry-after"])
+        assert 1 <= after_one["retry_after"] <= 101
+    assert stored(server, channel) in (None, 6)
+
+
+async def test_the_bounds_of_a_list(memory_server: ServerProcess) -> None:
+    channel = "notifications:lou"
+    most = await post_list(memory_server, items_of(channel, 1000))
+    assert most.status_code == 201, most.text
+    assert len(most.json()["cursors"]) == 1000
+    over = assert_problem(await post_list(memory_server, items_of(channel, 1001)), 413)
+    assert "1000" in over["detail"]
+    empty = assert_problem(await post_list(memory_server, []), 400)
+    assert "object" in empty["detail"]
+    # The body of a list may reach 1 MiB: fifteen events of the largest data fit...
+    largest = [event(channel=channel, data="x" * (LIMIT - 2)) for _ in range(15)]
+    assert (await post_list(memory_server, largest)).status_code == 201
+    # ... and no more, though each event is within its own limit.
+    assert_problem(await post_list(memory_server, largest + largest[:2]), 413)
+
+
+async def test_one_event_keeps_its_own_body_limit(memory_server: ServerProcess) -> None:
+    """A single event's body may be the payload limit + 16384 bytes, as before lists came:
+    the larger limit of a list does not apply to it."""
+    one = json.dumps(event(data="x" * 1000)).encode()
+    padded = one[:-1] + b" " * (LIMIT + 16384) + b"}"
+    problem = assert_problem(await post(memory_server, padded), 413)
+    assert "one event" in problem["detail"]
+    assert (await post(memory_server, b"[" + padded + b"]")).status_code == 201
+
+
+async def test_the_lean_route_and_litestar_answer_alike(memory_server: ServerProcess) -> None:
+    """`POST /v1/publish` is served before Litestar; `/v1/publish/` by Litestar's route. Both
+    run the same checks and give the same answers, the request id included."""
+    cases: list[tuple[Any, dict[str, str]]] = [
+        (event(), SERVICE),
+        (items_of("notifications:max", 3), SERVICE),
+        ([event(), event(type="Bad")], SERVICE),
+        ([event(), event(data="x" * LIMIT)], SERVICE),
+        (b"{", SERVICE),
+        (event(), {}),
+        (event(), bearer("max")),
+    ]
+    async with httpx.AsyncClient(base_url=memory_server.url, timeout=10) as client:
+        for body, headers in cases:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            answers: list[tuple[int, str, Any]] = []
+            for path in ("/v1/publish", "/v1/publish/"):
+                sent = {**headers, "X-Request-ID": f"same-{len(answers)}"}
+                response = await client.post(path, content=content, headers=sent)
+                assert response.headers["x-request-id"] == sent["X-Request-ID"]
+                answer = response.json()
+                if response.status_code == 201:
+                    answer = set(answer)  # new cursors, same shape
+                answers.append((response.status_code, response.headers["content-type"], answer))
+            assert answers[0] == answers[1], (body, answers)
 
 
 # -- the channel list of a stream ------------------------------------------------------------------

@@ -6,12 +6,13 @@ Against a real server, see `tests/api/test_logs.py`; here the ASGI messages them
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 
 from api import requests
-from api.requests import Requests
+from api.requests import AccessSampler, Requests
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +173,62 @@ async def test_a_task_that_outlives_its_request_is_not_taken_for_it() -> None:
     assert seen[0] is not None
     assert seen[0].request_id == "req-1"
     assert seen[1] is None
+
+
+# -- sampling the access log -------------------------------------------------------------------
+
+
+def weights(sampler: AccessSampler, second: float, count: int, status: int = 200) -> list[int]:
+    return [sampler.weight(status, second) for _ in range(count)]
+
+
+def test_under_the_rate_every_request_gets_a_line() -> None:
+    sampler = AccessSampler(5)
+    assert weights(sampler, 100, 5) == [1] * 5
+    assert weights(sampler, 101, 5) == [1] * 5
+    assert weights(AccessSampler(0), 100, 1000) == [1] * 1000  # 0: never sampled
+
+
+def test_over_the_rate_one_request_in_k_is_logged_for_k() -> None:
+    sampler = AccessSampler(3)
+    # The first second over the rate: one line every second request.
+    assert weights(sampler, 100, 9) == [1, 1, 1, 0, 2, 0, 2, 0, 2]
+    # The next second follows that load (9 requests, 3 lines a second: one line in 3)...
+    assert weights(sampler, 101, 30) == [1, 1, 1] + [0, 0, 3] * 9
+    # ... and the one after it, this second's (30: one in 10). The lines stand for every
+    # request, and a second's lines stay within about twice the rate.
+    again = weights(sampler, 102, 33)
+    assert again == [1, 1, 1] + [0] * 9 + [10] + [0] * 9 + [10] + [0] * 9 + [10]
+    assert sum(again) == 33
+    assert sum(1 for weight in again if weight) <= 2 * 3
+    # After a quiet second the load is not known: one in two again.
+    assert weights(sampler, 110, 5) == [1, 1, 1, 0, 2]
+
+
+def test_a_server_error_always_gets_its_line() -> None:
+    sampler = AccessSampler(1)
+    assert weights(sampler, 100, 3) == [1, 0, 2]
+    assert weights(sampler, 100.99, 3, status=503) == [1, 1, 1]
+    assert weights(sampler, 100.999, 2) == [0, 2]  # and is not counted against the rest
+
+
+async def test_a_sampled_line_says_how_many_requests_it_stands_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = Runtime()
+    sampler = AccessSampler(2)
+    caplog.set_level(logging.INFO, logger="sinal.access")
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    wrapper = Requests(answer(201, "/v1/publish"), runtime, sampler=sampler)
+    for _ in range(6):  # well within one second
+        await wrapper(http_scope(path="/v1/publish"), receive, send)
+    records = [record for record in caplog.records if record.name == "sinal.access"]
+    assert [getattr(record, "sampled", None) for record in records] == [None, None, 2, 2]
+    assert len(runtime.metrics.observed) == 6  # the metrics count every request

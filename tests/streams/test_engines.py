@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from streams.cursor import ORIGIN, Position
-from streams.engine import Engine, PositionLost, Retention, Sequenced
+from streams.engine import Engine, PositionLost, Publication, Retention, Sequenced
+from streams.errors import Unavailable
 from streams.event import Event
 from streams.hub import Hub, Reset, Subscriber
 from streams.memory import MemoryEngine
-from streams.redis import RedisEngine
+from streams.redis import RedisEngine, keys
 from tests.conftest import another_redis_database
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +43,7 @@ async def hub(make_engine: EngineFactory) -> AsyncIterator[Hub]:
     await hub.stop()
 
 
-async def publish_many(engine: Engine, channel: str, count: int, start: int = 0) -> list[Event]:
+async def publish_n(engine: Engine, channel: str, count: int, start: int = 0) -> list[Event]:
     return [
         await engine.publish(channel, "test.event", b'{"n":%d}' % n)
         for n in range(start, start + count)
@@ -53,7 +59,7 @@ async def collect(subscriber: Subscriber, count: int) -> list[Event]:
 
 
 async def test_offsets_increase_per_channel(hub: Hub) -> None:
-    events = await publish_many(hub.engine, "execution:a", 50)
+    events = await publish_n(hub.engine, "execution:a", 50)
     offsets = [event.offset for event in events]
     assert offsets == sorted(offsets)
     assert len(set(offsets)) == 50
@@ -61,8 +67,8 @@ async def test_offsets_increase_per_channel(hub: Hub) -> None:
 
 
 async def test_read_after_returns_what_follows_in_order(hub: Hub) -> None:
-    events = await publish_many(hub.engine, "execution:a", 30)
-    await publish_many(hub.engine, "execution:other", 5)
+    events = await publish_n(hub.engine, "execution:a", 30)
+    await publish_n(hub.engine, "execution:other", 5)
     start = Position(events[9].epoch, events[9].offset)
     page = await hub.engine.read_after("execution:a", start, 10)
     assert [e.data_json for e in page] == [e.data_json for e in events[10:20]]
@@ -73,7 +79,7 @@ async def test_read_after_returns_what_follows_in_order(hub: Hub) -> None:
 
 
 async def test_head_then_nothing_new(hub: Hub) -> None:
-    await publish_many(hub.engine, "execution:a", 3)
+    await publish_n(hub.engine, "execution:a", 3)
     head = await hub.engine.head("execution:a")
     assert await hub.engine.read_after("execution:a", head, 10) == []
 
@@ -113,15 +119,143 @@ async def test_publish_once_takes_each_sequence_once_per_channel(hub: Hub) -> No
     ]
 
 
+async def test_publish_many_keeps_the_order_of_each_channel(hub: Hub) -> None:
+    """A batch mixing channels: the events come back in the order given, take increasing
+    positions per channel, are stored in that order, arrive live in that order, and each
+    event's position resumes right after it."""
+    engine = hub.engine
+    channels = ["execution:a", "execution:b", "broadcast"]
+    items = [Publication(channels[n % 3], "test.event", b'{"n":%d}' % n) for n in range(30)]
+    async with hub.subscription(channels) as subscriber:
+        events = await engine.publish_many(items)
+        live = await collect(subscriber, len(items))
+    assert [(e.channel, e.type, e.data_json) for e in events] == [
+        (i.channel, i.type, i.data_json) for i in items
+    ]
+    for channel in channels:
+        mine = [e for e in events if e.channel == channel]
+        offsets = [e.offset for e in mine]
+        assert offsets == sorted(offsets)
+        assert len(set(offsets)) == len(mine)
+        stored = await engine.read_after(channel, Position(mine[0].epoch, ORIGIN.offset), 100)
+        assert [e.data_json for e in stored] == [e.data_json for e in mine]
+        assert [e.data_json for e in live if e.channel == channel] == [e.data_json for e in mine]
+    for index, event in enumerate(events):
+        after = await engine.read_after(event.channel, Position(event.epoch, event.offset), 100)
+        assert [e.data_json for e in after] == [
+            e.data_json for e in events[index + 1 :] if e.channel == event.channel
+        ]
+    assert await engine.publish_many([]) == []
+
+
+async def test_publish_many_follows_single_publishes(hub: Hub) -> None:
+    engine = hub.engine
+    first = await engine.publish("execution:a", "test.event", b"0")
+    batch = await engine.publish_many(
+        [Publication("execution:a", "test.event", b"%d" % n) for n in (1, 2)]
+    )
+    last = await engine.publish("execution:a", "test.event", b"3")
+    assert first.offset < batch[0].offset < batch[1].offset < last.offset
+
+
+async def test_concurrent_publishes_keep_the_order_they_were_made_in(hub: Hub) -> None:
+    """Many requests publishing at once (on Redis they share pipelines): one channel's
+    events take positions in the order the publishes were made."""
+    engine = hub.engine
+    events = await asyncio.gather(
+        *(engine.publish(f"execution:{n % 3}", "test.event", b"%d" % n) for n in range(300))
+    )
+    for channel in ("execution:0", "execution:1", "execution:2"):
+        mine = [event for event in events if event.channel == channel]
+        assert [event.offset for event in mine] == sorted(event.offset for event in mine)
+        stored = await engine.read_after(channel, Position(mine[0].epoch, ORIGIN.offset), 500)
+        assert [e.data_json for e in stored] == [e.data_json for e in mine]
+
+
+async def test_redis_publishes_made_together_share_a_pipeline(redis_url: str) -> None:
+    engine = RedisEngine(redis_url)
+    watcher = aioredis.Redis.from_url(redis_url)
+    tag = uuid.uuid4().hex[:8]
+    seen: list[str] = []
+    try:
+        async with watcher.monitor() as monitor:
+            await asyncio.gather(
+                *(engine.publish(f"execution:{tag}-{n}", "test.event", b"1") for n in range(50))
+            )
+            await engine._redis.echo(f"done-{tag}")
+            with anyio.fail_after(10):
+                async for command in monitor.listen():
+                    if f"done-{tag}" in command["command"]:
+                        break
+                    if command["client_type"] == "tcp" and tag in command["command"]:
+                        seen.append(command["command"].split(" ", 1)[0].upper())
+    finally:
+        await engine.close()
+        await watcher.aclose()
+    assert len(seen) == 50
+    # Each pipeline opens with an EVAL: fewer of them than publishes means shared pipelines.
+    assert 1 <= seen.count("EVAL") < 50, seen
+
+
+async def test_redis_publishes_fail_with_unavailable_when_redis_is_not_there() -> None:
+    engine = RedisEngine("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    try:
+        with anyio.fail_after(10):
+            results = await asyncio.gather(
+                *(engine.publish("execution:a", "test.event", b"1") for _ in range(5)),
+                engine.publish_many([Publication("execution:a", "test.event", b"1")]),
+                return_exceptions=True,
+            )
+        assert all(isinstance(result, Unavailable) for result in results), results
+    finally:
+        await engine.close()
+
+
+async def test_redis_batch_is_one_round_trip_and_each_script_call_one_slot(
+    redis_url: str,
+) -> None:
+    """Redis Cluster runs a script only when all its keys hash to one slot: every call of the
+    publish script in a batch names one channel's keys, under the channel's hash tag. Seen
+    with MONITOR, what Redis really received: one call per event, the first an EVAL that
+    caches the script and no SCRIPT EXISTS before the pipeline (one round trip)."""
+    engine = RedisEngine(redis_url)
+    watcher = aioredis.Redis.from_url(redis_url)
+    tag = uuid.uuid4().hex[:8]
+    channels = [f"notifications:{tag}-a", f"execution:{tag}-b", f"notifications:{tag}-c"]
+    items = [Publication(channels[n % 3], "test.event", b"%d" % n) for n in range(7)]
+    seen: list[dict[str, Any]] = []
+    try:
+        async with watcher.monitor() as monitor:
+            await engine.publish_many(items)
+            await engine._redis.echo(f"done-{tag}")
+            with anyio.fail_after(10):
+                async for command in monitor.listen():
+                    if f"done-{tag}" in command["command"]:
+                        break
+                    if command["client_type"] == "tcp" and tag in command["command"]:
+                        seen.append(command)
+    finally:
+        await engine.close()
+        await watcher.aclose()
+    verbs = [command["command"].split(" ", 1)[0].upper() for command in seen]
+    assert verbs == ["EVAL"] + ["EVALSHA"] * (len(items) - 1), verbs
+    for command, item in zip(seen, items, strict=True):
+        called = re.findall(r"sinal:\{[^}]*\}:(?:log|meta)", command["command"])
+        assert called == list(keys(item.channel)), command["command"][:200]
+        assert len({key_slot(key.encode()) for key in called}) == 1
+    # The channels themselves land on different slots: only per call is one slot required.
+    assert len({key_slot(keys(channel)[0].encode()) for channel in channels}) > 1
+
+
 async def test_fan_out_to_every_subscriber_and_only_its_channels(hub: Hub) -> None:
     async with (
         hub.subscription(["execution:a", "broadcast"]) as first,
         hub.subscription(["execution:a"]) as second,
         hub.subscription(["execution:b"]) as third,
     ):
-        await publish_many(hub.engine, "execution:a", 20)
-        await publish_many(hub.engine, "broadcast", 5)
-        await publish_many(hub.engine, "execution:b", 1)
+        await publish_n(hub.engine, "execution:a", 20)
+        await publish_n(hub.engine, "broadcast", 5)
+        await publish_n(hub.engine, "execution:b", 1)
         got_first = await collect(first, 25)
         got_second = await collect(second, 20)
         got_third = await collect(third, 1)
@@ -138,8 +272,8 @@ async def test_trimmed_position_is_reported(make_engine: EngineFactory) -> None:
     engine = make_engine(Retention(max_len=10, max_age_s=0))
     await engine.connect(Hub(engine))
     try:
-        first = (await publish_many(engine, "execution:t", 1))[0]
-        await publish_many(engine, "execution:t", 400, start=1)
+        first = (await publish_n(engine, "execution:t", 1))[0]
+        await publish_n(engine, "execution:t", 400, start=1)
         with pytest.raises(PositionLost) as lost:
             await engine.read_after("execution:t", Position(first.epoch, first.offset), 10)
         assert lost.value.reason == "trimmed"
@@ -149,7 +283,7 @@ async def test_trimmed_position_is_reported(make_engine: EngineFactory) -> None:
 
 
 async def test_position_from_the_future_is_invalid(hub: Hub) -> None:
-    event = (await publish_many(hub.engine, "execution:a", 1))[0]
+    event = (await publish_n(hub.engine, "execution:a", 1))[0]
     future = Position(event.epoch, (event.offset[0] + 10_000, 0))
     with pytest.raises(PositionLost) as lost:
         await hub.engine.read_after("execution:a", future, 10)
@@ -157,7 +291,7 @@ async def test_position_from_the_future_is_invalid(hub: Hub) -> None:
 
 
 async def test_other_epoch_is_reported(hub: Hub) -> None:
-    await publish_many(hub.engine, "execution:a", 2)
+    await publish_n(hub.engine, "execution:a", 2)
     with pytest.raises(PositionLost) as lost:
         await hub.engine.read_after("execution:a", Position("elsewhere", (1, 0)), 10)
     assert lost.value.reason == "epoch"
@@ -173,9 +307,9 @@ async def test_redis_lost_data_changes_the_epoch(redis_url: str) -> None:
     engine = RedisEngine(redis_url)
     await engine.connect(Hub(engine))
     try:
-        before = (await publish_many(engine, "execution:a", 3))[-1]
+        before = (await publish_n(engine, "execution:a", 3))[-1]
         await engine._redis.flushdb()
-        after = (await publish_many(engine, "execution:a", 1))[0]
+        after = (await publish_n(engine, "execution:a", 1))[0]
         assert after.epoch != before.epoch
         with pytest.raises(PositionLost) as lost:
             await engine.read_after("execution:a", Position(before.epoch, before.offset), 10)
@@ -194,11 +328,11 @@ async def test_redis_reader_catches_up_after_losing_its_connection(redis_url: st
     try:
         async with hub.subscription(["execution:a"]) as subscriber:
             await engine.head("execution:a")  # as a connection does after subscribing
-            await publish_many(publisher, "execution:a", 10)
+            await publish_n(publisher, "execution:a", 10)
             await collect(subscriber, 10)
             killed = await admin.client_kill_filter(_type="pubsub")
             assert killed >= 1
-            await publish_many(publisher, "execution:a", 40, start=10)
+            await publish_n(publisher, "execution:a", 40, start=10)
             events = await collect(subscriber, 40)
         assert [e.data_json for e in events] == [b'{"n":%d}' % n for n in range(10, 50)]
     finally:
@@ -214,7 +348,7 @@ async def test_redis_reader_resets_when_redis_lost_data_meanwhile(redis_url: str
     admin = aioredis.Redis.from_url(redis_url)
     try:
         async with hub.subscription(["execution:a"]) as subscriber:
-            await publish_many(engine, "execution:a", 3)
+            await publish_n(engine, "execution:a", 3)
             await collect(subscriber, 3)
             await admin.client_kill_filter(_type="pubsub")
             await admin.flushdb()
@@ -237,7 +371,7 @@ async def test_slow_subscriber_is_closed_and_counted(make_engine: EngineFactory)
         async with hub.subscription(["execution:a"]) as subscriber:
             closed = anyio.Event()
             subscriber.on_close = lambda reason: closed.set()
-            await publish_many(hub.engine, "execution:a", 6)  # one more than the buffer holds
+            await publish_n(hub.engine, "execution:a", 6)  # one more than the buffer holds
             with anyio.fail_after(10):
                 await closed.wait()
             assert subscriber.close_reason == "slow"

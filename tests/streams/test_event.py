@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from streams.event import (
     Event,
+    Placed,
     encode_comment,
     encode_control,
     encode_retry,
@@ -138,3 +140,25 @@ def test_malformed_stream_id(text: str) -> None:
 def test_iso_ms() -> None:
     assert iso_ms(0) == "1970-01-01T00:00:00.000Z"
     assert iso_ms(MS + 7) == "2023-11-14T22:13:20.007Z"
+    assert iso_ms(MS + 999) == "2023-11-14T22:13:20.999Z"
+    assert iso_ms(MS + 1000) == "2023-11-14T22:13:21.000Z"  # the kept second moves on
+    assert iso_ms(MS + 7) == "2023-11-14T22:13:20.007Z"  # and back
+    assert iso_ms(-1) == "1969-12-31T23:59:59.999Z"
+    # Exact far ahead too, where dividing by 1000 as a float was a millisecond off.
+    assert iso_ms(24010322587745) == "2730-11-10T06:03:07.745Z"
+    for ms in range(MS, MS + 5000, 7):
+        moment = datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=ms % 1000 * 1000)
+        assert iso_ms(ms) == moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_placed_event_encodes_its_frame_only_when_asked() -> None:
+    """What the Redis engine's publisher gets back: the same position, cursor segment, time
+    and (asked for) frame as the event delivered."""
+    args = ("notifications:ann", "note.x", b'{"a":1}', "e1", (MS + 7, 2))
+    placed, delivered = Placed(*args), Event(*args)
+    assert (placed.segment, placed.ts, placed.offset) == (
+        delivered.segment,
+        delivered.ts,
+        delivered.offset,
+    )
+    assert placed.frame == delivered.frame
