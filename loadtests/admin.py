@@ -539,6 +539,16 @@ def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
     return met
 
 
+def add_redis_url(parser: argparse.ArgumentParser, shared_by: str = "the servers") -> None:
+    """`--redis-url`, the database a benchmark's servers use (flushed first)."""
+    parser.add_argument(
+        "--redis-url",
+        type=redis_url_checked,
+        default=DEFAULT_REDIS_URL,
+        help=f"Redis database for {shared_by}: FLUSHED first",
+    )
+
+
 def redis_url_checked(text: str) -> str:
     parts = urlsplit(text)
     db = int(parts.path.lstrip("/") or 0)
@@ -558,12 +568,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     add("--longpolls", type=int, default=50, help="of them long-polls, the rest SSE streams")
     add("--requests", type=int, default=200, help="measured requests of each listing")
     add("--disconnects", type=int, default=100, help="users disconnected across nodes")
-    add(
-        "--redis-url",
-        type=redis_url_checked,
-        default=DEFAULT_REDIS_URL,
-        help="Redis database shared by both nodes: FLUSHED first",
-    )
+    add_redis_url(parser, "both nodes")
     add(
         "--database-url",
         help="a PostgreSQL database for both nodes, DROPPED and recreated (default: one "

@@ -26,7 +26,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from loadtests.admin import DEFAULT_REDIS_URL, redis_url_checked
+from loadtests.admin import add_redis_url
 from loadtests.fanout import (
     ROOT,
     Config,
@@ -211,12 +211,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str, str, int]:
     add("--after", default=".", help="git revision, or . for the working tree (default)")
     add("--rounds", type=int, default=2, help="before/after pairs of the fan-out phase")
     add_workload(parser)
-    add(
-        "--redis-url",
-        type=redis_url_checked,
-        default=DEFAULT_REDIS_URL,
-        help="Redis database for the servers: FLUSHED first",
-    )
+    add_redis_url(parser)
     add_placement(parser)
     args = vars(parser.parse_args(argv))
     before, after, rounds = args.pop("before"), args.pop("after"), args.pop("rounds")

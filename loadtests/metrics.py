@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from loadtests.admin import DEFAULT_REDIS_URL, redis_url_checked
+from loadtests.admin import add_redis_url
 from loadtests.compare import KEPT, ratio
 from loadtests.fanout import (
     Config,
@@ -211,12 +211,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, int, float, int, 
     add("--scrape-connections", type=int, default=10_000, help="0 skips the scrape phase")
     add("--scrapes", type=int, default=50, help="scrapes timed in the scrape phase")
     add_workload(parser)
-    add(
-        "--redis-url",
-        type=redis_url_checked,
-        default=DEFAULT_REDIS_URL,
-        help="Redis database for the servers: FLUSHED first",
-    )
+    add_redis_url(parser)
     add_placement(parser)
     args = vars(parser.parse_args(argv))
     rounds, every = args.pop("rounds"), args.pop("scrape_every")

@@ -7,6 +7,7 @@
  * while the snapshot loads wait and are applied after it. A `reset` reads everything again.
  */
 
+import { SHAPES } from "./sinal/executions.js";
 import { ago, h, setPageTitle, signedOut, startPage, toast } from "./ui.js";
 
 const LOG_PAGE = 1000;
@@ -16,20 +17,6 @@ const ACTIVE = new Set(["queued", "running"]);
 const RETRYABLE = new Set(["failed", "cancelled"]);
 const MAX_STEPS = 100_000; // what the API accepts as `total_steps`
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/**
- * What each live event must carry for `apply` to use it. Any service may publish on an
- * execution's channel: an event of another shape is ignored rather than allowed to break the page.
- */
-const SHAPES = {
-  "execution.status": { seq: "number", status: "string", progress: "number" },
-  "execution.progress": { seq: "number", progress: "number" },
-  "execution.step_started": { seq: "number", step: "number", name: "string" },
-  "execution.step_finished": { seq: "number", step: "number", outcome: "string" },
-  "execution.log": { seq: "number", time: "string", level: "string", message: "string" },
-  "execution.error": { seq: "number", code: "string", message: "string" },
-  "execution.command": { command: "string", by: "string" },
-};
-
 const { sinal } = startPage();
 const $ = (id) => document.getElementById(id);
 

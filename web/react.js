@@ -24,7 +24,13 @@
 
 import * as React from "react";
 
-import { executionView, notificationList, Store, unreadCount } from "./sinal/store.js";
+import {
+  executionView,
+  INITIAL_STATUS,
+  notificationList,
+  Store,
+  unreadCount,
+} from "./sinal/store.js";
 
 const {
   createContext,
@@ -153,20 +159,9 @@ export function useSinal() {
  */
 export function useConnectionStatus(selector) {
   const store = useStore();
-  const getServer = useCallback(() => SERVER_STATUS, []);
+  const getServer = useCallback(() => INITIAL_STATUS, []);
   return useSelected(store.status.subscribe, store.status.get, getServer, selector);
 }
-
-const SERVER_STATUS = Object.freeze({
-  status: "connecting",
-  error: null,
-  retryAt: null,
-  transport: "sse",
-  role: null,
-  syncing: 0,
-  upToDate: false,
-  lastReset: null,
-});
 
 /** The latest `handler`, for effects that subscribe once. */
 function useLatest(handler) {

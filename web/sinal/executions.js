@@ -24,7 +24,7 @@ export const INITIAL_EXECUTION = Object.freeze({
 
 
 /** What each execution event must carry to be applied; anything else is ignored. */
-const SHAPES = {
+export const SHAPES = {
   "execution.status": { seq: "number", status: "string", progress: "number" },
   "execution.progress": { seq: "number", progress: "number" },
   "execution.step_started": { seq: "number", step: "number", name: "string" },

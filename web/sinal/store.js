@@ -28,7 +28,7 @@ import { channelMatches, Holds, later, Observable, report } from "./resource.js"
 const LOCAL_TYPES = ["status", "reset", "ready", "role", "error", "disconnect"];
 
 /** The connection status as the app sees it. */
-const INITIAL_STATUS = Object.freeze({
+export const INITIAL_STATUS = Object.freeze({
   status: "connecting",
   error: null,
   retryAt: null,
