@@ -131,6 +131,9 @@ class SseSubscriber(Subscriber):
     keeps the rest for the next read, so no event is counted twice or cut in half.
     """
 
+    # The frame after which the server delivers what is published (its end: `\n\n`).
+    READY = b"event: ready"
+
     def data_received(self, data: bytes) -> None:
         if self.buffer:
             data = self.buffer + data
@@ -159,7 +162,7 @@ class SseSubscriber(Subscriber):
         if not data.startswith(b"HTTP/1.1 200"):
             self.fail(data[: data.find(b"\r\n")].decode(errors="replace"))
             return b""
-        ready_at = data.find(b"event: ready", head_end)
+        ready_at = data.find(self.READY, head_end)
         frame_end = data.find(b"\n\n", ready_at) if ready_at >= 0 else -1
         if frame_end < 0:
             self.buffer = data  # keep everything until the whole `ready` frame is here
@@ -173,6 +176,25 @@ def sse_request(port: int, token: str, query: str = "") -> bytes:
     return (
         f"GET /v1/stream{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+
+
+class NchanSubscriber(SseSubscriber):
+    """An EventSource subscriber of Nchan (`GET /sub/<channel>`, loadtests/nchan.py).
+
+    What differs from Sinal's stream, and only that: Nchan opens with the comment `: hi` (its
+    subscriber is enqueued by then) instead of a `ready` event, and its body is not chunked.
+    Each message is `id: <id>` then `data: <the published body>`: the payload marker arrives
+    byte for byte, as from Sinal.
+    """
+
+    READY = b": hi"
+
+
+def nchan_request(port: int, channel: str) -> bytes:
+    return (
+        f"GET /sub/{channel} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
     ).encode()
 
 

@@ -89,6 +89,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (an nginx master's workers, say)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                found += [int(child) for child in Path(task.path, "children").read_text().split()]
+    return found
+
+
 class CpuMeter:
     """CPU use of one process between two readings, as a percentage of one core."""
 
