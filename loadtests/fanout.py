@@ -11,7 +11,9 @@ while this process, the load generator, runs pinned to another (`--client-core`,
    (publish send time → read by the subscriber), deliveries/s, lost and duplicated events.
 2. Socket.IO fan-out: the same workload against `loadtests.socketio_baseline` (python-socketio
    + AsyncRedisManager under uvicorn), published through an external write-only manager.
-3. Idle memory: server RSS before and after opening K idle SSE connections.
+3. Nchan fan-out: the same workload against nginx with Nchan (`loadtests.nchan`): EventSource
+   subscribers of `/sub/broadcast`, events POSTed to `/pub/broadcast`.
+4. Idle memory: server RSS before and after opening K idle SSE connections.
 
 Progress goes to stderr; the last stdout line is one JSON object with the figures.
 """
@@ -35,15 +37,18 @@ import httpx
 from api.auth import mint_token
 from loadtests.lean import (
     EngineIoSubscriber,
+    NchanSubscriber,
     SseSubscriber,
     Subscriber,
     Tally,
     engineio_request,
+    nchan_request,
     open_many,
     padding,
     payload,
     sse_request,
 )
+from loadtests.nchan import start_nchan
 from loadtests.procs import (
     Child,
     CoreMeter,
@@ -97,6 +102,7 @@ class Config:
     server_core: int
     client_core: int
     connect_concurrency: int
+    skip_nchan: bool = False
 
     @property
     def nofile(self) -> int:
@@ -518,11 +524,68 @@ async def socketio_fanout(cfg: Config, redis_url: str, workdir: Path) -> dict[st
         server.stop()
 
 
+# -- Nchan baseline ----------------------------------------------------------------------------
+
+
+class NchanPublisher:
+    """`POST /pub/broadcast`: the body is the event's data, as Sinal's subscribers get it."""
+
+    def __init__(self, port: int, pad: bytes, connections: int) -> None:
+        self.pad = pad
+        self.client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            timeout=httpx.Timeout(10, pool=None),
+        )
+
+    async def __call__(self, seq: int, sent_ns: int) -> None:
+        response = await self.client.post(
+            f"/pub/{CHANNEL}", content=payload(seq, sent_ns, self.pad)
+        )
+        if response.status_code not in (201, 202):  # 202: nobody was subscribed
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def nchan_fanout(cfg: Config, workdir: Path) -> dict[str, Any]:
+    nchan = start_nchan(workdir, cfg.server_core, cfg.nofile)
+    log(f"nchan: worker pid {nchan.worker_pid} on port {nchan.port}, core {cfg.server_core}")
+    subscribers: list[Subscriber] = []
+    try:
+        tally = Tally()
+        subscribers, failures = await open_many(
+            lambda _: NchanSubscriber(nchan_request(nchan.port, CHANNEL), tally),
+            cfg.subscribers,
+            nchan.port,
+            concurrency=cfg.connect_concurrency,
+            progress=lambda n: log(f"nchan: {n} subscribers ready"),
+        )
+        log(f"nchan: {len(subscribers)} subscribers ready ({failures} failed); publishing")
+        publisher = NchanPublisher(nchan.port, padding(cfg.payload_bytes), cfg.publishers)
+        try:
+            # The worker does the work (the master only watches it): its CPU is the server's.
+            figures = await drive(
+                "nchan", publisher, subscribers, tally, cfg, nchan.worker_pid, failures
+            )
+        finally:
+            await publisher.aclose()
+        return asdict(figures)
+    finally:
+        _close_all(subscribers)
+        nchan.stop()
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
 def prefixed(prefix: str, figures: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}{key}": value for key, value in figures.items()}
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or not theirs else round(ours / theirs, 2)
 
 
 def verdict(result: dict[str, Any]) -> dict[str, bool | None]:
@@ -575,6 +638,15 @@ async def run(cfg: Config) -> dict[str, Any]:
         else:
             result.update(socketio_deliveries_per_s=None, socketio_p50_ms=None)
             result.update(socketio_p99_ms=None, ratio_vs_socketio=None)
+        if not cfg.skip_nchan:
+            result.update(prefixed("nchan_", await nchan_fanout(cfg, workdir)))
+            result["ratio_vs_nchan"] = ratio(
+                result["deliveries_per_s"], result["nchan_deliveries_per_s"]
+            )
+            result["p99_ratio_vs_nchan"] = ratio(result["p99_ms"], result["nchan_p99_ms"])
+        else:
+            result.update(nchan_deliveries_per_s=None, nchan_p50_ms=None, nchan_p99_ms=None)
+            result.update(ratio_vs_nchan=None, p99_ratio_vs_nchan=None)
         if cfg.idle_connections > 0:
             result.update(await sinal_idle(cfg, redis_url, workdir))
         else:
@@ -611,11 +683,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     add = parser.add_argument
     add_workload(parser)
     add("--skip-socketio", action="store_true", help="skip the Socket.IO baseline")
+    add("--skip-nchan", action="store_true", help="skip the Nchan baseline")
     add(
         "--calibrate",
         action="store_true",
         help="measure the generator's ceiling against loadtests.nullserver (no Sinal, no "
-        "Socket.IO, no idle phase)",
+        "Socket.IO, no Nchan, no idle phase)",
     )
     add(
         "--redis-url",
