@@ -52,6 +52,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ from statistics import mean, median
 from typing import Any, Literal
 
 import httpx
+import redis
 
 from api.auth import mint_token
 from loadtests.compare import checkout, commit_of
@@ -627,6 +629,19 @@ class Side:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+def redis_database(url: str, index: int) -> str:
+    """`url` with the database `index` below its own (flushed)."""
+    base, _, db = url.rpartition("/")
+    number = int(db or 0) - index
+    if number < 0:
+        raise SystemExit(f"no Redis database left below {url} for side {index}")
+    url = f"{base}/{number}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
 def _sides(
     cfg: Config, redis_url: str, redis_pid: int | None, workdir: Path, roots: dict[str, Path]
 ) -> list[Side]:
@@ -634,9 +649,12 @@ def _sides(
         root = roots["."] if "." in roots else next(iter(roots.values()))
         return [Side("null", lambda: sinal("null", cfg, redis_url, None, workdir, root, True))]
     sides = []
-    for revision, root in roots.items():
+    for index, (revision, root) in enumerate(roots.items()):
         name = "sinal" if len(roots) == 1 else f"sinal@{revision}"
-        opener = functools.partial(sinal, name, cfg, redis_url, redis_pid, workdir, root)
+        # A database each: live pub/sub names carry the database number, so servers running
+        # side by side never hear each other's `broadcast`.
+        url = redis_database(redis_url, index)
+        opener = functools.partial(sinal, name, cfg, url, redis_pid, workdir, root)
         sides.append(Side(name, opener, facts={"revision": commit_of(root)}))
     if not cfg.skip_nchan:
         sides.append(Side("nchan", lambda: nchan(cfg, workdir)))
@@ -788,6 +806,10 @@ def _roots(revisions: tuple[str, ...], into: Path) -> Iterator[dict[str, Path]]:
 
 
 async def run(cfg: Config) -> dict[str, Any]:
+    # SIGTERM ends the run as Ctrl-C does, through every `finally` that stops a server.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with (
         tempfile.TemporaryDirectory(prefix="sinal-ladder-", ignore_cleanup_errors=True) as tmp,
         _roots(cfg.revisions, Path(tmp)) as roots,
@@ -887,6 +909,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if subscribers <= 0 or args.warmup < 0 or args.drain < 0 or args.pause < 0:
         parser.error("--subscribers must be positive; --warmup, --drain, --pause not negative")
     revisions = tuple(part.strip() for part in args.revisions.split(",") if part.strip())
+    if args.redis_url and len(revisions) > 1:
+        parser.error("--redis-url takes one revision (side by side, each needs a database)")
     return Config(
         kind=kind,
         subscribers=subscribers,
