@@ -147,6 +147,19 @@ def foreign_cpu_seconds() -> float:
     return machine_busy_seconds() - ours
 
 
+def other_processes_cpu_seconds() -> float:
+    """CPU time (user and system) of the processes this benchmark did not start: what other
+    work on the machine takes. Unlike `foreign_cpu_seconds`, it leaves out interrupt time,
+    where the kernel bills much of the benchmark's own loopback traffic at high rates."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tasks = (values[0] + values[1] + values[2]) / CLOCK_TICKS  # user, nice, system
+    ours = self_cpu_seconds()
+    for pid in list(OURS):
+        with contextlib.suppress(OSError):
+            ours += cpu_seconds(pid)
+    return tasks - ours
+
+
 class CoreMeter:
     """How busy one core was between two readings, in percent."""
 
