@@ -58,6 +58,8 @@ from loadtests.procs import (
     foreign_cpu_seconds,
     free_port,
     log,
+    nofile_limit,
+    open_fds,
     percentile,
     pinned_child,
     redis_for_benchmark,
@@ -442,6 +444,8 @@ async def sinal_idle(
         await asyncio.sleep(1)
         before = rss_kb(server.pid)
         tokens = [user_token(index) for index in range(cfg.idle_connections)]
+        handshakes: list[int] = []
+        cpu_before, opening = cpu_seconds(server.pid), time.monotonic()
         connections, failures = await open_many(
             lambda index: SseSubscriber(sse_request(port, tokens[index]), None),
             cfg.idle_connections,
@@ -449,11 +453,15 @@ async def sinal_idle(
             concurrency=cfg.connect_concurrency,
             handshake_s=60,
             progress=lambda n: log(f"idle: {n} connections open"),
+            handshakes_ns=handshakes,
         )
+        connect_s = time.monotonic() - opening
+        server_cpu_s = cpu_seconds(server.pid) - cpu_before
         await asyncio.sleep(3)  # let the server settle (buffers, pub/sub confirmations)
         after = rss_kb(server.pid)
         stats = await admin_stats(port)
         opened = len(connections)
+        handshakes.sort()
         log(f"idle: {opened} open ({failures} failed), RSS {before} kB → {after} kB")
         return {
             "idle_connections": opened,
@@ -462,6 +470,17 @@ async def sinal_idle(
             "idle_rss_before_kb": before,
             "idle_rss_after_kb": after,
             "idle_kb_per_conn": round((after - before) / opened, 2) if opened else None,
+            # Opening them: wall time, handshakes (connect → ready frame, `connect_concurrency`
+            # at a time) and the server CPU each one cost.
+            "idle_connect_s": round(connect_s, 2),
+            "idle_handshake_p50_ms": percentile(handshakes, 0.50),
+            "idle_handshake_p99_ms": percentile(handshakes, 0.99),
+            "idle_server_cpu_ms_per_handshake": (
+                round(server_cpu_s * 1000 / opened, 3) if opened else None
+            ),
+            # The descriptor ceiling: what the server holds, and its soft limit.
+            "idle_server_fds": open_fds(server.pid),
+            "idle_server_nofile": nofile_limit(server.pid),
         }
     finally:
         _close_all(connections)

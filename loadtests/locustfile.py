@@ -8,10 +8,14 @@ carries a send timestamp as a request named `publish→receive` (type `SSE`) who
 the delivery latency; after `SINAL_LOCUST_STREAM_SECONDS` it reconnects with `Last-Event-ID`, so
 resume is exercised too (a `reset` frame is reported as a failure: it means a gap).
 `PublisherUser` posts to `/v1/publish` at `SINAL_LOCUST_PUBLISH_RATE` events/s per user.
+`NotifierUser` creates notifications (`POST /v1/notifications`, as a service) for the subscribers'
+users at `SINAL_LOCUST_CREATE_RATE` per second per user (`0`: as fast as the server answers).
+Name classes on the command line to run only some (`... NotifierUser`).
 
 Locust's per-request overhead caps it at a few thousand deliveries/s per core: it shows
 behaviour under a realistic mix (latency percentiles, errors, reconnects), not Sinal's ceiling;
-`python -m loadtests.fanout` measures that.
+`python -m loadtests.fanout` measures that. Where one Locust process is the bottleneck, run it
+distributed: `python -m loadtests.locust_distributed --workers K` (a master and K workers).
 """
 
 from __future__ import annotations
@@ -19,16 +23,20 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import time
 from typing import Any
 
-from locust import HttpUser, constant, constant_throughput, events, task
+from locust import FastHttpUser, HttpUser, constant, constant_throughput, events, task
 
 from api.auth import mint_token
 
 CHANNEL = os.environ.get("SINAL_LOCUST_CHANNEL", "broadcast")
 PUBLISH_RATE = float(os.environ.get("SINAL_LOCUST_PUBLISH_RATE", "2"))
 STREAM_SECONDS = float(os.environ.get("SINAL_LOCUST_STREAM_SECONDS", "15"))
+CREATE_RATE = float(os.environ.get("SINAL_LOCUST_CREATE_RATE", "1"))
+# Notifications go to the users `locust-0 … locust-<N-1>`, the subscribers' names.
+CREATE_USERS = int(os.environ.get("SINAL_LOCUST_CREATE_USERS", "1000"))
 EVENT_TYPE = "loadtest.locust"
 
 _user_ids = itertools.count()
@@ -155,3 +163,28 @@ class PublisherUser(HttpUser):
             "data": {"t": time.time_ns(), "by": self.sub},
         }
         self.client.post("/v1/publish", json=body, headers=self.headers, name="/v1/publish")
+
+
+class NotifierUser(FastHttpUser):
+    """A service creating notifications. FastHttpUser (geventhttpclient) costs the generator a
+    fraction of what `requests` does per call: this user is the one driven to high rates."""
+
+    weight = 1
+    wait_time = constant_throughput(CREATE_RATE) if CREATE_RATE > 0 else constant(0)
+
+    def on_start(self) -> None:
+        self.sub = f"locust-notifier-{next(_user_ids)}"
+        self.headers = bearer(self.sub, "service")
+        self.random = random.Random(self.sub)
+
+    @task
+    def create(self) -> None:
+        body = {
+            "user": f"locust-{self.random.randrange(CREATE_USERS)}",
+            "type": "loadtest.notification",
+            "title": "Locust notification",
+            "data": {"t": time.time_ns(), "by": self.sub},
+        }
+        self.client.post(
+            "/v1/notifications", json=body, headers=self.headers, name="/v1/notifications"
+        )

@@ -81,6 +81,20 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def open_fds(pid: int) -> int:
+    """How many descriptors process `pid` holds (its entries in /proc/<pid>/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def nofile_limit(pid: int) -> int | None:
+    """Process `pid`'s soft open-file limit (/proc/<pid>/limits), None when unlimited."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a whole process (all threads) from /proc/<pid>/stat."""
     text = Path(f"/proc/{pid}/stat").read_text()
