@@ -137,6 +137,10 @@ def latency_chart(series: list[Series], title: str, x_label: str, path: Path, sm
     axes.set_xlabel(x_label)
     axes.set_ylabel("latency (ms)")
     axes.set_yscale("log")
+    # Plain milliseconds on the log axis, not powers of ten.
+    plain = plt.FuncFormatter(lambda value, _: f"{value:g}")
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
     axes.set_title(_title(title, smoke))
     axes.grid(True, which="both", alpha=0.3)
     axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:,.0f}"))
@@ -168,7 +172,7 @@ def memory_chart(rss: Series, per_connection: Series, path: Path, smoke: bool) -
     left.grid(True, alpha=0.3)
     left.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:,.0f}"))
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    left.legend(handles=handles, loc="upper left")
+    left.legend(handles=handles, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)

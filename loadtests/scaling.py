@@ -23,8 +23,9 @@ subprocess of its own (its own servers, open-file limit and pinning), whose last
 - **creates**: `loadtests.notifications` (creates only), 250 / 500 / 1,000 / 2,000 …
   creates/s (`--creates`), until p99 passes `--create-p99-ms`, a create fails or is lost, or
   fewer than 95 % of the offered creates are answered.
-- **locust**: `loadtests.locust_distributed` with 1, then 2 Locust workers: the HTTP load
-  generator's own ceiling.
+- **locust**: `loadtests.locust_distributed` with 1, then 2 Locust workers, against the null
+  server (`--calibrate`: the HTTP load generator's own ceiling), then against Sinal creating
+  notifications.
 
 `--out` receives one JSON object per line, written as each run ends (a run that is stopped keeps
 what it had): a `run` record (the machine), a `step` record per benchmark run (`limit`,
@@ -510,42 +511,27 @@ def climb_creates(plan: Plan, results: Results) -> dict[str, Any]:
 
 
 def climb_locust(plan: Plan, results: Results) -> dict[str, Any]:
-    ceilings: dict[str, Any] = {}
-    for workers in plan.locust_workers:
-        argv = module(
-            "loadtests.locust_distributed",
-            "--workers",
-            workers,
-            "--users",
-            plan.locust_users,
-            "--run-time",
-            plan.locust_seconds,
-            "--database-url",
-            plan.database_url,
-            "--server-core",
-            plan.server_core,
-        )
-        outcome = run_step(argv, timeout=plan.locust_seconds + 300)
-        result = outcome[1] or {}
-        results.write(
-            step_record(
-                "locust",
-                "locust_distributed",
-                workers,
-                "workers",
-                argv,
-                outcome,
-                None if outcome[1] else "no figures",
+    """Locust with 1, 2 … workers: against the null server (the generator's own ceiling), then
+    against Sinal creating notifications."""
+    ceilings: dict[str, dict[str, Any]] = {"generator": {}, "sinal_creates": {}}
+    for target, extra in (("generator", ["--calibrate"]), ("sinal_creates", [])):
+        for workers in plan.locust_workers:
+            argv = module(
+                "loadtests.locust_distributed", "--workers", workers,
+                "--users", plan.locust_users, "--run-time", plan.locust_seconds,
+                "--database-url", plan.database_url, "--server-core", plan.server_core, *extra,
+            )  # fmt: skip
+            outcome = run_step(argv, timeout=plan.locust_seconds + 300)
+            result = outcome[1] or {}
+            broke = None if outcome[1] else "no figures"
+            benchmark = f"locust_distributed.{target}"
+            results.write(
+                step_record("locust", benchmark, workers, "workers", argv, outcome, broke)
             )
-        )
-        ceilings[str(workers)] = result.get("requests_per_s")
+            ceilings[target][str(workers)] = result.get("requests_per_s")
     log(f"scaling: locust requests/s by workers: {ceilings}")
-    return {
-        "kind": "limit",
-        "limit": "locust",
-        "unit": "requests/s by workers",
-        "requests_per_s": ceilings,
-    }
+    return {"kind": "limit", "limit": "locust", "unit": "requests/s by workers",
+            "requests_per_s": ceilings}  # fmt: skip
 
 
 # -- one idle-memory run (`python -m loadtests.scaling idle N`) ---------------------------------
