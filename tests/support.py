@@ -413,6 +413,14 @@ class PrivateCluster:
         process.kill()
         process.wait()
 
+    def restart(self, port: int) -> None:
+        """Start a killed node again: it rejoins as a replica; waits until the cluster is ok."""
+        if self.processes[port].poll() is None:
+            return
+        self._launch(port)
+        self._wait_ping(port)
+        self.wait_ok(self.ports)
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
