@@ -19,6 +19,8 @@ control message, which is cheap for a bus that carries operators' questions and 
 per-connection traffic.
 
 Keys of one channel share a hash tag (`sinal:{<channel>}:…`), so the scripts are Redis Cluster safe.
+On a cluster (`redis+cluster://`), live messages use sharded pub/sub and the reader keeps one
+connection per primary; see the "Redis Cluster" section of the class below.
 """
 
 from __future__ import annotations
