@@ -129,11 +129,13 @@ def _reach_redis(url: str) -> int:
     instead of the traceback of a failed application start-up."""
     import asyncio
 
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
+    from streams import redisclient
+
     async def ping() -> None:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        target = redisclient.parse(url)
+        client = redisclient.client(target, socket_connect_timeout=5, socket_timeout=5)
         try:
             await client.ping()
         finally:

@@ -21,6 +21,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from streams import redisclient
 from streams.channels import IDENTIFIER, is_valid_identifier
 
 
@@ -107,9 +108,7 @@ def redact_url(text: str) -> str:
 
 
 def _redis_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ValueError("expected redis://host:port/db")
+    redisclient.parse(text)  # raises ValueError saying what is expected
     return text
 
 

@@ -24,12 +24,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from streams.channels import COMMANDS
 from streams.errors import BadRequest, Unavailable
 from streams.event import Event, StreamId, format_stream_id, parse_stream_id
+from streams.redisclient import Client
 
 if TYPE_CHECKING:  # the engines import this module to build their queue
     from streams.memory import MemoryEngine
@@ -244,7 +244,7 @@ return claimed
 class RedisCommands(CommandQueue):
     """Built by `RedisEngine.commands()` over its command client and the `commands` log."""
 
-    def __init__(self, client: aioredis.Redis, log_key: str) -> None:
+    def __init__(self, client: Client, log_key: str) -> None:
         self._redis = client
         self._key = log_key
         self._redeliver = self._redis.register_script(REDELIVER)

@@ -19,6 +19,8 @@ control message, which is cheap for a bus that carries operators' questions and 
 per-connection traffic.
 
 Keys of one channel share a hash tag (`sinal:{<channel>}:…`), so the scripts are Redis Cluster safe.
+On a cluster (`redis+cluster://`), live messages use sharded pub/sub and the reader keeps one
+connection per primary; see the "Redis Cluster" section of the class below.
 """
 
 from __future__ import annotations
@@ -32,12 +34,24 @@ from typing import Any, Literal
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams import redisclient
 from streams.channels import COMMANDS
 from streams.commands import CommandQueue, RedisCommands
 from streams.cursor import Position
@@ -58,6 +72,9 @@ from streams.tasks import cancel_and_wait
 log = logging.getLogger("sinal.redis")
 
 CATCH_UP_PAGE = 500
+# How long a cluster publish keeps sending calls the cluster refused while failing over or
+# moving slots, before it answers Unavailable.
+CLUSTER_RETRY_S = 3.0
 
 # Each entry records the id of the entry before it (`p`): Redis does not report what trimming
 # removed, so a reader detects a gap by comparing the first entry it gets with its position.
@@ -89,6 +106,9 @@ end
 redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
 return {epoch, id}
 """
+# On a cluster the live message goes to the shard that owns the channel's slot only. Its name
+# carries the channel's hash tag, so the script still touches one slot.
+PUBLISH_SHARDED = PUBLISH.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 # KEYS: log, meta. ARGV: candidate epoch, read after this id (exclusive), count (0: none).
 # Returns the epoch, the last id ever added, and up to `count` entries after the given id.
@@ -133,6 +153,42 @@ _Call = tuple[tuple[str, str], list[Any]]
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 
 
+class _Shard:
+    """A cluster primary's sharded pub/sub connection (see `RedisEngine._cluster_reader`)."""
+
+    __slots__ = ("channels", "control", "host", "name", "outbox", "port", "task")
+
+    def __init__(self, name: str, host: str, port: int) -> None:
+        self.name, self.host, self.port = name, host, port
+        self.outbox: asyncio.Queue[tuple[Op, str]] = asyncio.Queue()
+        self.channels: set[str] = set()  # routed here: subscribed, or commands on their way
+        self.control = False  # the control bus is subscribed through it
+        self.task: asyncio.Task[None] | None = None
+
+
+class _NotSent(Exception):
+    """Nothing of a pipeline reached its node."""
+
+
+# Replies of a cluster that mean "not run here, not now": the call may be sent again.
+_REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
+
+
+def _resendable(calls: list[_Call], replies: list[Any]) -> list[int]:
+    """The calls refused with a redirect that may be sent again: those after which no call
+    of the same channel ran (resending them would put them after it)."""
+    resend: list[int] = []
+    ran_later: set[str] = set()
+    for index in range(len(calls) - 1, -1, -1):
+        log_key = calls[index][0][0]
+        if isinstance(replies[index], _REDIRECTS):
+            if log_key not in ran_later:
+                resend.append(index)
+        elif not isinstance(replies[index], Unavailable):
+            ran_later.add(log_key)
+    return resend[::-1]
+
+
 class _Watch:
     """Subscription state of one channel on the current pub/sub connection.
 
@@ -157,14 +213,18 @@ class RedisEngine(Engine):
 
     def __init__(self, url: str, retention: Retention | None = None) -> None:
         self.url = url
+        self.target = redisclient.parse(url)
+        # A cluster: live messages on sharded pub/sub (Redis 7), one connection per shard.
+        self.sharded = self.target.cluster
         self.retention = retention or Retention()
         # Commands: a short timeout, so a dead Redis answers 503 instead of hanging callers.
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, max_connections=200
+        self._redis = redisclient.client(
+            self.target, socket_timeout=5, socket_connect_timeout=5, max_connections=200
         )
-        self.db = int(self._redis.connection_pool.connection_kwargs.get("db", 0))
+        self.db = self.target.db
         self._control_name = control_name(self.db)
-        self._publish = self._redis.register_script(PUBLISH)
+        self._script = PUBLISH_SHARDED if self.sharded else PUBLISH
+        self._publish = self._redis.register_script(self._script)
         # Publishes waiting for the next pipeline, and the task that sends them (see `publish`).
         self._queued: list[tuple[_Call, asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -177,13 +237,22 @@ class RedisEngine(Engine):
         self._connected = asyncio.Event()
         self._was_live = False  # a connection was up before: the next one is a reconnect
         self._commands = RedisCommands(self._redis, keys(COMMANDS)[0])
+        # Cluster only (see `_cluster_reader`): a pub/sub connection per primary that has
+        # something to subscribe, the shard each channel was subscribed through, and the
+        # channels (and whether the control bus) to subscribe again after a loss or a move.
+        self._shards: dict[str, _Shard] = {}
+        self._route: dict[str, _Shard] = {}
+        self._homeless: set[str] = set()
+        self._control_homeless = True
+        self._reroute = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def connect(self, sink: Sink) -> None:
         self._sink = sink
         await self.ping()
-        self._reader = asyncio.create_task(self._read_forever(), name="sinal-redis-reader")
+        reader = self._cluster_reader() if self.sharded else self._read_forever()
+        self._reader = asyncio.create_task(reader, name="sinal-redis-reader")
         await self._connected.wait()
 
     async def close(self) -> None:
@@ -202,7 +271,7 @@ class RedisEngine(Engine):
     async def ping(self) -> None:
         try:
             await self._redis.ping()
-        except RedisError as error:
+        except (RedisError, RedisClusterException) as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
 
     def commands(self) -> CommandQueue:
@@ -210,9 +279,10 @@ class RedisEngine(Engine):
 
     async def control_send(self, message: bytes, to: str | None = None) -> None:
         address = b"" if to is None else check_node_id(to).encode()
+        verb = "SPUBLISH" if self.sharded else "PUBLISH"
         try:
-            await self._redis.publish(self._control_name, address + b" " + message)
-        except RedisError as error:
+            await self._redis.execute_command(verb, self._control_name, address + b" " + message)
+        except (RedisError, RedisClusterException) as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
 
     @property
@@ -342,10 +412,11 @@ class RedisEngine(Engine):
         one channel keep their order unless another client reloaded the script in the very
         same instant). Raises Unavailable when Redis cannot be reached.
         """
-        replies = await self._pipeline(calls)
+        pipeline = self._cluster_pipeline if self.sharded else self._pipeline
+        replies = await pipeline(calls)
         again = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if again:
-            for index, reply in zip(again, await self._pipeline([calls[i] for i in again]),
+            for index, reply in zip(again, await pipeline([calls[i] for i in again]),
                                     strict=True):  # fmt: skip
                 replies[index] = reply
         return replies
@@ -366,9 +437,10 @@ class RedisEngine(Engine):
         epoch = secrets.token_hex(4)
         packed = b"".join(
             _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
-                  ("EVAL", PUBLISH, 2, *call_keys, epoch, *args))
+                  ("EVAL", self._script, 2, *call_keys, epoch, *args))
             for index, (call_keys, args) in enumerate(calls)
         )  # fmt: skip
+        assert isinstance(self._redis, aioredis.Redis)
         pool = self._redis.connection_pool
         try:
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -433,7 +505,7 @@ class RedisEngine(Engine):
             epoch, last, entries = await self._read(
                 keys=[log_key, meta_key], args=[secrets.token_hex(4), after, count]
             )
-        except RedisError as error:
+        except (RedisError, RedisClusterException) as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
         return epoch.decode(), parse_stream_id(last.decode()), entries
 
@@ -471,7 +543,10 @@ class RedisEngine(Engine):
 
     def _send(self, channel: str, watch: _Watch, op: Op) -> None:
         watch.ops.append(op)
-        self._outbox.put_nowait((op, channel))
+        if self.sharded:
+            self._route_op(channel, watch, op)
+        else:
+            self._outbox.put_nowait((op, channel))
 
     async def _read_forever(self) -> None:
         delay = 0.1
@@ -491,8 +566,11 @@ class RedisEngine(Engine):
 
     async def _session(self) -> None:
         """One pub/sub connection: subscribe what is wanted, then pass messages on."""
-        client = aioredis.Redis.from_url(
-            self.url, socket_connect_timeout=5, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
+        client = redisclient.client(
+            self.target,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
         )
         pubsub = client.pubsub()
         sender = None
@@ -508,7 +586,9 @@ class RedisEngine(Engine):
                     self._send(channel, watch, "sub")
                 else:
                     del self._watches[channel]
-            sender = asyncio.create_task(self._send_commands(pubsub), name="sinal-redis-sender")
+            sender = asyncio.create_task(
+                self._send_commands(pubsub, self._outbox), name="sinal-redis-sender"
+            )
             while True:
                 message = await pubsub.get_message(timeout=None)
                 if message is not None:
@@ -523,8 +603,7 @@ class RedisEngine(Engine):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
 
-    async def _send_commands(self, pubsub: Any) -> None:
-        outbox = self._outbox
+    async def _send_commands(self, pubsub: Any, outbox: asyncio.Queue[tuple[Op, str]]) -> None:
         while True:
             op: Op
             op, channel = await outbox.get()
@@ -538,42 +617,60 @@ class RedisEngine(Engine):
             await self._command(pubsub, op, channels)
 
     async def _command(self, pubsub: Any, op: Op, channels: list[str]) -> None:
-        names = [live_name(channel, self.db) for channel in channels]
-        if op == "sub":
-            await pubsub.subscribe(*names)
-        else:
-            await pubsub.unsubscribe(*names)
+        # The control bus rides in a shard's outbox as the channel "" (never a channel's name).
+        names = [live_name(channel, self.db) if channel else self._control_name
+                 for channel in channels]  # fmt: skip
+        if not self.sharded:
+            await (pubsub.subscribe if op == "sub" else pubsub.unsubscribe)(*names)
+            return
+        # One SSUBSCRIBE names channels of one slot only (CROSSSLOT otherwise).
+        by_slot: dict[int, list[str]] = {}
+        for name in names:
+            by_slot.setdefault(key_slot(name.encode()), []).append(name)
+        for group in by_slot.values():
+            await (pubsub.ssubscribe if op == "sub" else pubsub.sunsubscribe)(*group)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         name = message["channel"].decode()
         if name == self._control_name:
             if kind == "subscribe":
-                if self._was_live:
-                    self.reconnects += 1
-                self._was_live = True
-                self._connected.set()
+                self._now_live()
             elif kind == "message":
-                address, separator, body = message["data"].partition(b" ")
-                if not separator:  # not from Sinal's `control_send`
-                    log.warning("ignored a malformed message on %s", name)
-                    return
-                self._control_received(address.decode(errors="replace") or None, body)
+                self._control_message(message["data"])
             return
         channel = channel_of(name)
         if kind == "message":
-            try:
-                epoch, sid, kind_, data = message["data"].split(b" ", 3)
-                offset = parse_stream_id(sid.decode())
-                event = Event(channel, kind_.decode(), data, epoch.decode(), offset)
-            except ValueError:  # includes UnicodeDecodeError; not from Sinal's publish script
-                log.warning("ignored a malformed message on %s", name)
-                return
-            self._note(channel, Position(event.epoch, event.offset))
-            if self._sink is not None:
-                self._sink.dispatch([event])
+            self._live_message(channel, message["data"])
         elif kind in ("subscribe", "unsubscribe"):
             await self._confirmed(channel, "sub" if kind == "subscribe" else "unsub")
+
+    def _now_live(self) -> None:
+        """The control bus's subscription is confirmed: the reader is live."""
+        if self._was_live:
+            self.reconnects += 1
+        self._was_live = True
+        self._connected.set()
+
+    def _control_message(self, data: bytes) -> None:
+        address, separator, body = data.partition(b" ")
+        if not separator:  # not from Sinal's `control_send`
+            log.warning("ignored a malformed message on %s", self._control_name)
+            return
+        self._control_received(address.decode(errors="replace") or None, body)
+
+    def _live_message(self, channel: str, data: bytes) -> None:
+        """A live message of `channel`, as the publish script formats it: to the sink."""
+        try:
+            epoch, sid, kind, payload = data.split(b" ", 3)
+            offset = parse_stream_id(sid.decode())
+            event = Event(channel, kind.decode(), payload, epoch.decode(), offset)
+        except ValueError:  # includes UnicodeDecodeError; not from Sinal's publish script
+            log.warning("ignored a malformed live message of %s", channel)
+            return
+        self._note(channel, Position(event.epoch, event.offset))
+        if self._sink is not None:
+            self._sink.dispatch([event])
 
     async def _confirmed(self, channel: str, op: Op) -> None:
         watch = self._watches.get(channel)
@@ -623,6 +720,338 @@ class RedisEngine(Engine):
             self._sink.reset(channel, lost.reason, head)
             if lost.reason == "epoch":
                 await self._catch_up(channel)
+
+    # -- Redis Cluster ---------------------------------------------------------------------
+    #
+    # Live messages go by sharded pub/sub: a channel's messages reach only the connections
+    # subscribed on the primary that owns its slot. The reader keeps one pub/sub connection
+    # per primary that has something to subscribe (a `_Shard`), and routes each channel's
+    # SSUBSCRIBE to the owner of its slot in the cluster client's slot map.
+    #
+    # What breaks a subscription, and what the reader does:
+    # - the shard's connection is lost (its primary died, a failover): every channel routed
+    #   through it is subscribed again where the refreshed slot map says;
+    # - the server ends one channel's subscription (an `sunsubscribe` nobody asked for: its
+    #   slot moved, or its primary became a replica): that channel alone is;
+    # - a subscription is refused (`-MOVED`: the slot map was stale): as a lost connection.
+    # Each channel subscribed again catches up from the last position seen (`_catch_up`), as
+    # after a lost connection on a standalone Redis, so nothing is skipped, and an epoch
+    # change becomes a reset.
+
+    def _route_op(self, channel: str, watch: _Watch, op: Op) -> None:
+        """Send `op` for `channel` to the shard it belongs to (see `_send`)."""
+        shard = self._route.get(channel)
+        if op == "unsub":
+            if shard is None:  # nothing is subscribed anywhere: done at once
+                watch.ops.pop()
+                if not watch.ops:
+                    watch.subscribed = False
+                    if not watch.wanted and not watch.waiters:
+                        del self._watches[channel]
+                return
+            shard.outbox.put_nowait((op, channel))
+            return
+        try:
+            owner = self._shard_for(live_name(channel, self.db))
+        except (RedisClusterException, RedisError, KeyError):  # no slot map yet, slot uncovered
+            self._lose(channel)
+            return
+        if shard is not None and shard is not owner:
+            # Its slot moved while commands were on their way to the old owner: start afresh.
+            self._lose(channel)
+            return
+        self._route[channel] = owner
+        owner.channels.add(channel)
+        owner.outbox.put_nowait((op, channel))
+
+    def _lose(self, channel: str) -> None:
+        """`channel`'s subscription is gone: subscribe it again once the slot map is fresh."""
+        shard = self._route.pop(channel, None)
+        if shard is not None:
+            shard.channels.discard(channel)
+        self._homeless.add(channel)
+        self._reroute.set()
+
+    def _shard_for(self, name: str) -> _Shard:
+        """The shard of the primary owning `name`'s slot, started if need be."""
+        node: ClusterNode = self._cluster.nodes_manager.get_node_from_slot(key_slot(name.encode()))
+        shard = self._shards.get(node.name)
+        if shard is None:
+            shard = self._shards[node.name] = _Shard(node.name, node.host, int(node.port))
+            shard.task = asyncio.create_task(
+                self._shard_session(shard), name=f"sinal-redis-shard-{node.name}"
+            )
+        return shard
+
+    @property
+    def _cluster(self) -> RedisCluster:
+        assert isinstance(self._redis, RedisCluster)
+        return self._redis
+
+    async def _cluster_reader(self) -> None:
+        """Owns the shards; after a loss or a move, refreshes the slot map and subscribes the
+        channels that lost their subscription, each on the primary that owns it now."""
+        delay = 0.0
+        self._control_homeless = True
+        self._reroute.set()
+        try:
+            while True:
+                await self._reroute.wait()
+                if delay:  # a shard was lost just now: let a failover progress
+                    await asyncio.sleep(delay)
+                self._reroute.clear()
+                started = asyncio.get_running_loop().time()
+                try:
+                    await self._cluster.nodes_manager.initialize()
+                except (RedisClusterException, RedisError, OSError) as error:
+                    log.warning("redis cluster slot map not refreshed (%s); trying again", error)
+                    self._reroute.set()
+                    delay = min(max(delay * 2, 0.05), 1.0)
+                    continue
+                self._subscribe_homeless()
+                # Back off while shards keep failing; not after a quiet spell.
+                quiet = asyncio.get_running_loop().time() - started > 2.0
+                delay = 0.0 if quiet else min(max(delay * 2, 0.05), 1.0)
+        finally:
+            shards = list(self._shards.values())
+            self._shards.clear()
+            for shard in shards:
+                if shard.task is not None:
+                    await cancel_and_wait(shard.task)
+
+    def _subscribe_homeless(self) -> None:
+        if self._control_homeless:
+            try:
+                shard = self._shard_for(self._control_name)
+            except (RedisClusterException, RedisError, KeyError) as error:
+                log.warning("the control bus's slot has no primary (%s)", error)
+                self._reroute.set()
+            else:
+                self._control_homeless = False
+                shard.control = True
+                shard.outbox.put_nowait(("sub", ""))
+        homeless, self._homeless = self._homeless, set()
+        if homeless:
+            self.reconnects += 1
+        for channel in homeless:
+            watch = self._watches.get(channel)
+            if watch is None or channel in self._route:
+                continue
+            watch.ops.clear()
+            watch.subscribed = False
+            if watch.wanted:
+                self._send(channel, watch, "sub")
+            elif not watch.waiters:
+                del self._watches[channel]
+
+    async def _shard_session(self, shard: _Shard) -> None:
+        """One primary's pub/sub connection, until it fails; then its channels are lost."""
+        client = redisclient.node_client(
+            self.target, shard.host, shard.port,
+            socket_connect_timeout=5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
+        pubsub = client.pubsub()
+        sender = None
+        try:
+            await pubsub.ping()  # connects: messages can be read before anything is subscribed
+            sender = asyncio.create_task(
+                self._send_commands(pubsub, shard.outbox), name=f"sinal-redis-sender-{shard.name}"
+            )
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is not None:
+                    await self._handle_sharded(shard, message)
+                if sender.done():
+                    sender.result()
+        except (RedisError, RedisClusterException, OSError, Unavailable) as error:
+            log.warning("redis shard %s lost (%s); subscribing its channels again", shard.name,
+                        error)  # fmt: skip
+        except Exception:
+            log.exception("redis shard %s reader failed; subscribing its channels again",
+                          shard.name)  # fmt: skip
+        finally:
+            if sender is not None:
+                await cancel_and_wait(sender)
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+            self._shard_lost(shard)
+
+    def _shard_lost(self, shard: _Shard) -> None:
+        if self._shards.get(shard.name) is shard:
+            del self._shards[shard.name]
+        for channel in list(shard.channels):
+            if self._route.get(channel) is shard:
+                self._lose(channel)
+        shard.channels.clear()
+        if shard.control:
+            shard.control = False
+            self._connected.clear()
+            self._control_homeless = True
+            self._reroute.set()
+
+    async def _handle_sharded(self, shard: _Shard, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "pong":
+            return
+        name = message["channel"].decode()
+        if name == self._control_name:
+            if kind == "ssubscribe":
+                self._now_live()
+            elif kind == "smessage":
+                self._control_message(message["data"])
+            elif kind == "sunsubscribe":  # its slot moved: subscribe where it went
+                shard.control = False
+                self._connected.clear()
+                self._control_homeless = True
+                self._reroute.set()
+            return
+        channel = channel_of(name)
+        if self._route.get(channel) is not shard:
+            return  # left behind by a channel subscribed again elsewhere
+        if kind == "smessage":
+            self._live_message(channel, message["data"])
+        elif kind == "ssubscribe":
+            await self._confirmed(channel, "sub")
+        elif kind == "sunsubscribe":
+            watch = self._watches.get(channel)
+            if watch is not None and watch.ops and watch.ops[0] == "unsub":
+                await self._confirmed(channel, "unsub")
+                watch = self._watches.get(channel)
+                if watch is None or not (watch.ops or watch.subscribed):
+                    self._route.pop(channel, None)
+                    shard.channels.discard(channel)
+            elif watch is not None and watch.wanted:
+                self._lose(channel)  # the server ended it: its slot moved
+            else:
+                self._route.pop(channel, None)
+                shard.channels.discard(channel)
+
+    async def _cluster_pipeline(self, calls: list[_Call]) -> list[Any]:
+        """`_pipeline` on a cluster: the calls grouped by the primary owning each call's slot,
+        one packed pipeline per primary, sent concurrently; one channel's calls share a slot,
+        so they go in order on one connection.
+
+        A call refused because the slot map was stale or the cluster was failing over
+        (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`) did not run: it is sent again, to the
+        owner of a freshly read slot map, for up to `CLUSTER_RETRY_S`; so are the calls of
+        a primary that could not be reached at all (nothing was sent). A call is never sent
+        twice when it may have run: the calls of a connection lost after sending answer
+        Unavailable, and so does a refused call when a later call of its channel ran (sent
+        again, it would come after it). What is still refused after the deadline answers
+        Unavailable too.
+        """
+        try:
+            await self._cluster.initialize()
+        except (RedisClusterException, RedisError, OSError) as error:
+            raise Unavailable(f"redis is unreachable: {error}") from error
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        asking: dict[int, str] = {}  # call → the node an ASK redirected it to, for one try
+        deadline = asyncio.get_running_loop().time() + CLUSTER_RETRY_S
+        delay = 0.02
+        while True:
+            groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+            for index in todo:
+                try:
+                    node = self._call_node(calls[index], asking.get(index))
+                except (RedisClusterException, RedisError, KeyError) as error:
+                    replies[index] = ClusterDownError(f"no primary for the slot: {error}")
+                    continue
+                groups.setdefault(node.name, (node, []))[1].append(index)
+            results = await asyncio.gather(
+                *(self._node_pipeline(node, [calls[i] for i in indexes],
+                                      [i in asking for i in indexes])
+                  for node, indexes in groups.values()),
+                return_exceptions=True,
+            )  # fmt: skip
+            asking.clear()
+            for (_, indexes), result in zip(groups.values(), results, strict=True):
+                if isinstance(result, _NotSent):
+                    for index in indexes:
+                        replies[index] = ClusterDownError(str(result))
+                elif isinstance(result, Unavailable):
+                    for index in indexes:
+                        replies[index] = result
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    for index, reply in zip(indexes, result, strict=True):
+                        replies[index] = reply
+                        if isinstance(reply, AskError):
+                            asking[index] = f"{reply.host}:{reply.port}"
+            todo = _resendable(calls, replies)
+            if not todo or asyncio.get_running_loop().time() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            if any(index not in asking for index in todo):
+                with contextlib.suppress(RedisClusterException, RedisError, OSError):
+                    await self._cluster.nodes_manager.initialize()
+        for index, reply in enumerate(replies):
+            if isinstance(reply, _REDIRECTS):
+                replies[index] = Unavailable(f"redis cluster refused the publish: {reply}")
+        return replies
+
+    def _call_node(self, call: _Call, asked: str | None) -> ClusterNode:
+        manager = self._cluster.nodes_manager
+        if asked is not None:
+            host, _, port = asked.rpartition(":")
+            node: ClusterNode | None = manager.get_node(host=host, port=int(port))
+            if node is not None:
+                return node
+        node = manager.get_node_from_slot(key_slot(call[0][0].encode()))
+        assert node is not None
+        return node
+
+    async def _node_pipeline(
+        self, node: ClusterNode, calls: list[_Call], asking: list[bool]
+    ) -> list[Any]:
+        """`_pipeline` on one cluster node's connection; `asking`: the calls to send after
+        an `ASKING` (the slot is being imported there). Raises _NotSent when the node could
+        not be reached (nothing was sent), Unavailable when the connection was lost after."""
+        epoch = secrets.token_hex(4)
+        sha = self._publish.sha
+        packed = b"".join(
+            (_pack(("ASKING",)) if ask else b"")
+            + _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
+                    ("EVAL", self._script, 2, *call_keys, epoch, *args))
+            for index, ((call_keys, args), ask) in enumerate(zip(calls, asking, strict=True))
+        )  # fmt: skip
+        try:
+            connection = node.acquire_connection()
+        except RedisError as error:
+            raise _NotSent(f"no connection to {node.name}: {error}") from error
+        try:
+            try:
+                await connection.connect()  # type: ignore[no-untyped-call]
+                if await connection.can_read():  # stale: EOF or stray data
+                    raise RedisConnectionError("the connection has data")
+            except (RedisError, OSError):
+                await connection.disconnect()
+                try:
+                    await connection.connect()  # type: ignore[no-untyped-call]
+                except (RedisError, OSError) as error:
+                    raise _NotSent(f"{node.name} is unreachable: {error}") from error
+            try:
+                await connection.send_packed_command(packed, check_health=False)
+                replies: list[Any] = []
+                for ask in asking:
+                    try:
+                        if ask:
+                            await connection.read_response()  # ASKING's +OK
+                        replies.append(await connection.read_response())
+                    except ResponseError as error:  # that call's: the connection goes on
+                        replies.append(error)
+            except BaseException as error:
+                await connection.disconnect()
+                if isinstance(error, RedisError | OSError):
+                    raise Unavailable(f"redis node {node.name} was lost: {error}") from error
+                raise
+        finally:
+            node.release(connection)
+        return replies
 
 
 def _fields(entry: Any) -> dict[bytes, bytes]:

@@ -16,7 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 import redis
 
-from tests.support import PrivateRedis, ServerProcess
+from tests.support import PrivateCluster, PrivateRedis, ServerProcess
 
 # Under pytest-xdist (`-n 2`), each worker has a Redis database and a PostgreSQL database of its
 # own: the first worker the configured ones, the next the database numbered one lower and
@@ -178,3 +178,24 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster]:
+    """A private Redis Cluster (3 primaries, 3 replicas) shared by the session's tests."""
+    for binary in ("redis-server", "redis-cli"):
+        if shutil.which(binary) is None:
+            require_service(binary, "the binary is not on PATH")
+    cluster = PrivateCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: PrivateCluster) -> str:
+    """The private cluster's URL, emptied for one test."""
+    redis_cluster.flush()
+    return redis_cluster.url

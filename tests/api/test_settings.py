@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from api.settings import Settings, SettingsError
+from streams import redisclient
 from tests.support import SECRET, ServerProcess, assert_problem, stream_until
 
 SINAL = str(Path(sys.executable).with_name("sinal"))
@@ -111,6 +112,19 @@ def test_values_are_parsed_and_empty_means_unset() -> None:
     assert settings.max_channels == 16
 
 
+def test_a_redis_cluster_is_named_by_any_of_its_nodes() -> None:
+    url = "redis+cluster://sinal:s3cret@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002"
+    settings = Settings.from_env({"SINAL_REDIS_URL": url})
+    assert settings.redis_url == url
+    target = redisclient.parse(url)
+    assert target.cluster
+    assert target.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002))
+    assert (target.username, target.password, target.db) == ("sinal", "s3cret", 0)
+    assert redisclient.parse("rediss+cluster://h:7000/0").ssl
+    standalone = redisclient.parse("redis://cache:6380/2")
+    assert (standalone.cluster, standalone.nodes, standalone.db) == (False, (("cache", 6380),), 2)
+
+
 POSITIVE_INTS = [
     "SINAL_TICKET_TTL",
     "SINAL_RETRY_MS",
@@ -125,7 +139,19 @@ BAD_VALUES = [
     *[("SINAL_PORT", value) for value in ("abc", "0", "-1", "65536", "80.5")],
     *[
         ("SINAL_REDIS_URL", value)
-        for value in ("localhost:6379", "http://127.0.0.1:6379", "redis://", "redis:///0")
+        for value in (
+            "localhost:6379",
+            "http://127.0.0.1:6379",
+            "redis://",
+            "redis:///0",
+            "redis://cache:6379/x",
+            "redis+cluster://",
+            "redis+cluster://a:7000,b",
+            "redis+cluster://a:7000,:7001",
+            "redis+cluster://a:70000",
+            "redis+cluster://a:7000/2",
+            "redis+sentinels://a:7000",
+        )
     ],
     *[
         ("SINAL_DATABASE_URL", value)

@@ -69,12 +69,13 @@ async def start(node_id: str, engine: Engine) -> Node:
     return node
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[list[Node]]:
     if request.param == "memory":
         started = [await start("a", MemoryEngine())]
     else:
-        url: str = request.getfixturevalue("redis_url")
+        fixture = "cluster_url" if request.param == "cluster" else "redis_url"
+        url: str = request.getfixturevalue(fixture)
         started = [await start("a", RedisEngine(url)), await start("b", RedisEngine(url))]
     yield started
     for node in started:

@@ -27,11 +27,12 @@ pytestmark = pytest.mark.anyio
 EngineFactory = Callable[[Retention], Engine]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def make_engine(request: pytest.FixtureRequest) -> EngineFactory:
     if request.param == "memory":
         return MemoryEngine
-    url: str = request.getfixturevalue("redis_url")
+    # The cluster: a private Redis Cluster of 3 primaries (tests/conftest.py).
+    url: str = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
     return lambda retention: RedisEngine(url, retention)
 
 
