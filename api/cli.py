@@ -22,6 +22,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", help="address to listen on (default: SINAL_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port (default: SINAL_PORT or 8000)")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="server processes on the port, supervised (default: 1; above 1 needs Redis and "
+        "PostgreSQL)",
+    )
+    # Set by `--workers` on the processes it starts; not for people.
+    serve.add_argument("--worker", type=_positive_int, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor", type=_positive_int, help=argparse.SUPPRESS)
 
     token = commands.add_parser("token", help="print a JWT for trying things out")
     token.add_argument("--sub", required=True, help="user id")
@@ -49,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command == "serve" and args.worker is not None:
+            return _serve_worker(settings, args.host, args.port, args.worker, args.supervisor)
         if args.command == "serve":
-            return _serve(settings, args.host, args.port)
+            return _serve(settings, args.host, args.port, args.workers)
         if args.command == "token":
             return _token(settings, args.sub, args.role, args.team, args.ttl)
         if args.command == "migrate":
@@ -63,11 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int = 1) -> int:
     from api import logs
     from api.app import create_app
     from api.server import serve
+    from api.workers import refusal
 
+    reason = refusal(workers, settings.redis_url, settings.database_url)
+    if reason is not None:
+        print(f"sinal: {reason}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format)
     uses_dev_secret = settings.jwt_secret is None and settings.jwt_algorithm == "HS256"
     settings, created = settings.with_dev_secret()
@@ -89,7 +106,49 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     log.info("engine: %s", engine)
     # The address in the settings too: a node is named after it unless SINAL_NODE_NAME says.
     settings = replace(settings, host=host or settings.host, port=port or settings.port)
+    if workers > 1:
+        return _supervise(settings, workers)
     serve(create_app(settings), settings.host, settings.port, settings.log_level)
+    return 0
+
+
+def _supervise(settings: Settings, workers: int) -> int:
+    """Run `workers` worker processes on the port (`api.workers`) until SIGTERM or SIGINT."""
+    from api.workers import Supervisor, port_in_use, worker_command
+
+    where = f"{settings.host}:{settings.port}"
+    problem = port_in_use(settings.host, settings.port)
+    if problem is not None:
+        print(f"sinal: cannot listen on {where}: {problem}", file=sys.stderr)
+        return 1
+    log.info("%d workers on %s (SO_REUSEPORT: the kernel spreads connections)", workers, where)
+    supervisor = Supervisor(
+        workers, lambda index: worker_command(index, settings.host, settings.port)
+    )
+    return supervisor.run()
+
+
+def _serve_worker(
+    settings: Settings, host: str | None, port: int | None, index: int, supervisor: int | None
+) -> int:
+    """One worker of `sinal serve --workers`: the supervisor has checked the settings, reached
+    Redis and migrated the database; the worker binds its own `SO_REUSEPORT` socket."""
+    from api import logs
+    from api.app import create_app
+    from api.server import serve
+    from api.workers import die_with_parent, reuse_port_socket
+
+    if supervisor is not None:
+        die_with_parent(supervisor)
+    logs.configure(settings.log_level, settings.log_format)
+    settings, _ = settings.with_dev_secret()  # the supervisor's: it created any missing one
+    host, port = host or settings.host, port or settings.port
+    # Each worker is a node of its own on the control bus: its id is new in every process, and
+    # its name says which worker of which address it is (a restarted worker keeps the name).
+    name = f"{settings.node_name or f'{host}:{port}'}/{index}"
+    settings = replace(settings, host=host, port=port, node_name=name)
+    sock = reuse_port_socket(host, port)
+    serve(create_app(settings), host, port, settings.log_level, sock)
     return 0
 
 

@@ -54,7 +54,11 @@ def browsable_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
+def serve(
+    app: SinalApp, host: str, port: int, log_level: str, sock: socket.socket | None = None
+) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then drain; on `host:port`, or on the bound `sock`
+    (a worker's `SO_REUSEPORT` socket, `api.workers`)."""
     settings = app.runtime.settings
     before, descriptors = connections.raise_descriptor_limit()
     limits = connections.Limits(
@@ -104,4 +108,4 @@ def serve(app: SinalApp, host: str, port: int, log_level: str) -> None:
     # young objects less often, and never rescanning what start-up created, removes most of it.
     gc.set_threshold(50_000, 20, 20)
     gc.freeze()
-    DrainingServer(config, app.runtime).run()
+    DrainingServer(config, app.runtime).run(sockets=None if sock is None else [sock])

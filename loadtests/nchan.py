@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import resource
-import shutil
 import subprocess
 import tempfile
 import time
@@ -33,55 +32,37 @@ from pathlib import Path
 
 import httpx
 
+from loadtests.nginx import binary, ensure, private_paths, start
 from loadtests.procs import OURS, Child, children, free_port, log, pinned_child
 
 TEMPLATE = Path(__file__).resolve().parent / "nchan" / "nginx.conf.in"
 PACKAGES = ("nginx", "libnginx-mod-nchan")
-NGINX_PATHS = ("/usr/sbin/nginx",)
 MODULE_PATHS = (
     "/usr/share/nginx/modules/ngx_nchan_module.so",
     "/usr/lib/nginx/modules/ngx_nchan_module.so",
 )
 
 
-def _first(paths: tuple[str, ...]) -> str | None:
-    return next((path for path in paths if os.path.exists(path)), None)
-
-
 def installed() -> tuple[str, str] | None:
     """(nginx binary, Nchan module) when both are there."""
-    nginx = shutil.which("nginx") or _first(NGINX_PATHS)
-    module = _first(MODULE_PATHS)
+    nginx = binary()
+    module = next((path for path in MODULE_PATHS if os.path.exists(path)), None)
     return (nginx, module) if nginx and module else None
 
 
 def ensure_installed() -> tuple[str, str]:
     """nginx and the Nchan module, installed with apt-get first if need be."""
-    found = installed()
-    if found is not None:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SystemExit(
-            f"Nchan is not installed: apt-get install {' '.join(PACKAGES)} (or --skip-nchan)"
-        )
-    log(f"installing {' '.join(PACKAGES)} with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(install, env=env, check=False).returncode != 0:
-        # Stale package lists are the usual cause: refresh them once and try again.
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
-        subprocess.run(install, env=env, check=True)
-    found = installed()
-    if found is None:
-        raise SystemExit(f"{' '.join(PACKAGES)} installed, but nginx or the module is missing")
-    return found
+    return ensure(PACKAGES, installed, " (or --skip-nchan)")
 
 
 def render(*, port: int, prefix: Path, module: str, nofile: int) -> str:
     """The configuration for one run: `@NAMES@` of the template filled in."""
+    main_paths, http_paths = private_paths(prefix)
     values = {
         "@PORT@": str(port),
         "@PREFIX@": str(prefix),
+        "@MAIN_PATHS@": main_paths,
+        "@HTTP_PATHS@": http_paths,
         "@MODULE@": module,
         "@NOFILE@": str(nofile),
         # Every subscriber, the publishers' connections and some slack.
@@ -113,17 +94,8 @@ def start_nchan(workdir: Path, core: int, nofile: int) -> Nchan:
     nofile = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
     port = free_port()
     prefix = workdir / f"nchan-{port}"
-    prefix.mkdir(parents=True, exist_ok=True)
-    config = prefix / "nginx.conf"
-    config.write_text(render(port=port, prefix=prefix, module=module, nofile=nofile))
-    argv = [nginx, "-p", str(prefix), "-c", str(config), "-e", str(prefix / "error.log")]
-    server = Child(
-        f"nchan-{port}",
-        argv,
-        env=dict(os.environ),
-        cwd=workdir,
-        preexec=pinned_child(core, nofile),
-    )
+    config = render(port=port, prefix=prefix, module=module, nofile=nofile)
+    server = start(nginx, prefix, config, name=f"nchan-{port}", preexec=pinned_child(core, nofile))
     try:
         server.wait_listening(port)
         deadline = time.monotonic() + 20

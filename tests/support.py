@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,9 +75,11 @@ class ServerProcess:
         workdir: Path,
         env: Mapping[str, str | None] | None = None,
         port: int | None = None,
+        args: Sequence[str] = (),
     ):
         self.workdir = workdir
         self.port = port or free_port()
+        self.args = list(args)  # more `sinal serve` options, `--workers 2` say
         merged: dict[str, str | None] = {
             **os.environ,
             "SINAL_JWT_SECRET": SECRET,
@@ -101,7 +103,7 @@ class ServerProcess:
         """Start the process without waiting for it (`ready` waits): several start at once."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "api", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "api", "serve", "--port", str(self.port), *self.args],
                 cwd=self.workdir,
                 env=self.env,
                 stdout=log,
@@ -155,6 +157,7 @@ class Received:
     ended: bool = False
     changed: anyio.Event = field(default_factory=anyio.Event)
     headers: httpx.Headers = field(default_factory=httpx.Headers)  # the response's
+    opened: int = 0  # streams opened (`resuming_stream` opens one after another)
 
     def add(self, event: httpx_sse.ServerSentEvent) -> None:
         if event.data:  # frames that only carry `retry:` are not events
@@ -238,6 +241,47 @@ async def open_stream(
         with anyio.fail_after(10):
             await ready.wait()
         yield received, received.until
+        group.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def resuming_stream(
+    base_url: str, headers: dict[str, str], *, within: float = 10.0
+) -> AsyncIterator[Received]:
+    """A stream read in the background that, like `EventSource`, opens again with its last
+    cursor (`Last-Event-ID`) whenever it ends or fails, 50 ms later; what every connection
+    received accumulates in one `Received`. Entered once the first stream is `ready`."""
+    received = Received()
+    ready = anyio.Event()
+
+    async def read_once() -> None:
+        request_headers = dict(headers)
+        if received.last_id:
+            request_headers["Last-Event-ID"] = received.last_id
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=None) as client,
+            httpx_sse.aconnect_sse(client, "GET", "/v1/stream", headers=request_headers) as source,
+        ):
+            source.response.raise_for_status()
+            received.opened += 1
+            async for event in source.aiter_sse():
+                received.add(event)
+                if event.event == "ready":
+                    ready.set()
+
+    async def read() -> None:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                await read_once()
+            received.changed.set()
+            received.changed = anyio.Event()
+            await anyio.sleep(0.05)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(read)
+        with anyio.fail_after(within):
+            await ready.wait()
+        yield received
         group.cancel_scope.cancel()
 
 
