@@ -343,6 +343,16 @@ class SinalCollector(Collector):
             "sinal_replayed_events", "Events sent from the log on resume.", stream.replayed
         )
         yield _counter(
+            "sinal_replay_reads",
+            "Reads of the log sent to the engine for resumes.",
+            hub.reads.reads,
+        )
+        yield _counter(
+            "sinal_replay_reads_saved",
+            "Resume reads answered by another resume's read of the same channel.",
+            hub.reads.saved,
+        )
+        yield _counter(
             "sinal_slow_consumer_closes",
             "Connections closed for falling a buffer behind.",
             hub.stats.slow_consumer_closes,

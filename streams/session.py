@@ -213,7 +213,7 @@ class StreamSession:
                     resets.setdefault("invalid", []).append((channel, self._position(channel)))
                 continue
             try:
-                replay[channel] = await engine.read_after(channel, position, REPLAY_PAGE)
+                replay[channel] = await self.hub.reads.read_after(channel, position, REPLAY_PAGE)
                 self._move(channel, position)
             except PositionLost as lost:
                 self._move(channel, position)
@@ -237,14 +237,15 @@ class StreamSession:
                 return
 
     async def _replay(self, channel: str, page: list[Event]) -> None:
-        engine = self.hub.engine
         while page:
             self.hub.metrics.replayed += len(page)
             await self._write(self._encode(page))
             if len(page) < REPLAY_PAGE:
                 return
             try:
-                page = await engine.read_after(channel, self._position(channel), REPLAY_PAGE)
+                page = await self.hub.reads.read_after(
+                    channel, self._position(channel), REPLAY_PAGE
+                )
             except PositionLost as lost:
                 self._move(channel, lost.head)
                 self.hub.metrics.resets[lost.reason] += 1
