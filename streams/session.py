@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -192,7 +193,7 @@ class StreamSession:
         frame = encode_control("disconnect", data)  # no `id:`: the cursor does not move
         if reason == "shutdown":
             # A plain EventSource reconnects by itself: soon, as another process can take it.
-            frame = encode_retry(self.drain_retry_ms) + frame
+            frame = encode_retry(jittered(self.drain_retry_ms)) + frame
         await self._write(frame)
 
     async def _write(self, body: bytes) -> None:
@@ -221,7 +222,7 @@ class StreamSession:
 
         metrics = self.hub.metrics
         metrics.resumes["reset" if resets else "resumed" if replay else "fresh"] += 1
-        frames = [encode_retry(self.retry_ms)]
+        frames = [encode_retry(jittered(self.retry_ms))]
         for reason, moves in resets.items():
             metrics.resets[reason] += len(moves)
             for channel, head in moves:
@@ -350,6 +351,13 @@ class StreamSession:
 
     def _reset_frame(self, channels: list[str], reason: ResetReason) -> bytes:
         return encode_control("reset", StreamReset(channels, reason), self.cursor)
+
+
+def jittered(base_ms: int) -> int:
+    """A `retry:` hint drawn uniformly from [base, 2 x base], per connection: the clients a
+    restart or a drain cuts at the same moment then come back spread over a whole `base`
+    instead of all at once, and none sooner than `base`."""
+    return random.randint(base_ms, 2 * base_ms)
 
 
 def _sample_lag(metrics: StreamMetrics, batch: list[Item]) -> None:
