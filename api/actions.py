@@ -160,8 +160,9 @@ async def perform(runtime: Runtime, principal: Principal, message: Message) -> m
 async def actions(socket: WebSocket[Any, Any, Any]) -> None:
     runtime: Runtime = socket.app.state.sinal
     began = time.perf_counter()
+    admission = runtime.admission
+    wait = await admission.begin_handshake()
     try:
-        wait = runtime.admission.handshake()
         if wait is not None:
             raise Unavailable(
                 "too many new connections right now; retry after the time in Retry-After",
@@ -170,9 +171,15 @@ async def actions(socket: WebSocket[Any, Any, Any]) -> None:
             )
         principal = _authenticate(socket, runtime)
     except SinalError as error:
+        if wait is None:
+            admission.end_handshake()
         runtime.hub.metrics.handshake("ws", None)
         await _deny(socket, problem_of(error), headers_of(error))
         return
+    except BaseException:
+        if wait is None:
+            admission.end_handshake()
+        raise
     session = ActionSession(socket, runtime, principal)
     ends = deadline(principal.expires_at, runtime.settings.auth_grace_s)
     expiry = close_at(asyncio.get_running_loop(), ends, session.disconnect, "expired")
@@ -188,7 +195,10 @@ async def actions(socket: WebSocket[Any, Any, Any]) -> None:
         ),
     ):
         try:
-            await socket.accept()
+            try:
+                await socket.accept()
+            finally:
+                admission.end_handshake()
             runtime.hub.metrics.handshake("ws", time.perf_counter() - began)
             await session.run()
         except (WebSocketDisconnect, OSError):

@@ -512,6 +512,9 @@ async def stats(runtime: Runtime) -> dict[str, Any]:
         "events_in": hub.events_in,
         "deliveries": hub.deliveries,
         "resets": hub.resets,
+        # Resume reads sent to the engine, and those a concurrent resume's read answered.
+        "replay_reads": runtime.hub.reads.reads,
+        "replay_reads_saved": runtime.hub.reads.saved,
         "tasks": len(asyncio.all_tasks()),
         # Events committed but not yet on the stream: grows while Redis is unreachable.
         "outbox_pending": await outbox.pending(runtime.database),

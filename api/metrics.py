@@ -298,6 +298,16 @@ class SinalCollector(Collector):
             ["transport", "result"],
             stream.handshakes,
         )
+        yield _gauge(
+            "sinal_handshakes_in_progress",
+            "Handshakes admitted whose response has not started (bounded by SINAL_MAX_HANDSHAKES).",
+            runtime.admission.in_progress,
+        )
+        yield _counter(
+            "sinal_handshakes_queued",
+            "Handshakes that waited for a place past SINAL_MAX_HANDSHAKES.",
+            runtime.admission.queued_total,
+        )
         yield _histograms(
             "sinal_handshake_duration_seconds",
             "Request received to stream ready.",
@@ -341,6 +351,16 @@ class SinalCollector(Collector):
         )
         yield _counter(
             "sinal_replayed_events", "Events sent from the log on resume.", stream.replayed
+        )
+        yield _counter(
+            "sinal_replay_reads",
+            "Reads of the log sent to the engine for resumes.",
+            hub.reads.reads,
+        )
+        yield _counter(
+            "sinal_replay_reads_saved",
+            "Resume reads answered by another resume's read of the same channel.",
+            hub.reads.saved,
         )
         yield _counter(
             "sinal_slow_consumer_closes",

@@ -71,7 +71,7 @@ class Runtime:
         # The open `/v1/actions` sockets and their per-user message budget.
         self.actions = actions or ActionSockets(settings.actions_rate, settings.actions_burst)
         defaults = Limits(actions_rate=settings.actions_rate, actions_burst=settings.actions_burst)
-        self.admission = Admission(defaults)
+        self.admission = Admission(defaults, max_handshakes=settings.max_handshakes)
         info = Info(
             id=new_node_id(),
             name=settings.node_name or f"{settings.host}:{settings.port}",

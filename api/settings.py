@@ -253,6 +253,9 @@ class Settings:
     body_timeout_s: float = _env("SINAL_BODY_TIMEOUT", _positive_float, 30.0)
     # Unset: 50,000, or fewer where the open-file limit allows fewer (`api.connections`).
     max_connections: int | None = _env("SINAL_MAX_CONNECTIONS", _positive_int, None)
+    # Stream and action-socket handshakes in progress at once; past it they queue briefly, then
+    # get 503 (streams/admission.py). 0: no bound.
+    max_handshakes: int = _env("SINAL_MAX_HANDSHAKES", _non_negative_int, 100)
     # The longest `exp - iat` a token may have; a revocation of a user's tokens is kept as long.
     max_token_lifetime_s: int = _env("SINAL_MAX_TOKEN_LIFETIME", _positive_int, 30 * 86400)
     # Unset: host:port.

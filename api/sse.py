@@ -52,21 +52,28 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
     # Admission first: it is what keeps a reconnect storm from costing a token check each.
     began = time.perf_counter()
     metrics = runtime.hub.metrics
-    wait = runtime.admission.handshake()
+    admission = runtime.admission
+    wait = await admission.begin_handshake()
     if wait is not None:
         metrics.handshake("sse", None)
         await _refuse_handshake(send, StreamRequest(scope), wait)
         return
+    # Admitted: this handshake holds one of the places in progress until its response starts.
     try:
         session, connection = await admit(StreamRequest(scope), runtime)
-    except Exception as error:
+    except BaseException as error:
+        admission.end_handshake()
+        if not isinstance(error, Exception):
+            raise
         metrics.handshake("sse", None)
         await send_problem(send, *render(error, f"GET {PATH}"))
         return
-    started = False
+    started, handshaking = False, True
 
     async def start() -> None:
-        nonlocal started
+        nonlocal started, handshaking
+        handshaking = False
+        admission.end_handshake()
         await send(response_start(200, STREAM_HEADERS))
         started = True
         metrics.handshake("sse", time.perf_counter() - began)
@@ -83,6 +90,8 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
         # Mid-stream (engine lost during a replay): end the stream; the client resumes.
         log.warning("stream ended early: %s", error.detail)
     finally:
+        if handshaking:
+            admission.end_handshake()
         runtime.registry.remove(connection)
     if not session.abandoned:
         with contextlib.suppress(OSError):

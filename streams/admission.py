@@ -9,14 +9,22 @@ is, without asking other nodes:
 - `handshakes_per_s`: new SSE streams and action sockets a process admits per second, the
   admission control that spreads a reconnect storm over time (0: no limit);
 - `publish_rate`: events per second one service principal may publish (0: no limit).
+
+Besides the rate, a process bounds the handshakes *in progress* at once (`SINAL_MAX_HANDSHAKES`,
+a setting, not a runtime limit): from admission until the response starts, a handshake holds
+engine round trips (subscribe, read the resume) and a Redis connection of the pool. When a
+restart brings thousands of clients back in the same second, past the bound they queue for up
+to `HANDSHAKE_QUEUE_S` (first come, first served) instead of piling onto the engine at once;
+those still waiting then are refused like those over the rate, with a jittered `Retry-After`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,6 +45,12 @@ BOUNDS: dict[str, tuple[float, float, bool]] = {
 STREAMS_RETRY_AFTER_S = 10
 # Service principals whose publish budget is remembered.
 MAX_PUBLISHERS = 10_000
+# How long a handshake past the bound of those in progress waits for a place before it is
+# refused: long enough for a storm's queue to move, short of a client's own timeout.
+HANDSHAKE_QUEUE_S = 2.0
+# Retry-After of a refused handshake: uniform in this range (seconds, whole), so the clients
+# refused together do not come back together.
+REFUSED_RETRY_S = (1.0, 5.0)
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,9 +125,21 @@ class Bucket:
 class Admission:
     """The limits in force in this process and their buckets."""
 
-    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_handshakes: int = 0,
+        queue_s: float = HANDSHAKE_QUEUE_S,
+    ) -> None:
         self.clock = clock
         self.limits = limits
+        self.max_handshakes = max_handshakes  # in progress at once; 0: no bound
+        self.queue_s = queue_s
+        self.in_progress = 0
+        self.queued_total = 0  # handshakes that waited for a place
+        self._queue: deque[asyncio.Future[None]] = deque()
         self._handshakes: Bucket | None = None
         self._publishers: OrderedDict[str, Bucket] = OrderedDict()
         self.apply(limits)
@@ -132,7 +158,47 @@ class Admission:
         wait = self._handshakes.take(self.clock())
         if not wait:
             return None
-        return math.ceil(wait + random.uniform(1.0, 5.0))
+        return math.ceil(wait + random.uniform(*REFUSED_RETRY_S))
+
+    async def begin_handshake(self) -> float | None:
+        """Admit a new connection: None when admitted, else the seconds to come back after.
+
+        Over the rate, refused at once; past the bound of handshakes in progress, it waits its
+        turn for up to `queue_s`. Admitted, the handshake holds its place until
+        `end_handshake`, which the caller calls exactly once.
+        """
+        wait = self.handshake()
+        if wait is not None:
+            return wait
+        if not self.max_handshakes or (self.in_progress < self.max_handshakes and not self._queue):
+            self.in_progress += 1
+            return None
+        self.queued_total += 1
+        turn = asyncio.get_running_loop().create_future()
+        self._queue.append(turn)
+        try:
+            async with asyncio.timeout(self.queue_s):
+                await turn
+        except TimeoutError:
+            if not (turn.done() and not turn.cancelled()):
+                turn.cancel()  # `end_handshake` skips it
+                return math.ceil(random.uniform(*REFUSED_RETRY_S))
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.end_handshake()  # handed a place while leaving: pass it on
+            else:
+                turn.cancel()
+            raise
+        return None  # the place was handed over by `end_handshake`
+
+    def end_handshake(self) -> None:
+        """A handshake admitted by `begin_handshake` ended: its place goes to the next waiting."""
+        while self._queue:
+            turn = self._queue.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.in_progress = max(0, self.in_progress - 1)
 
     def streams_full(self, open_streams: int) -> bool:
         """Whether a user holding `open_streams` may not open another."""

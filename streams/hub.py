@@ -23,6 +23,7 @@ from streams.engine import Engine, ResetReason
 from streams.errors import Unavailable
 from streams.event import Event
 from streams.metrics import StreamMetrics
+from streams.replay import SharedReads
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.hub")
@@ -165,6 +166,8 @@ class Hub:
         self.live_wait_s = live_wait_s
         self.stats = HubStats()
         self.metrics = metrics or StreamMetrics()
+        # Resumes read the log through it: a reconnect storm's replays share their reads.
+        self.reads = SharedReads(engine)
         self._by_channel: dict[str, set[Subscriber]] = {}
         self._all: set[Subscriber] = set()
         self._draining = False
@@ -197,6 +200,7 @@ class Hub:
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        await self.reads.close()
         await self.engine.close()
 
     def drain(self) -> None:

@@ -82,7 +82,7 @@ async def poll(
                 continue
             try:
                 room = limit - len(replay)
-                replay += await engine.read_after(channel, position, room) if room else []
+                replay += await hub.reads.read_after(channel, position, room) if room else []
                 positions.move(channel, position)
             except PositionLost as lost:
                 positions.move(channel, lost.head)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -192,7 +193,7 @@ class StreamSession:
         frame = encode_control("disconnect", data)  # no `id:`: the cursor does not move
         if reason == "shutdown":
             # A plain EventSource reconnects by itself: soon, as another process can take it.
-            frame = encode_retry(self.drain_retry_ms) + frame
+            frame = encode_retry(jittered(self.drain_retry_ms)) + frame
         await self._write(frame)
 
     async def _write(self, body: bytes) -> None:
@@ -213,7 +214,7 @@ class StreamSession:
                     resets.setdefault("invalid", []).append((channel, self._position(channel)))
                 continue
             try:
-                replay[channel] = await engine.read_after(channel, position, REPLAY_PAGE)
+                replay[channel] = await self.hub.reads.read_after(channel, position, REPLAY_PAGE)
                 self._move(channel, position)
             except PositionLost as lost:
                 self._move(channel, position)
@@ -221,7 +222,7 @@ class StreamSession:
 
         metrics = self.hub.metrics
         metrics.resumes["reset" if resets else "resumed" if replay else "fresh"] += 1
-        frames = [encode_retry(self.retry_ms)]
+        frames = [encode_retry(jittered(self.retry_ms))]
         for reason, moves in resets.items():
             metrics.resets[reason] += len(moves)
             for channel, head in moves:
@@ -237,14 +238,15 @@ class StreamSession:
                 return
 
     async def _replay(self, channel: str, page: list[Event]) -> None:
-        engine = self.hub.engine
         while page:
             self.hub.metrics.replayed += len(page)
             await self._write(self._encode(page))
             if len(page) < REPLAY_PAGE:
                 return
             try:
-                page = await engine.read_after(channel, self._position(channel), REPLAY_PAGE)
+                page = await self.hub.reads.read_after(
+                    channel, self._position(channel), REPLAY_PAGE
+                )
             except PositionLost as lost:
                 self._move(channel, lost.head)
                 self.hub.metrics.resets[lost.reason] += 1
@@ -349,6 +351,13 @@ class StreamSession:
 
     def _reset_frame(self, channels: list[str], reason: ResetReason) -> bytes:
         return encode_control("reset", StreamReset(channels, reason), self.cursor)
+
+
+def jittered(base_ms: int) -> int:
+    """A `retry:` hint drawn uniformly from [base, 2 x base], per connection: the clients a
+    restart or a drain cuts at the same moment then come back spread over a whole `base`
+    instead of all at once, and none sooner than `base`."""
+    return random.randint(base_ms, 2 * base_ms)
 
 
 def _sample_lag(metrics: StreamMetrics, batch: list[Item]) -> None:
