@@ -85,6 +85,7 @@ from loadtests.procs import (
     Child,
     CoreMeter,
     CpuMeter,
+    PostgresMeter,
     cores_busy_before,
     cpu_seconds,
     foreign_cpu_seconds,
@@ -171,12 +172,16 @@ class Config:
 
 @dataclass
 class Running:
-    """One system's server, its subscribers (by channel index for unicast) and publisher."""
+    """One system's server, its subscribers (by channel index for unicast) and publisher.
+
+    `server_pids`: the processes whose CPU is the server's (one, or a supervisor and its
+    workers); `redis_pids`: Redis's (none when it is not ours to measure, one, or every node of
+    a cluster)."""
 
     name: str
     port: int
-    server_pid: int
-    redis_pid: int | None
+    server_pids: tuple[int, ...]
+    redis_pids: tuple[int, ...]
     subscribers: list[Subscriber]
     by_channel: dict[int, list[Subscriber]]
     pool: PublishPool
@@ -185,6 +190,8 @@ class Running:
     connect_failures: int
     rungs: list[dict[str, Any]] = field(default_factory=list)
     stats: Callable[[], dict[str, Any] | None] = lambda: None
+    # PostgreSQL's CPU too (every `postgres` process on the machine: others' use included).
+    postgres: bool = False
 
 
 def user_token(index: int) -> str:
@@ -363,6 +370,26 @@ async def sinal(
     """Sinal (or, with `null`, the null server) with its subscribers and publisher."""
     server, port = start_sinal(name, cfg, redis_url, workdir, root, null)
     log(f"{name}: server pid {server.pid} on port {port}, core {cfg.server_core}")
+    measured_redis = redis_pid is not None and cfg.engine == "redis" and not null
+    try:
+        async with attach(
+            name, cfg, port, (server.pid,), (redis_pid,) if measured_redis else ()
+        ) as running:
+            yield running
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def attach(
+    name: str,
+    cfg: Config,
+    port: int,
+    server_pids: tuple[int, ...],
+    redis_pids: tuple[int, ...],
+) -> AsyncIterator[Running]:
+    """Subscribers and a publisher for a Sinal server that is running on `port` (started by
+    the caller, who stops it after)."""
     subscribers: list[Subscriber] = []
     pool = PublishPool(port, cfg.publishers, sinal_accepts)
     try:
@@ -383,8 +410,8 @@ async def sinal(
         yield Running(
             name=name,
             port=port,
-            server_pid=server.pid,
-            redis_pid=redis_pid if cfg.engine == "redis" and not null else None,
+            server_pids=server_pids,
+            redis_pids=redis_pids,
             subscribers=subscribers,
             by_channel=by_channel,
             pool=pool,
@@ -397,7 +424,6 @@ async def sinal(
         await pool.close()
         for subscriber in subscribers:
             subscriber.close()
-        server.stop()
 
 
 @contextlib.asynccontextmanager
@@ -421,8 +447,8 @@ async def nchan(cfg: Config, workdir: Path) -> AsyncIterator[Running]:
             name="nchan",
             port=server.port,
             # The worker does the work (the master only watches it).
-            server_pid=server.worker_pid,
-            redis_pid=None,
+            server_pids=(server.worker_pid,),
+            redis_pids=(),
             subscribers=subscribers,
             by_channel=by_channel,
             pool=pool,
@@ -440,19 +466,37 @@ async def nchan(cfg: Config, workdir: Path) -> AsyncIterator[Running]:
 # -- one rung ----------------------------------------------------------------------------------
 
 
+def total_cpu_seconds(pids: tuple[int, ...]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 class Meters:
+    """The server's and Redis's CPU (summed over their processes, and each process's when
+    there are several), the generator's, both cores' and everything else's."""
+
     def __init__(self, running: Running, cfg: Config) -> None:
-        server_pid, redis_pid = running.server_pid, running.redis_pid
-        self.server = CpuMeter(lambda: cpu_seconds(server_pid))
-        self.redis = CpuMeter(lambda: cpu_seconds(redis_pid)) if redis_pid else None
+        server_pids, redis_pids = running.server_pids, running.redis_pids
+        self.server = CpuMeter(lambda: total_cpu_seconds(server_pids))
+        self.redis = CpuMeter(lambda: total_cpu_seconds(redis_pids)) if redis_pids else None
+        self.each_server = (
+            [CpuMeter(functools.partial(cpu_seconds, pid)) for pid in server_pids]
+            if len(server_pids) > 1
+            else []
+        )
+        self.each_redis = (
+            [CpuMeter(functools.partial(cpu_seconds, pid)) for pid in redis_pids]
+            if len(redis_pids) > 1
+            else []
+        )
         self.generator = CpuMeter(self_cpu_seconds)
         self.server_core = CoreMeter(cfg.server_core)
         self.client_core = CoreMeter(cfg.client_core)
         self.foreign = CpuMeter(foreign_cpu_seconds)
         self.others = CpuMeter(other_processes_cpu_seconds)
+        self.postgres = PostgresMeter() if running.postgres else None
 
-    def lap(self) -> dict[str, float | None]:
-        return {
+    def lap(self) -> dict[str, Any]:
+        figures: dict[str, Any] = {
             "server_cpu_pct": round(self.server.lap(), 1),
             "redis_cpu_pct": None if self.redis is None else round(self.redis.lap(), 1),
             "generator_cpu_pct": round(self.generator.lap(), 1),
@@ -461,6 +505,13 @@ class Meters:
             "foreign_cpu_pct": round(self.foreign.lap(), 1),
             "other_processes_cpu_pct": round(self.others.lap(), 1),
         }
+        if self.postgres is not None:
+            figures["postgres_cpu_pct"] = round(self.postgres.lap(), 1)
+        if self.each_server:  # in the order of `Running.server_pids`
+            figures["server_cpu_pct_each"] = [round(m.lap(), 1) for m in self.each_server]
+        if self.each_redis:
+            figures["redis_cpu_pct_each"] = [round(m.lap(), 1) for m in self.each_redis]
+        return figures
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -785,6 +836,40 @@ def summary(cfg: Config, sides: list[Side]) -> list[dict[str, Any]]:
                 ours["p99_ratio_vs_nchan"] = _ratio(ours["p99_ms"], nchan_row["p99_ms"])
         rows.append(row)
     return rows
+
+
+# The figures `side_figures` keeps of a side's rungs, and how it combines them over rounds.
+MEANS = (
+    "events_per_s", "deliveries_per_s", "server_cpu_pct", "redis_cpu_pct", "postgres_cpu_pct",
+    "generator_cpu_pct", "other_processes_cpu_pct",
+)  # fmt: skip
+MEDIANS = ("p50_ms", "p99_ms", "max_ms")
+SUMS = ("lost", "duplicated", "publish_errors", "disconnects")
+EACH = ("server_cpu_pct_each", "redis_cpu_pct_each")
+
+
+def side_figures(rungs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rungs at one offered load (one per round) as one row: rates and CPU the mean,
+    latencies the median, losses the sum, per-process CPU the mean process by process."""
+    row: dict[str, Any] = {"rounds": len(rungs)}
+    for key in MEANS:
+        values = [r[key] for r in rungs if r.get(key) is not None]
+        if values:  # not measured (PostgreSQL, say): left out
+            row[key] = round(mean(values), 1)
+    for key in MEDIANS:
+        row[key] = _median([r.get(key) for r in rungs])
+    for key in SUMS:
+        row[key] = sum(r.get(key, 0) for r in rungs)
+    for key in EACH:
+        lists = [r[key] for r in rungs if r.get(key)]
+        if lists:
+            row[key] = [round(mean(values), 1) for values in zip(*lists, strict=False)]
+    return row
+
+
+def ratios(ours: dict[str, Any], base: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`ours[key] / base[key]` for each key (None where either is missing or the base is 0)."""
+    return {key: _ratio(ours.get(key), base.get(key)) for key in keys}
 
 
 def _median(values: list[float | None]) -> float | None:

@@ -74,7 +74,10 @@ class PublishPool:
         self.port = port
         self.size = size
         self.accept = accept  # (status, body, events) → answered as expected?
-        self.idle: list[PublishConnection] = []
+        # Idle connections are taken in turn (first in, first out), not the last one freed:
+        # at a low rate that would carry nearly every request over the same connection, which
+        # behind `SO_REUSEPORT` means the same worker, and let the others' keep-alive expire.
+        self.idle: deque[PublishConnection] = deque()
         self.queue: deque[tuple[bytes, Job]] = deque()
         self.connections: set[PublishConnection] = set()
         self.pending = 0  # requests sent or queued, not answered
@@ -100,7 +103,7 @@ class PublishPool:
     def send(self, raw: bytes, job: Job) -> None:
         self.pending += 1
         if self.idle:
-            self.idle.pop().send(raw, job)
+            self.idle.popleft().send(raw, job)
         else:
             self.queue.append((raw, job))
 

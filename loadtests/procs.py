@@ -63,6 +63,27 @@ def pin_self(core: int) -> None:
     os.sched_setaffinity(0, {core})
 
 
+def pin_process(pid: int, cores: set[int]) -> None:
+    """Move every thread of process `pid` to `cores` (the threads it makes later follow)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task), cores)
+
+
+def parse_cores(text: str) -> set[int]:
+    """`all`, or cores separated by commas (`0,1`), checked against this machine's."""
+    machine = set(range(os.cpu_count() or 1))
+    if text.strip() == "all":
+        return machine
+    try:
+        cores = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not `all` or a list of cores: {text!r}") from None
+    if not cores or not cores <= machine:
+        raise argparse.ArgumentTypeError(f"cores must be among {sorted(machine)}: {text!r}")
+    return cores
+
+
 def pinned_child(core: int, nofile: int) -> Callable[[], None]:
     """A `preexec_fn`: runs in the child before exec, so the server starts pinned and raised."""
 

@@ -16,7 +16,8 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 import redis
 
-from tests.support import PrivateCluster, PrivateRedis, ServerProcess
+from loadtests.rediscluster import PrivateCluster
+from tests.support import PrivateRedis, ServerProcess
 
 # Under pytest-xdist (`-n 2`), each worker has a Redis database and a PostgreSQL database of its
 # own: the first worker the configured ones, the next the database numbered one lower and

@@ -46,7 +46,7 @@ def cfg(*argv: str) -> Config:
 def running_with(by_channel: dict[int, list[Subscriber]]) -> Running:
     subscribers = [s for group in by_channel.values() for s in group]
     return Running(
-        name="x", port=0, server_pid=0, redis_pid=None, subscribers=subscribers,
+        name="x", port=0, server_pids=(0,), redis_pids=(), subscribers=subscribers,
         by_channel=by_channel, pool=PublishPool(0, 1, lambda *_: True),
         build=lambda *_: b"", batch=1, connect_failures=0,
     )  # fmt: skip

@@ -18,12 +18,13 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from loadtests.rediscluster import PrivateCluster
 from streams.engine import PositionLost, Publication
 from streams.errors import Unavailable
 from streams.event import Event
 from streams.hub import Hub, Reset, Subscriber
 from streams.redis import RedisEngine, keys, live_name
-from tests.support import SERVICE, PrivateCluster, ServerProcess, bearer, open_stream
+from tests.support import SERVICE, ServerProcess, bearer, open_stream
 
 pytestmark = pytest.mark.anyio
 
