@@ -19,6 +19,7 @@ import anyio
 import httpx
 import httpx_sse
 import redis
+import redis.asyncio as aioredis
 
 from api.auth import mint_token
 
@@ -314,3 +315,28 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+# The publish script's work minus its live message: the entry with its predecessor (`p`), and
+# the channel's `last`, as if the PUBLISH had been lost on its way. KEYS: log, meta. ARGV:
+# type, data. The channel must exist already (its epoch is set).
+PUBLISH_WITHOUT_LIVE = """
+local previous = redis.call('HGET', KEYS[2], 'last') or '0-0'
+local id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'd', ARGV[2], 'p', previous)
+redis.call('HSET', KEYS[2], 'last', id)
+return id
+"""
+
+
+async def publish_without_live(url: str, channel: str, type: str, data: Any) -> str:
+    """Append an event to `channel`'s stream on the Redis at `url` without its live message."""
+    from streams.redis import keys  # the engine's key layout, not a copy of it
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        sid = await client.eval(  # type: ignore[misc]
+            PUBLISH_WITHOUT_LIVE, 2, *keys(channel), type, json.dumps(data)
+        )
+    finally:
+        await client.aclose()
+    return bytes(sid).decode()
