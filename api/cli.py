@@ -129,11 +129,12 @@ def _reach_redis(url: str) -> int:
     instead of the traceback of a failed application start-up."""
     import asyncio
 
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
+    from streams.redis import redis_client
+
     async def ping() -> None:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        client = redis_client(url, socket_connect_timeout=5, socket_timeout=5)
         try:
             await client.ping()
         finally:

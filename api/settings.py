@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from streams.channels import IDENTIFIER, is_valid_identifier
+from streams.redis import SENTINEL_SCHEME, parse_sentinel_url
 
 
 class SettingsError(ValueError):
@@ -98,18 +100,29 @@ def _database_url(text: str) -> str:
 
 
 def redact_url(text: str) -> str:
-    """A URL fit for logs: any password replaced."""
+    """A URL fit for logs: any password replaced (a Sentinel's in the query too)."""
     parts = urlsplit(text)
-    if not parts.scheme or parts.password is None:
+    if not parts.scheme:
         return text
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        query = re.sub(r"((?:^|&)[a-z_]*password=)[^&]*", r"\1***", parts.query)
+        parts = parts._replace(query=query)
+    return parts.geturl()
 
 
 def _redis_url(text: str) -> str:
     parts = urlsplit(text)
+    if parts.scheme == SENTINEL_SCHEME:
+        parse_sentinel_url(text)  # says what is wrong
+        return text
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ValueError("expected redis://host:port/db")
+        raise ValueError(
+            "expected redis://host:port/db or "
+            "redis+sentinel://host:port[,host:port…]/service_name[?db=N]"
+        )
     return text
 
 

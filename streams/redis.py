@@ -19,6 +19,11 @@ control message, which is cheap for a bus that carries operators' questions and 
 per-connection traffic.
 
 Keys of one channel share a hash tag (`sinal:{<channel>}:…`), so the scripts are Redis Cluster safe.
+
+With `redis+sentinel://` (see `redis_client`) every connection, the reader's included, goes to
+the primary the Sentinels name when it is opened. After a failover the old primary's
+connections fail: commands answer Unavailable until the new primary is named, and the reader
+reconnects to it and catches up from the stream like after any lost connection.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -111,6 +119,109 @@ return {epoch, last, entries}
 """
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+# The Sentinels answer where the primary is: a dead one must not hold a connection for long.
+SENTINEL_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """`redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[?db=N]`, with
+    `sentinel_password` (and `sentinel_username`) in the query when the Sentinels
+    themselves require authentication. The user and password are the primary's."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Raises ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"expected {SENTINEL_SCHEME}://host:port[,host:port…]/service_name")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    sentinels = []
+    for host_port in hosts.split(","):
+        if host_port.startswith("["):  # [IPv6]:port
+            host, _, rest = host_port[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else rest and "not a port"
+        else:
+            host, _, port = host_port.partition(":")
+        port = port or str(SENTINEL_PORT)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"not a Sentinel address: {host_port!r} (host:port)")
+        sentinels.append((host, int(port)))
+    service = unquote(parts.path.removeprefix("/"))
+    if not service or "/" in service:
+        raise ValueError("name the primary's service after the addresses: …/service_name")
+    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    unknown = set(query) - {"db", "sentinel_username", "sentinel_password"}
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {sorted(unknown)}; known: db, sentinel_username, sentinel_password"
+        )
+    db = query.get("db", "0")
+    if not db.isdigit():
+        raise ValueError(f"db must be a whole number, not {db!r}")
+    return SentinelUrl(
+        sentinels,
+        service,
+        int(db),
+        unquote(username) or None,
+        unquote(password) or None,
+        query.get("sentinel_username"),
+        query.get("sentinel_password"),
+    )
+
+
+class _SentinelRedis(aioredis.Redis):
+    """The primary's client, which closes the connections to its Sentinels with its own."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            if self.sentinels is not None:
+                await self.sentinels.aclose()
+
+
+def redis_client(url: str, **options: Any) -> aioredis.Redis:
+    """A client for `url`, with redis-py's connection `options`: `redis://` and `rediss://`
+    as redis-py reads them; `redis+sentinel://…` (`SentinelUrl`) for the primary that its
+    Sentinels name, asked again each time a connection is opened."""
+    if not url.startswith(SENTINEL_SCHEME + "://"):
+        return aioredis.Redis.from_url(url, **options)
+    parsed = parse_sentinel_url(url)
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        parsed.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": SENTINEL_TIMEOUT_S,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            "username": parsed.sentinel_username,
+            "password": parsed.sentinel_password,
+        },
+    )
+    client: _SentinelRedis = sentinels.master_for(
+        parsed.service,
+        redis_class=_SentinelRedis,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        **options,
+    )
+    client.sentinels = sentinels
+    return client
+
+
 def keys(channel: str) -> tuple[str, str]:
     """The channel's stream and its metadata hash (epoch, last id)."""
     return f"sinal:{{{channel}}}:log", f"sinal:{{{channel}}}:meta"
@@ -170,7 +281,7 @@ class RedisEngine(Engine):
         self.url = url
         self.retention = retention or Retention()
         # Commands: a short timeout, so a dead Redis answers 503 instead of hanging callers.
-        self._redis = aioredis.Redis.from_url(
+        self._redis = redis_client(
             url, socket_timeout=5, socket_connect_timeout=5, max_connections=200
         )
         self.db = int(self._redis.connection_pool.connection_kwargs.get("db", 0))
@@ -524,7 +635,7 @@ class RedisEngine(Engine):
 
     async def _session(self) -> None:
         """One pub/sub connection: subscribe what is wanted, then pass messages on."""
-        client = aioredis.Redis.from_url(
+        client = redis_client(
             self.url, socket_connect_timeout=5, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
         )
         pubsub = client.pubsub()

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from api.settings import Settings, SettingsError
+from streams.redis import parse_sentinel_url
 from tests.support import SECRET, ServerProcess, assert_problem, stream_until
 
 SINAL = str(Path(sys.executable).with_name("sinal"))
@@ -111,6 +112,15 @@ def test_values_are_parsed_and_empty_means_unset() -> None:
     assert settings.max_channels == 16
 
 
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
+    url = "redis+sentinel://:pw@10.0.0.1:26379,sentinel-b,[::1]:26380/primary?db=3"
+    settings = Settings.from_env({"SINAL_REDIS_URL": url, "SINAL_JWT_SECRET": SECRET})
+    assert settings.redis_url == url
+    parsed = parse_sentinel_url(url)
+    assert parsed.sentinels == [("10.0.0.1", 26379), ("sentinel-b", 26379), ("::1", 26380)]
+    assert (parsed.service, parsed.db, parsed.password) == ("primary", 3, "pw")
+
+
 POSITIVE_INTS = [
     "SINAL_TICKET_TTL",
     "SINAL_RETRY_MS",
@@ -125,7 +135,18 @@ BAD_VALUES = [
     *[("SINAL_PORT", value) for value in ("abc", "0", "-1", "65536", "80.5")],
     *[
         ("SINAL_REDIS_URL", value)
-        for value in ("localhost:6379", "http://127.0.0.1:6379", "redis://", "redis:///0")
+        for value in (
+            "localhost:6379",
+            "http://127.0.0.1:6379",
+            "redis://",
+            "redis:///0",
+            "redis+sentinel://127.0.0.1:26379",  # no service name
+            "redis+sentinel:///primary",
+            "redis+sentinel://127.0.0.1:26379,/primary",
+            "redis+sentinel://127.0.0.1:sentinel/primary",
+            "redis+sentinel://127.0.0.1:26379/primary?db=two",
+            "redis+sentinel://127.0.0.1:26379/primary?pasword=typo",
+        )
     ],
     *[
         ("SINAL_DATABASE_URL", value)
@@ -289,6 +310,7 @@ def test_unusable_dev_secret_file_names_the_variable(tmp_path: Path) -> None:
         ("SINAL_PORT", "eighty"),
         ("SINAL_PORT", "70000"),
         ("SINAL_REDIS_URL", "localhost:6379"),
+        ("SINAL_REDIS_URL", "redis+sentinel://127.0.0.1:26379"),
         ("SINAL_DATABASE_URL", "mysql://u@h/db"),
         ("SINAL_JWT_SECRET", "too-short"),
         ("SINAL_JWT_ALGORITHM", "none"),
@@ -420,4 +442,12 @@ def test_config_hides_passwords_in_urls(tmp_path: Path) -> None:
     assert "hunter2" not in result.stdout
     assert "s" * 40 not in result.stdout
     assert "redis://:***@127.0.0.1:6379/0" in result.stdout
+    env["SINAL_REDIS_URL"] = (
+        "redis+sentinel://:hunter2-redis@127.0.0.1:26379,127.0.0.1:26380/primary"
+        "?db=1&sentinel_password=hunter2-sentinel"
+    )
+    result = run_sinal("config", cwd=tmp_path, env=env)
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout
+    assert "redis+sentinel://:***@127.0.0.1:26379,127.0.0.1:26380/primary" in result.stdout
     assert "postgresql://app:***@127.0.0.1:5432/test" in result.stdout
