@@ -16,7 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 import redis
 
-from tests.support import PrivateRedis, ServerProcess
+from tests.support import PrivateRedis, PrivateSentinels, ServerProcess
 
 # Under pytest-xdist (`-n 2`), each worker has a Redis database and a PostgreSQL database of its
 # own: the first worker the configured ones, the next the database numbered one lower and
@@ -178,3 +178,15 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def private_sentinels(tmp_path: Path) -> Iterator[PrivateSentinels]:
+    if shutil.which("redis-server") is None:
+        require_service("redis-server", "the binary is not on PATH")
+    sentinels = PrivateSentinels(tmp_path)
+    try:
+        sentinels.start()
+        yield sentinels
+    finally:
+        sentinels.stop()
