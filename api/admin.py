@@ -512,6 +512,11 @@ async def stats(runtime: Runtime) -> dict[str, Any]:
         "events_in": hub.events_in,
         "deliveries": hub.deliveries,
         "resets": hub.resets,
+        # The engine's live connection: re-established after a loss, and what it caught up
+        # from the log after one, or after a live message went missing while it stayed up.
+        "engine_reconnects": runtime.engine.reconnects,
+        "gaps_caught_up": runtime.engine.gaps_caught_up,
+        "gaps_while_connected": runtime.engine.gaps_while_connected,
         "tasks": len(asyncio.all_tasks()),
         # Events committed but not yet on the stream: grows while Redis is unreachable.
         "outbox_pending": await outbox.pending(runtime.database),
