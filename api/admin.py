@@ -515,6 +515,11 @@ async def stats(runtime: Runtime) -> dict[str, Any]:
         # Resume reads sent to the engine, and those a concurrent resume's read answered.
         "replay_reads": runtime.hub.reads.reads,
         "replay_reads_saved": runtime.hub.reads.saved,
+        # The engine's live connection: re-established after a loss, and what it caught up
+        # from the log after one, or after a live message went missing while it stayed up.
+        "engine_reconnects": runtime.engine.reconnects,
+        "gaps_caught_up": runtime.engine.gaps_caught_up,
+        "gaps_while_connected": runtime.engine.gaps_while_connected,
         "tasks": len(asyncio.all_tasks()),
         # Events committed but not yet on the stream: grows while Redis is unreachable.
         "outbox_pending": await outbox.pending(runtime.database),

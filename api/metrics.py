@@ -373,8 +373,13 @@ class SinalCollector(Collector):
         )
         yield _counter(
             "sinal_live_gaps",
-            "Channels caught up from the log after a live gap.",
+            "Channels caught up from the log after the live connection was lost.",
             engine.gaps_caught_up,
+        )
+        yield _counter(
+            "sinal_live_gaps_while_connected",
+            "Live messages found missing while the live connection stayed up, then caught up.",
+            engine.gaps_while_connected,
         )
 
         backlogs = self.metrics.backlogs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -99,12 +100,17 @@ def _database_url(text: str) -> str:
 
 
 def redact_url(text: str) -> str:
-    """A URL fit for logs: any password replaced."""
+    """A URL fit for logs: any password replaced (a Sentinel's in the query too)."""
     parts = urlsplit(text)
-    if not parts.scheme or parts.password is None:
+    if not parts.scheme:
         return text
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        query = re.sub(r"((?:^|&)[a-z_]*password=)[^&]*", r"\1***", parts.query)
+        parts = parts._replace(query=query)
+    return parts.geturl()
 
 
 def _redis_url(text: str) -> str:

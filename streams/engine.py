@@ -96,7 +96,8 @@ class Engine(abc.ABC):
     # Counters for `/metrics` (class defaults; an engine counts on its instance).
     events_published = 0  # events appended to a log by this process
     reconnects = 0  # live connection re-established after a loss
-    gaps_caught_up = 0  # channels whose missed events were read from the log after a gap
+    gaps_caught_up = 0  # channels whose missed events were read from the log after a reconnect
+    gaps_while_connected = 0  # live messages found missing while connected, read from the log
 
     @abc.abstractmethod
     async def connect(self, sink: Sink) -> None:

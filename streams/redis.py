@@ -3,12 +3,15 @@
 Why not one blocking `XREAD` over every channel's stream: its cost is proportional to the number of
 keys on every call, and with one channel per user that is thousands of keys re-registered for
 each batch of events. Instead the publish script appends to the stream and, in the same atomic
-step, publishes the entry (with its stream id and epoch) on the channel's pub/sub name. One
-reader per process subscribes to the channels its connections watch and feeds the hub.
+step, publishes the entry (with its stream id, its predecessor's and its epoch) on the channel's
+pub/sub name. One reader per process subscribes to the channels its connections watch and feeds
+the hub.
 
-Pub/sub is at-most-once, so the reader remembers the last position it saw per channel; after a
-lost connection it re-subscribes and reads the stream from there, so nothing is skipped. A
-stream whose epoch changed (Redis lost its data) becomes a `reset` instead of a silent gap.
+Pub/sub is at-most-once, so the reader remembers the last position it delivered per channel;
+after a lost connection it re-subscribes and reads the stream from there, and a live message
+whose predecessor it never delivered makes it read the stream in between, so nothing is
+skipped. A stream whose epoch changed (Redis lost its data) becomes a `reset` instead of a
+silent gap.
 
 The control bus (see `streams/engine.py`) rides on the same reader: every reader subscribes
 first to `sinal:control:<db>`, whose confirmation also tells it that its connection is up, so
@@ -21,6 +24,11 @@ per-connection traffic.
 Keys of one channel share a hash tag (`sinal:{<channel>}:…`), so the scripts are Redis Cluster safe.
 On a cluster (`redis+cluster://`), live messages use sharded pub/sub and the reader keeps one
 connection per primary; see the "Redis Cluster" section of the class below.
+
+With `redis+sentinel://` (see `streams/redisclient.py`) every connection, the reader's included,
+goes to the primary the Sentinels name when it is opened. After a failover the old primary's
+connections fail: commands answer Unavailable until the new primary is named, and the reader
+reconnects to it and catches up from the stream like after any lost connection.
 """
 
 from __future__ import annotations
@@ -78,6 +86,8 @@ CLUSTER_RETRY_S = 3.0
 
 # Each entry records the id of the entry before it (`p`): Redis does not report what trimming
 # removed, so a reader detects a gap by comparing the first entry it gets with its position.
+# The live message carries it too (`parse_live`): a reader whose last delivered position is not
+# the predecessor of a live message knows that a message went missing while it was connected.
 
 # KEYS: log, meta. ARGV: candidate epoch, max length, max age ms, type, data, pub/sub name,
 # and for `publish_once` a source and sequence ('' otherwise); nil when the sequence was taken.
@@ -94,8 +104,9 @@ if not epoch then
   epoch, previous = ARGV[1], '0-0'
   redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
+previous = previous or '0-0'
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-                      't', ARGV[4], 'd', ARGV[5], 'p', previous or '0-0')
+                      't', ARGV[4], 'd', ARGV[5], 'p', previous)
 redis.call('HSET', KEYS[2], 'last', id)
 local max_age = tonumber(ARGV[3])
 if max_age > 0 then
@@ -103,7 +114,8 @@ if max_age > 0 then
   local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age
   redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', oldest))
 end
-redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+redis.call('PUBLISH', ARGV[6],
+           epoch .. ' ' .. id .. ' ' .. previous .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
 return {epoch, id}
 """
 # On a cluster the live message goes to the shard that owns the channel's slot only. Its name
@@ -196,13 +208,20 @@ class _Watch:
     unconfirmed; the channel is reliably subscribed only when `ops` is empty and `subscribed`.
     """
 
-    __slots__ = ("ops", "subscribed", "waiters", "wanted")
+    __slots__ = ("filling", "held", "ops", "settled", "subscribed", "waiters", "wanted")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []  # a list: one of these per watched channel, deques are larger
         self.subscribed = False
         self.wanted = False
         self.waiters: list[asyncio.Future[None]] = []
+        # Whether the reader delivered something of the channel: from then on its remembered
+        # position is the last one it delivered (see `RedisEngine._note`).
+        self.settled = False
+        # While a gap found live is filled from the stream: the task doing it, and the live
+        # messages of the channel that came meanwhile, to be placed after it (in order).
+        self.filling: asyncio.Task[None] | None = None
+        self.held: list[tuple[Event, StreamId | None]] = []
 
     def intended(self) -> bool:
         return self.ops[-1] == "sub" if self.ops else self.subscribed
@@ -236,6 +255,7 @@ class RedisEngine(Engine):
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._was_live = False  # a connection was up before: the next one is a reconnect
+        self._fillers: set[asyncio.Task[None]] = set()  # gaps being filled (see `_fill`)
         self._commands = RedisCommands(self._redis, keys(COMMANDS)[0])
         # Cluster only (see `_cluster_reader`): a pub/sub connection per primary that has
         # something to subscribe, the shard each channel was subscribed through, and the
@@ -494,7 +514,7 @@ class RedisEngine(Engine):
         else:
             gap = False
         check_position(position, epoch, last, trimmed=gap)
-        self._note(channel, Position(epoch, events[-1].offset) if events else position)
+        self._note(channel, Position(epoch, last))
         return events
 
     async def _run_read(
@@ -509,13 +529,32 @@ class RedisEngine(Engine):
             raise Unavailable(f"redis is unreachable: {error}") from error
         return epoch.decode(), parse_stream_id(last.decode()), entries
 
-    def _note(self, channel: str, position: Position) -> None:
-        """Remember how far this process has seen a watched channel, for catch-up."""
-        if channel not in self._watches:
+    def _note(self, channel: str, head: Position) -> None:
+        """A read found a watched channel's head at `head`.
+
+        The reader remembers, per watched channel, the position after which it still owes the
+        hub every event: the last one it delivered. Before it delivered any, that is the lowest
+        head read since the channel was watched: every connection read its position after its
+        subscription was confirmed, so none starts before it, and everything published after
+        it comes live (or is caught up, when a message goes missing). Not the highest: a
+        connection that read an older head still needs what followed it.
+        """
+        watch = self._watches.get(channel)
+        if watch is None or not watch.wanted or watch.settled:
             return
         known = self._last.get(channel)
-        if known is None or known.epoch != position.epoch or known.offset < position.offset:
-            self._last[channel] = position
+        if known is None or known.epoch != head.epoch or head.offset < known.offset:
+            self._last[channel] = head
+
+    def _deliver(self, channel: str, events: list[Event]) -> None:
+        """Hand events to the hub, and remember the last for catch-up and gap detection."""
+        if self._sink is None:
+            return
+        watch = self._watches.get(channel)
+        if watch is not None and watch.wanted:
+            watch.settled = True
+            self._last[channel] = Position(events[-1].epoch, events[-1].offset)
+        self._sink.dispatch(events)
 
     # -- live events -----------------------------------------------------------------------
 
@@ -537,7 +576,9 @@ class RedisEngine(Engine):
         if watch is None:
             return
         watch.wanted = False
+        watch.settled = False
         self._last.pop(channel, None)
+        self._stop_filling(watch)
         if watch.intended():
             self._send(channel, watch, "unsub")
 
@@ -598,6 +639,12 @@ class RedisEngine(Engine):
         finally:
             if sender is not None:
                 await cancel_and_wait(sender)
+            # Gaps being filled: the catch-up after the reconnect reads the same from the
+            # stream, from the last position delivered.
+            for watch in self._watches.values():
+                self._stop_filling(watch)
+            for filler in list(self._fillers):
+                await cancel_and_wait(filler)
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(RedisError, OSError):
@@ -660,17 +707,22 @@ class RedisEngine(Engine):
         self._control_received(address.decode(errors="replace") or None, body)
 
     def _live_message(self, channel: str, data: bytes) -> None:
-        """A live message of `channel`, as the publish script formats it: to the sink."""
+        """A live message of `channel` (`parse_live`), from either reader: delivered after the
+        channel's last delivered event, or, when its predecessor never arrived, after what the
+        stream holds in between (`_fill`)."""
         try:
-            epoch, sid, kind, payload = data.split(b" ", 3)
-            offset = parse_stream_id(sid.decode())
-            event = Event(channel, kind.decode(), payload, epoch.decode(), offset)
-        except ValueError:  # includes UnicodeDecodeError; not from Sinal's publish script
+            event, previous = parse_live(channel, data)
+        except ValueError:  # not from Sinal's publish script
             log.warning("ignored a malformed live message of %s", channel)
             return
-        self._note(channel, Position(event.epoch, event.offset))
-        if self._sink is not None:
-            self._sink.dispatch([event])
+        watch = self._watches.get(channel)
+        if watch is None or not watch.wanted:  # no longer watched: the hub drops it
+            if self._sink is not None:
+                self._sink.dispatch([event])
+        elif watch.filling is not None:  # after the gap being filled, in order
+            watch.held.append((event, previous))
+        elif not self._place(channel, event, previous):
+            self._fill(channel, watch, event, previous)
 
     async def _confirmed(self, channel: str, op: Op) -> None:
         watch = self._watches.get(channel)
@@ -682,7 +734,8 @@ class RedisEngine(Engine):
         if watch.ops:
             return
         if watch.subscribed and watch.wanted:
-            await self._catch_up(channel)
+            if await self._catch_up(channel):
+                self.gaps_caught_up += 1
             waiters, watch.waiters = watch.waiters, []
             for waiter in waiters:
                 if not waiter.done():
@@ -690,25 +743,87 @@ class RedisEngine(Engine):
         elif not watch.wanted and not watch.waiters:
             del self._watches[channel]
 
-    async def _catch_up(self, channel: str) -> None:
-        """After a reconnect, deliver what was published while this process was not listening.
+    def _place(self, channel: str, event: Event, previous: StreamId | None) -> bool:
+        """Deliver a live message after the last event delivered of its channel; drop it when
+        a catch-up delivered it already. False, delivering nothing, when the message's
+        predecessor was never delivered: messages before it went missing on their way."""
+        last = self._last.get(channel)
+        if last is not None and last.epoch == event.epoch:
+            if event.offset <= last.offset:
+                return True
+            if previous is not None and previous != last.offset:
+                return False
+        # Another epoch: the session that receives it resets the channel (Redis lost its data).
+        self._deliver(channel, [event])
+        return True
 
-        Runs inside the reader, before any later live message of the channel is dispatched, so
-        the hub sees the channel's events in order.
+    def _fill(self, channel: str, watch: _Watch, event: Event, previous: StreamId | None) -> None:
+        """A live message of `channel` arrived after a gap: read what is missing from the
+        stream in a task of the channel's own, so the reader goes on with other channels;
+        the channel's live messages wait in `held` until the gap is filled."""
+        watch.held = [(event, previous)]
+        filler = asyncio.create_task(self._fill_gap(channel, watch), name="sinal-redis-gap")
+        watch.filling = filler
+        self._fillers.add(filler)
+        filler.add_done_callback(self._fillers.discard)
+
+    async def _fill_gap(self, channel: str, watch: _Watch) -> None:
+        delay = 0.1
+        try:
+            while True:
+                self.gaps_while_connected += 1
+                log.info("a live message of %s went missing; catching up from the stream", channel)
+                while True:
+                    try:
+                        await self._catch_up(channel)
+                        break
+                    except Unavailable as error:
+                        # The live connection is up, so this is likely brief; if it is lost,
+                        # the catch-up after the reconnect takes over (and cancels this).
+                        log.warning("catching up %s failed (%s); trying again", channel, error)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                held, watch.held = watch.held, []
+                for index, (event, previous) in enumerate(held):
+                    if not self._place(channel, event, previous):
+                        watch.held = held[index:]  # another gap, after the one just filled
+                        break
+                else:
+                    return
+        finally:
+            if watch.filling is asyncio.current_task():
+                watch.filling = None
+                watch.held = []
+
+    def _stop_filling(self, watch: _Watch) -> None:
+        if watch.filling is not None:
+            # Cancelled at once (it cannot deliver after this), awaited where the reader's
+            # session ends (`_session`, `_cluster_reader`).
+            watch.filling.cancel()
+            watch.filling = None
+        watch.held = []
+
+    async def _catch_up(self, channel: str) -> bool:
+        """Deliver what the stream holds after the last position delivered of `channel`:
+        after a reconnect, what was published while this process was not listening; while
+        connected, what a missing live message left out. Whether there was anything.
+
+        Nothing newer of the channel is delivered meanwhile (the reader waits, or holds the
+        channel's messages), so the hub sees the channel's events in order.
         """
         position = self._last.get(channel)
         if position is None or self._sink is None:
-            return
+            return False
+        found = False
         try:
             while True:
                 events = await self.read_after(channel, position, CATCH_UP_PAGE)
                 if events:
-                    if position == self._last.get(channel):
-                        self.gaps_caught_up += 1  # once per gap, however many pages it takes
-                    self._sink.dispatch(events)
+                    found = True
+                    self._deliver(channel, events)
                     position = Position(events[-1].epoch, events[-1].offset)
                 if len(events) < CATCH_UP_PAGE:
-                    return
+                    return found
         except PositionLost as lost:
             head = lost.head
             if lost.reason == "epoch":
@@ -716,10 +831,14 @@ class RedisEngine(Engine):
                 # published after what was delivered here, so it follows the reset (the
                 # notification outbox refills a restarted Redis this way).
                 head = Position(head.epoch, (0, 0))
-            self._last[channel] = head
+            watch = self._watches.get(channel)
+            if watch is not None and watch.wanted:
+                watch.settled = True
+                self._last[channel] = head
             self._sink.reset(channel, lost.reason, head)
             if lost.reason == "epoch":
-                await self._catch_up(channel)
+                return await self._catch_up(channel)
+            return False
 
     # -- Redis Cluster ---------------------------------------------------------------------
     #
@@ -734,9 +853,10 @@ class RedisEngine(Engine):
     # - the server ends one channel's subscription (an `sunsubscribe` nobody asked for: its
     #   slot moved, or its primary became a replica): that channel alone is;
     # - a subscription is refused (`-MOVED`: the slot map was stale): as a lost connection.
-    # Each channel subscribed again catches up from the last position seen (`_catch_up`), as
-    # after a lost connection on a standalone Redis, so nothing is skipped, and an epoch
-    # change becomes a reset.
+    # Each channel subscribed again catches up from the last position delivered (`_catch_up`),
+    # as after a lost connection on a standalone Redis, so nothing is skipped, and an epoch
+    # change becomes a reset. A live message missing while its shard's connection stayed up
+    # is caught up by the channel's own task (`_fill`), as on a standalone Redis.
 
     def _route_op(self, channel: str, watch: _Watch, op: Op) -> None:
         """Send `op` for `channel` to the shard it belongs to (see `_send`)."""
@@ -765,10 +885,15 @@ class RedisEngine(Engine):
         owner.outbox.put_nowait((op, channel))
 
     def _lose(self, channel: str) -> None:
-        """`channel`'s subscription is gone: subscribe it again once the slot map is fresh."""
+        """`channel`'s subscription is gone: subscribe it again once the slot map is fresh.
+        A gap being filled is left to the catch-up that follows the new subscription, which
+        reads from the same position (the last delivered)."""
         shard = self._route.pop(channel, None)
         if shard is not None:
             shard.channels.discard(channel)
+        watch = self._watches.get(channel)
+        if watch is not None:
+            self._stop_filling(watch)
         self._homeless.add(channel)
         self._reroute.set()
 
@@ -818,6 +943,10 @@ class RedisEngine(Engine):
             for shard in shards:
                 if shard.task is not None:
                     await cancel_and_wait(shard.task)
+            for watch in self._watches.values():
+                self._stop_filling(watch)
+            for filler in list(self._fillers):
+                await cancel_and_wait(filler)
 
     def _subscribe_homeless(self) -> None:
         if self._control_homeless:
@@ -1052,6 +1181,25 @@ class RedisEngine(Engine):
         finally:
             node.release(connection)
         return replies
+
+
+def parse_live(channel: str, payload: bytes) -> tuple[Event, StreamId | None]:
+    """A live message of `channel`: `<epoch> <id> <previous id> <type> <data>`, as the publish
+    script sends it; the event and the id of the entry before it in the stream. Messages from
+    processes of an earlier version lack the previous id (None: they cannot reveal a gap); an
+    event type never starts with a digit, so the two forms cannot be confused.
+
+    Raises ValueError (UnicodeDecodeError included) on anything else.
+    """
+    epoch, sid, third, rest = payload.split(b" ", 3)
+    previous: StreamId | None = None
+    if third[:1].isdigit():
+        previous = parse_stream_id(third.decode())
+        type_, data = rest.split(b" ", 1)
+    else:
+        type_, data = third, rest
+    event = Event(channel, type_.decode(), data, epoch.decode(), parse_stream_id(sid.decode()))
+    return event, previous
 
 
 def _fields(entry: Any) -> dict[bytes, bytes]:

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from loadtests.rediscluster import PrivateCluster
-from tests.support import PrivateRedis, ServerProcess
+from tests.support import PrivateRedis, PrivateSentinels, ServerProcess
 
 # Under pytest-xdist (`-n 2`), each worker has a Redis database and a PostgreSQL database of its
 # own: the first worker the configured ones, the next the database numbered one lower and
@@ -200,3 +200,15 @@ def cluster_url(redis_cluster: PrivateCluster) -> str:
     """The private cluster's URL, emptied for one test."""
     redis_cluster.flush()
     return redis_cluster.url
+
+
+@pytest.fixture
+def private_sentinels(tmp_path: Path) -> Iterator[PrivateSentinels]:
+    if shutil.which("redis-server") is None:
+        require_service("redis-server", "the binary is not on PATH")
+    sentinels = PrivateSentinels(tmp_path)
+    try:
+        sentinels.start()
+        yield sentinels
+    finally:
+        sentinels.stop()

@@ -358,3 +358,129 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+# The publish script's work minus its live message: the entry with its predecessor (`p`), and
+# the channel's `last`, as if the PUBLISH had been lost on its way. KEYS: log, meta. ARGV:
+# type, data. The channel must exist already (its epoch is set).
+PUBLISH_WITHOUT_LIVE = """
+local previous = redis.call('HGET', KEYS[2], 'last') or '0-0'
+local id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'd', ARGV[2], 'p', previous)
+redis.call('HSET', KEYS[2], 'last', id)
+return id
+"""
+
+
+async def publish_without_live(url: str, channel: str, type: str, data: Any) -> str:
+    """Append an event to `channel`'s stream on the Redis at `url` (a cluster's too) without
+    its live message."""
+    from streams import redisclient
+    from streams.redis import keys  # the engine's key layout, not a copy of it
+
+    client = redisclient.client(redisclient.parse(url))
+    try:
+        sid = await client.eval(  # type: ignore[misc]
+            PUBLISH_WITHOUT_LIVE, 2, *keys(channel), type, json.dumps(data)
+        )
+    finally:
+        await client.aclose()
+    return bytes(sid).decode()
+
+
+class PrivateSentinels:
+    """A primary, one replica (`--replicaof`) and three Sentinels watching them as `service`,
+    on free ports, without persistence; every process stopped by its PID.
+
+    A primary that stops answering is marked down after `DOWN_AFTER_MS`, and two Sentinels
+    agreeing promote the replica within seconds."""
+
+    SERVICE = "sinal"
+    DOWN_AFTER_MS = 1000
+    FAILOVER_TIMEOUT_MS = 3000
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.primary_port, self.replica_port = free_port(), free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}?db={db}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        for port, extra in (
+            (self.primary_port, []),
+            (self.replica_port, ["--replicaof", "127.0.0.1", str(self.primary_port)]),
+        ):
+            self._spawn(port, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                               *extra])  # fmt: skip
+        for port in self.sentinel_ports:
+            config = self.workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its own file
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} {self.DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {self.SERVICE} {self.FAILOVER_TIMEOUT_MS}\n"
+            )
+            self._spawn(port, ["redis-server", str(config), "--sentinel"])
+        self._wait(self._ready, timeout, "the Sentinels did not learn the replica and each other")
+
+    def _spawn(self, port: int, command: list[str]) -> None:
+        self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+    def _ready(self) -> bool:
+        replica = redis.Redis(port=self.replica_port)
+        try:
+            if replica.info("replication").get("master_link_status") != "up":
+                return False
+        finally:
+            replica.close()
+        for port in self.sentinel_ports:
+            sentinel = redis.Redis(port=port)
+            try:
+                replicas = sentinel.sentinel_slaves(self.SERVICE)
+                peers = sentinel.sentinel_sentinels(self.SERVICE)
+            finally:
+                sentinel.close()
+            if not any(not r["is_sdown"] for r in replicas) or len(peers) < 2:
+                return False
+        return True
+
+    def primary(self) -> int:
+        """The port of the primary the Sentinels name now."""
+        sentinel = redis.Redis(port=self.sentinel_ports[0])
+        try:
+            _, port = sentinel.sentinel_get_master_addr_by_name(self.SERVICE)
+        finally:
+            sentinel.close()
+        return int(port)
+
+    def kill_primary(self) -> int:
+        """SIGKILL the primary; its port."""
+        port = self.primary()
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait()
+        return port
+
+    def wait_failover(self, old_port: int, timeout: float = 20.0) -> None:
+        self._wait(lambda: self.primary() != old_port, timeout, "no failover")
+
+    @staticmethod
+    def _wait(holds: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                if holds():
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} within {timeout}s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+            process.wait()
+        self.processes.clear()

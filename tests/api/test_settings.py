@@ -26,7 +26,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, redact_url
 from streams import redisclient
 from tests.support import SECRET, ServerProcess, assert_problem, stream_until
 
@@ -125,6 +125,16 @@ def test_a_redis_cluster_is_named_by_any_of_its_nodes() -> None:
     assert (standalone.cluster, standalone.nodes, standalone.db) == (False, (("cache", 6380),), 2)
 
 
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
+    url = "redis+sentinel://:pw@10.0.0.1:26379,sentinel-b,[::1]:26380/primary?db=3"
+    settings = Settings.from_env({"SINAL_REDIS_URL": url, "SINAL_JWT_SECRET": SECRET})
+    assert settings.redis_url == url
+    target = redisclient.parse(url)
+    assert target.kind == "sentinel"
+    assert target.nodes == (("10.0.0.1", 26379), ("sentinel-b", 26379), ("::1", 26380))
+    assert (target.service, target.db, target.password) == ("primary", 3, "pw")
+
+
 POSITIVE_INTS = [
     "SINAL_TICKET_TTL",
     "SINAL_RETRY_MS",
@@ -151,6 +161,12 @@ BAD_VALUES = [
             "redis+cluster://a:70000",
             "redis+cluster://a:7000/2",
             "redis+sentinels://a:7000",
+            "redis+sentinel://127.0.0.1:26379",  # no service name
+            "redis+sentinel:///primary",
+            "redis+sentinel://127.0.0.1:26379,/primary",
+            "redis+sentinel://127.0.0.1:sentinel/primary",
+            "redis+sentinel://127.0.0.1:26379/primary?db=two",
+            "redis+sentinel://127.0.0.1:26379/primary?pasword=typo",
         )
     ],
     *[
@@ -315,6 +331,7 @@ def test_unusable_dev_secret_file_names_the_variable(tmp_path: Path) -> None:
         ("SINAL_PORT", "eighty"),
         ("SINAL_PORT", "70000"),
         ("SINAL_REDIS_URL", "localhost:6379"),
+        ("SINAL_REDIS_URL", "redis+sentinel://127.0.0.1:26379"),
         ("SINAL_DATABASE_URL", "mysql://u@h/db"),
         ("SINAL_JWT_SECRET", "too-short"),
         ("SINAL_JWT_ALGORITHM", "none"),
@@ -446,4 +463,29 @@ def test_config_hides_passwords_in_urls(tmp_path: Path) -> None:
     assert "hunter2" not in result.stdout
     assert "s" * 40 not in result.stdout
     assert "redis://:***@127.0.0.1:6379/0" in result.stdout
+    env["SINAL_REDIS_URL"] = (
+        "redis+sentinel://:hunter2-redis@127.0.0.1:26379,127.0.0.1:26380/primary"
+        "?db=1&sentinel_password=hunter2-sentinel"
+    )
+    result = run_sinal("config", cwd=tmp_path, env=env)
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout
+    assert "redis+sentinel://:***@127.0.0.1:26379,127.0.0.1:26380/primary" in result.stdout
     assert "postgresql://app:***@127.0.0.1:5432/test" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:pw@h:6379/1", "rediss://user:***@h:6379/1"),
+        ("redis+cluster://user:pw@a:7000,b:7001", "redis+cluster://user:***@a:7000,b:7001"),
+        (
+            "redis+sentinel://:pw@a:26379,[::1]/svc?db=2&sentinel_password=pw2",
+            "redis+sentinel://:***@a:26379,[::1]/svc?db=2&sentinel_password=***",
+        ),
+        ("redis+cluster://a:7000,b:7001", "redis+cluster://a:7000,b:7001"),
+    ],
+)
+def test_every_redis_url_form_is_shown_without_its_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
