@@ -381,6 +381,12 @@ class SinalCollector(Collector):
             "Live messages found missing while the live connection stayed up, then caught up.",
             engine.gaps_while_connected,
         )
+        yield _counter(
+            "sinal_publish_unreplicated",
+            "Publish pipelines refused because fewer replicas than SINAL_REDIS_WAIT_REPLICAS "
+            "acknowledged them in time.",
+            engine.unreplicated,
+        )
 
         backlogs = self.metrics.backlogs
         yield _gauge("sinal_outbox_pending", "Outbox rows not yet published.", backlogs.outbox)

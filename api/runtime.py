@@ -107,7 +107,12 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         retention = Retention(settings.stream_max_len, settings.stream_max_age_s)
         engine: Engine = (
-            RedisEngine(settings.redis_url, retention)
+            RedisEngine(
+                settings.redis_url,
+                retention,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_s=settings.redis_wait_ms / 1000,
+            )
             if settings.redis_url
             else MemoryEngine(retention)
         )

@@ -221,6 +221,10 @@ class Settings:
     port: int = _env("SINAL_PORT", parse_port, 8000)
     database_url: str = _env("SINAL_DATABASE_URL", _database_url, "sqlite:///./sinal.db")
     redis_url: str | None = _env("SINAL_REDIS_URL", _redis_url, None)
+    # Replicas that must hold a publish before it is acknowledged (Redis `WAIT`), and how long
+    # to wait for them: see docs/deployment.md, "Replication and acknowledged events".
+    redis_wait_replicas: int = _env("SINAL_REDIS_WAIT_REPLICAS", _non_negative_int, 0)
+    redis_wait_ms: float = _env("SINAL_REDIS_WAIT_MS", _positive_float, 100.0)
     jwt_secret: str | None = _env("SINAL_JWT_SECRET", str, None, secret=True)
     jwt_algorithm: str = _env("SINAL_JWT_ALGORITHM", _algorithm, "HS256")
     jwt_public_key_file: Path | None = _env("SINAL_JWT_PUBLIC_KEY_FILE", _path, None)

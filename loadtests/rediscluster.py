@@ -92,8 +92,10 @@ class PrivateCluster:
             while True:
                 try:
                     info = client.execute_command("CLUSTER", "INFO").decode()
-                    if "cluster_state:ok" in info and len(self.primaries(port)) == (
-                        self.primary_count
+                    if (
+                        "cluster_state:ok" in info
+                        and len(self.primaries(port)) == self.primary_count
+                        and self._replicas_synced(client)
                     ):
                         break
                 except redis.RedisError:
@@ -102,6 +104,15 @@ class PrivateCluster:
                     raise TimeoutError(f"the cluster is not ok on {port}")
                 time.sleep(0.05)
             client.close()
+
+    def _replicas_synced(self, client: redis.Redis) -> bool:
+        """A primary has all its replicas, and each finished its first sync (a replica still
+        loading it acknowledges no `WAIT`); true of a replica."""
+        replication: dict[str, Any] = client.info("replication")
+        if replication["role"] != "master":
+            return True
+        replicas = [v for k, v in replication.items() if k.startswith("slave") and k[5:].isdigit()]
+        return len(replicas) >= self.replicas and all(r["state"] == "online" for r in replicas)
 
     def primaries(self, via: int | None = None) -> list[int]:
         """The ports of the primaries that serve slots, as node `via` sees them."""

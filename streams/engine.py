@@ -98,6 +98,7 @@ class Engine(abc.ABC):
     reconnects = 0  # live connection re-established after a loss
     gaps_caught_up = 0  # channels whose missed events were read from the log after a reconnect
     gaps_while_connected = 0  # live messages found missing while connected, read from the log
+    unreplicated = 0  # publish pipelines answered Unavailable: fewer replicas than asked held them
 
     @abc.abstractmethod
     async def connect(self, sink: Sink) -> None:

@@ -230,8 +230,20 @@ class _Watch:
 class RedisEngine(Engine):
     name = "redis"
 
-    def __init__(self, url: str, retention: Retention | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        retention: Retention | None = None,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 0.1,
+    ) -> None:
         self.url = url
+        # A publish is acknowledged only once this many replicas hold it (`WAIT`): Redis
+        # replicates asynchronously, and an event acknowledged but not yet copied is gone
+        # when its primary dies and a replica takes over, with nothing left to say so.
+        self.wait_replicas = wait_replicas
+        self._wait = _pack(("WAIT", wait_replicas, max(1, round(wait_timeout_s * 1000))))
         self.target = redisclient.parse(url)
         # A cluster: live messages on sharded pub/sub (Redis 7), one connection per shard.
         self.sharded = self.target.cluster
@@ -460,6 +472,8 @@ class RedisEngine(Engine):
                   ("EVAL", self._script, 2, *call_keys, epoch, *args))
             for index, (call_keys, args) in enumerate(calls)
         )  # fmt: skip
+        if self.wait_replicas:
+            packed += self._wait
         assert isinstance(self._redis, aioredis.Redis)
         pool = self._redis.connection_pool
         try:
@@ -474,6 +488,8 @@ class RedisEngine(Engine):
                     replies.append(await connection.read_response())
                 except ResponseError as error:  # that call's: the connection goes on
                     replies.append(error)
+            if self.wait_replicas:
+                replies = self._replicated(replies, await connection.read_response())
         except BaseException as error:
             await connection.disconnect()
             if isinstance(error, RedisError | OSError):
@@ -482,6 +498,20 @@ class RedisEngine(Engine):
         finally:
             await pool.release(connection)
         return replies
+
+    def _replicated(self, replies: list[Any], acknowledged: int) -> list[Any]:
+        """The replies of a pipeline that ended in `WAIT`: when fewer replicas than asked hold
+        its writes, each publish that ran answers Unavailable instead (it is in the log and
+        may still be delivered, as after a connection lost in mid-publish; the outbox relay's
+        sequence numbers make its retry harmless)."""
+        if acknowledged >= self.wait_replicas:
+            return replies
+        self.unreplicated += 1
+        short = Unavailable(
+            f"redis replicated the publish to {acknowledged} of {self.wait_replicas} replicas "
+            "in time; it may still be delivered"
+        )
+        return [reply if isinstance(reply, Exception) else short for reply in replies]
 
     def _publish_args(
         self, channel: str, type: str, data_json: bytes, source: str = "", sequence: int = 0
@@ -1147,7 +1177,7 @@ class RedisEngine(Engine):
             + _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
                     ("EVAL", self._script, 2, *call_keys, epoch, *args))
             for index, ((call_keys, args), ask) in enumerate(zip(calls, asking, strict=True))
-        )  # fmt: skip
+        ) + (self._wait if self.wait_replicas else b"")  # fmt: skip
         try:
             connection = node.acquire_connection()
         except RedisError as error:
@@ -1173,6 +1203,8 @@ class RedisEngine(Engine):
                         replies.append(await connection.read_response())
                     except ResponseError as error:  # that call's: the connection goes on
                         replies.append(error)
+                if self.wait_replicas:
+                    replies = self._replicated(replies, await connection.read_response())
             except BaseException as error:
                 await connection.disconnect()
                 if isinstance(error, RedisError | OSError):

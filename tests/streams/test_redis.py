@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from streams.cursor import Position
-from streams.engine import ResetReason
+from streams.engine import Publication, ResetReason
+from streams.errors import Unavailable
 from streams.event import Event, StreamId
 from streams.redis import RedisEngine, parse_live
 from tests.support import publish_without_live
@@ -138,3 +139,37 @@ async def test_filling_a_gap_holds_its_channel_only(
     await sink.until(lambda s: 5 in s.numbers(gap))
     assert sink.numbers(gap) == list(range(6))
     assert engine_.gaps_while_connected == 1
+
+
+async def test_a_publish_no_replica_holds_in_time_answers_unavailable(redis_url: str) -> None:
+    """`wait_replicas`: the shared test Redis has no replica, so `WAIT 1` times out and the
+    publish is refused (counted), where the same publish without the wait is acknowledged."""
+    waiting = RedisEngine(redis_url, wait_replicas=1, wait_timeout_s=0.05)
+    plain = RedisEngine(redis_url)
+    try:
+        with pytest.raises(Unavailable, match="0 of 1 replicas"):
+            await waiting.publish("wait:alone", "t", b"1")
+        with pytest.raises(Unavailable, match="0 of 1 replicas"):
+            await waiting.publish_many([Publication("wait:alone", "t", b"2")])
+        assert waiting.unreplicated == 2
+        placed = await plain.publish("wait:alone", "t", b"3")
+        # The refused publishes are in the log all the same: a 503 says "may have run".
+        log = await plain.read_after("wait:alone", Position(placed.epoch, (0, 0)), 10)
+        assert [e.data_json for e in log] == [b"1", b"2", b"3"]
+    finally:
+        await waiting.close()
+        await plain.close()
+
+
+async def test_a_publish_is_acknowledged_once_a_replica_holds_it(cluster_url: str) -> None:
+    """On the private cluster every primary has a replica: `WAIT 1` is answered and each
+    publish of a batch spread over the shards is acknowledged."""
+    engine = RedisEngine(cluster_url, wait_replicas=1, wait_timeout_s=2.0)
+    try:
+        items = [Publication(f"wait:{n}", "t", b"%d" % n) for n in range(12)]
+        placed = await engine.publish_many(items)
+        assert [e.data_json for e in placed] == [item.data_json for item in items]
+        assert (await engine.publish("wait:0", "t", b"again")).offset > placed[0].offset
+        assert engine.unreplicated == 0
+    finally:
+        await engine.close()
