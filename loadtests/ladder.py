@@ -18,7 +18,8 @@ Each system gets a fresh server pinned to `--server-core` (Sinal on the Redis en
 private `redis-server`, or `--engine memory`; Nchan is `loadtests.nchan`); this process, the
 load generator, is pinned to `--client-core`. The subscribers are `loadtests.lean`'s (Nchan's
 differ only in their greeting); the publisher is one open loop for every system: each event is
-sent when due whether or not earlier ones were answered, over `--publishers` keep-alive
+sent when due (`loadtests.schedule`: event i at start + i / rate; a request of `--batch` events
+when its last event is) whether or not earlier ones were answered, over `--publishers` keep-alive
 connections, one request at a time each (the rest wait in the generator, counted in the
 latency), at most `MAX_PENDING` requests unanswered (beyond that the schedule slips:
 `publish_stalls`, `max_schedule_lag_ms`). Every rung publishes for `--warmup` + `--duration`
