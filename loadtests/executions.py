@@ -73,6 +73,7 @@ from loadtests.procs import (
     reset_database,
     run_benchmark,
 )
+from loadtests.schedule import Schedule, sleep_until
 
 SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
 
@@ -268,13 +269,6 @@ def event_json(index: int, per_execution: int) -> bytes:
     return b'{"type":"step_finished","seq":%d,"step":%d,"outcome":"succeeded"}' % (seq, step)
 
 
-async def sleep_to(moment: float) -> None:
-    """Sleep until time.monotonic() is `moment`: the clock every time stamp here is read on."""
-    delay = moment - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 def steps_of(per_execution: int) -> int:
     return -(-per_execution // len(CYCLE))
 
@@ -313,6 +307,7 @@ class Producer:
         self.batch_executions = array.array("i")  # executions per request while measuring
         self.max_batch_seen = 0
         self.start = 0.0  # time.monotonic() of event 0 of execution 0
+        self.schedules: list[Schedule] = []  # each execution's, from `begin`
 
     @property
     def tick_s(self) -> float:
@@ -321,16 +316,19 @@ class Producer:
         cfg = self.cfg
         return max(0.001, min(cfg.batch_ms / 1000, cfg.max_batch / cfg.rate))
 
-    def phase(self, execution: int) -> float:
-        """When execution `execution` emits its first event: spread over one interval."""
-        return self.start + execution / (len(self.done) * self.cfg.rate)
+    def begin(self, start: float) -> None:
+        """Emit from `start` (time.monotonic()) on: each execution at `--rate`, their first
+        events spread over one interval."""
+        cfg, executions = self.cfg, len(self.done)
+        self.start = start
+        self.schedules = [
+            Schedule(cfg.rate, start + x / (executions * cfg.rate), cfg.per_execution)
+            for x in range(executions)
+        ]
 
     def emitted_by(self, execution: int, now: float) -> int:
         """How many events of `execution` are due at `now` (time.monotonic())."""
-        elapsed = now - self.phase(execution)
-        if elapsed < 0:
-            return 0
-        return min(self.cfg.per_execution, int(elapsed * self.cfg.rate + 1e-6) + 1)
+        return self.schedules[execution].due(now)
 
     def backlog(self, now: float) -> int:
         """Events due and not yet settled, the largest over the executions."""
@@ -349,7 +347,7 @@ class Producer:
         tick = self.start + tick_s * service / cfg.services
         try:
             while True:
-                await sleep_to(tick)
+                await sleep_until(tick)
                 for task in [task for task in sending if task.done()]:
                     sending.discard(task)
                     task.result()  # a bug in a delivery stops the run
@@ -403,7 +401,7 @@ class Producer:
     async def deliver(self, batches: list[tuple[int, int, int]]) -> None:
         """One bulk request, resent unchanged on network errors, 5xx and 429 (the executions
         stay in flight meanwhile); then each execution's result."""
-        book, rate, per_execution = self.book, self.cfg.rate, self.cfg.per_execution
+        book, per_execution = self.book, self.cfg.per_execution
         body = b'{"batches":[%s]}' % b",".join(
             b'{"execution":"%s","events":[%s]}'
             % (self.ids[x], b",".join(event_json(i, per_execution) for i in range(first, end)))
@@ -413,11 +411,11 @@ class Producer:
         events = sum(end - first for _, first, end in batches)
         stamp = time.monotonic_ns()
         for x, first, end in batches:
-            base, start = x * per_execution, self.phase(x)
+            base, schedule = x * per_execution, self.schedules[x]
             for i in range(first, end):
                 if not book.sent_ns[base + i]:  # a resent event keeps its first send time
                     book.sent_ns[base + i] = stamp
-                    book.emitted_ns[base + i] = round((start + i / rate) * 1e9)
+                    book.emitted_ns[base + i] = round(schedule.due_at(i) * 1e9)
         backoff = 0.05
         try:
             while True:
@@ -577,17 +575,17 @@ async def load_phase(
 
     progress = asyncio.create_task(report())
     lag_watch = asyncio.create_task(watch_loop())
-    producer.start = time.monotonic() + 0.1
+    producer.begin(time.monotonic() + 0.1)
     tasks = [asyncio.create_task(producer.run(x)) for x in range(cfg.services)]
     profiler: subprocess.Popen[bytes] | None = None
     try:
-        await sleep_to(producer.start + cfg.warmup)
+        await sleep_until(producer.start + cfg.warmup)
         meters = Meters(server_pid, redis_pid, cfg.server_core, cfg.client_core)
         profiler = start_profile(cfg, server_pid, cfg.duration - 1)
         producer.measuring = True
         window_start = time.monotonic()
         at_start = (producer.events_ok, producer.requests_ok, book.delivered)
-        await sleep_to(producer.start + cfg.warmup + cfg.duration)
+        await sleep_until(producer.start + cfg.warmup + cfg.duration)
         window = time.monotonic() - window_start
         at_end = (producer.events_ok, producer.requests_ok, book.delivered)
         load = meters.lap()

@@ -66,8 +66,8 @@ from loadtests.procs import (
     rss_kb,
     run_benchmark,
     self_cpu_seconds,
-    sleep_until,
 )
+from loadtests.schedule import Schedule, released, sleep_until
 from loadtests.socketio_baseline import external_emitter
 
 SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
@@ -175,18 +175,16 @@ async def drive(
 ) -> Figures:
     """Publish at a fixed rate, measure the window after the warm-up, then wait for the drain.
 
-    Open loop, as real publishers are: event `seq` is due at `start + seq / rate`, stamped with
-    that moment and sent then, whether or not earlier publishes have been answered (up to
-    `MAX_IN_FLIGHT`). A server too busy to answer therefore shows up as latency, not as a
-    publisher that politely slows down and hides it.
+    Open loop, as real publishers are: event `seq` is due at `start + seq / rate`
+    (`loadtests.schedule`), stamped with that moment and sent then, whether or not earlier
+    publishes have been answered (up to `MAX_IN_FLIGHT`). A server too busy to answer
+    therefore shows up as latency, not as a publisher that politely slows down and hides it.
     """
-    loop = asyncio.get_running_loop()
     total = round(cfg.rate * (cfg.warmup + cfg.duration))
     measure_from = round(cfg.rate * cfg.warmup)
     failed: set[int] = set()
     in_flight: set[asyncio.Task[None]] = set()
     publish_ns: list[int] = []
-    max_lag = 0.0
     stalls = 0
 
     async def publish_one(seq: int, sent_ns: int) -> None:
@@ -199,11 +197,9 @@ async def drive(
                 log(f"{name}: publish {seq} failed: {error!r}")
 
     progress = asyncio.create_task(_report(name, tally, subscribers, Meters(server_pid, cfg)))
-    start = loop.time() + 0.05
+    schedule = Schedule(cfg.rate, time.monotonic() + 0.05, total)
     try:
-        for seq in range(total):
-            target = start + seq / cfg.rate
-            await sleep_until(loop, target)
+        async for seq in released(schedule):
             if seq == measure_from:
                 tally.measuring = True
                 meters = Meters(server_pid, cfg)
@@ -211,11 +207,10 @@ async def drive(
             if len(in_flight) >= MAX_IN_FLIGHT:  # a safety valve, not a pace
                 stalls += 1
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            max_lag = max(max_lag, loop.time() - target)
             task = asyncio.create_task(publish_one(seq, time.time_ns()))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-        await sleep_until(loop, start + total / cfg.rate)
+        await sleep_until(schedule.end)
         tally.measuring = False
         window = time.monotonic() - window_start
         delivered = tally.received - received_at_start
@@ -243,7 +238,7 @@ async def drive(
         publish_p50_ms=percentile(sorted(publish_ns), 0.50),
         publish_p99_ms=percentile(sorted(publish_ns), 0.99),
         publish_stalls=stalls,
-        max_schedule_lag_ms=round(max_lag * 1000, 1),
+        max_schedule_lag_ms=round(schedule.max_lag * 1000, 1),
         **load,
     )
 

@@ -18,7 +18,8 @@ Each system gets a fresh server pinned to `--server-core` (Sinal on the Redis en
 private `redis-server`, or `--engine memory`; Nchan is `loadtests.nchan`); this process, the
 load generator, is pinned to `--client-core`. The subscribers are `loadtests.lean`'s (Nchan's
 differ only in their greeting); the publisher is one open loop for every system: each event is
-sent when due whether or not earlier ones were answered, over `--publishers` keep-alive
+sent when due (`loadtests.schedule`: event i at start + i / rate; a request of `--batch` events
+when its last event is) whether or not earlier ones were answered, over `--publishers` keep-alive
 connections, one request at a time each (the rest wait in the generator, counted in the
 latency), at most `MAX_PENDING` requests unanswered (beyond that the schedule slips:
 `publish_stalls`, `max_schedule_lag_ms`). Every rung publishes for `--warmup` + `--duration`
@@ -99,6 +100,7 @@ from loadtests.procs import (
     run_benchmark,
     self_cpu_seconds,
 )
+from loadtests.schedule import Schedule, sleep_until
 
 SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
 Kind = Literal["unicast", "broadcast"]
@@ -107,6 +109,8 @@ UNICAST_BATCH_RATES = (10_000, 20_000, 40_000, 80_000)
 BROADCAST_DELIVERIES = (50_000, 100_000, 200_000, 400_000)
 # Requests sent or waiting for a publisher connection; beyond this the schedule slips.
 MAX_PENDING = 4096
+# With that many unanswered, the publisher checks again this often.
+STALL_S = 0.001
 # The drain gives up after this long in any case.
 MAX_DRAIN_S = 60.0
 # With --max-foreign, a rung waits at most this long for the machine to quieten.
@@ -539,7 +543,6 @@ async def rung(
 
     Returns the figures and the next free sequence number.
     """
-    loop = asyncio.get_running_loop()
     rate = cfg.events_per_s(load)
     count = round(rate * (cfg.warmup + cfg.duration))
     measure_from = round(rate * cfg.warmup)
@@ -553,34 +556,30 @@ async def rung(
     fanout = cfg.subscribers if cfg.kind == "broadcast" else 1
 
     progress = asyncio.create_task(_progress(running, cfg, tally, load))
-    sent = stalls = 0
-    max_lag = 0.0
-    start = loop.time() + 0.05
+    stalls = 0
+    schedule = Schedule(rate, time.monotonic() + 0.05, count, batch)
     window_start = time.monotonic()
     received_at_start = 0
     meters = Meters(running, cfg)
     try:
-        while sent < count:
-            now = loop.time()
-            due = min(count, int((now - start) * rate) + 1) if now >= start else 0
-            while sent < due and (due - sent >= batch or due == count):
-                if pool.pending >= MAX_PENDING:
-                    stalls += 1
-                    break
-                if sent <= measure_from < sent + batch:
+        while not schedule.finished:
+            now = time.monotonic()
+            released = schedule.release(now, most=MAX_PENDING - pool.pending)
+            wake = schedule.wake()
+            stalled = wake is not None and wake <= now  # due, but too many unanswered
+            if stalled:
+                stalls += 1
+            for at in range(released.start, released.stop, batch):
+                if at <= measure_from < at + batch:
                     tally.measuring = True
                     meters = Meters(running, cfg)
                     window_start, received_at_start = time.monotonic(), tally.received
-                size = min(batch, count - sent)
+                size = min(batch, released.stop - at)
                 sent_ns = time.time_ns()
-                pool.send(build(first + sent, size, sent_ns), (first + sent, size, sent_ns))
-                sent += size
-            if sent < due:
-                max_lag = max(max_lag, now - (start + sent / rate))
-            if sent < count:
-                wake = start + min(count, sent + batch) / rate
-                await asyncio.sleep(max(0.0, wake - loop.time()))
-        await asyncio.sleep(max(0.0, start + count / rate - loop.time()))
+                pool.send(build(first + at, size, sent_ns), (first + at, size, sent_ns))
+            if wake is not None:
+                await sleep_until(time.monotonic() + STALL_S if stalled else wake)
+        await sleep_until(schedule.end)
         tally.measuring = False
         window = time.monotonic() - window_start
         delivered = tally.received - received_at_start
@@ -624,7 +623,7 @@ async def rung(
         "publish_p50_ms": percentile(round_trips, 0.50),
         "publish_p99_ms": percentile(round_trips, 0.99),
         "publish_stalls": stalls,
-        "max_schedule_lag_ms": round(max_lag * 1000, 1),
+        "max_schedule_lag_ms": round(schedule.max_lag * 1000, 1),
         **load_figures,
     }
     return figures, end

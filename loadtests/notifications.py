@@ -51,8 +51,8 @@ from loadtests.procs import (
     percentile,
     reset_database,
     run_benchmark,
-    sleep_until,
 )
+from loadtests.schedule import Schedule, released, sleep_until
 
 SECRET = "loadtest-secret-that-is-long-enough-for-hs256"
 
@@ -190,10 +190,10 @@ async def create_phase(
     server_pid: int,
     redis_pid: int | None,
 ) -> dict[str, Any]:
-    """Open loop: create `seq` is due at `start + seq / rate` and sent then, stamped with its
-    send time, whether or not earlier ones were answered (up to `max_in_flight`). Waiting for
-    a free pooled connection is part of the latency, as it would be for a real producer."""
-    loop = asyncio.get_running_loop()
+    """Open loop: create `seq` is due at `start + seq / rate` (`loadtests.schedule`) and sent
+    then, stamped with its send time, whether or not earlier ones were answered (up to
+    `max_in_flight`). Waiting for a free pooled connection is part of the latency, as it would
+    be for a real producer."""
     total = len(book.owner)
     measure_from = round(cfg.rate * cfg.warmup)
     token = mint_token(SECRET, "bench-service", ["service"], ttl_s=3600)
@@ -203,7 +203,6 @@ async def create_phase(
     create_ns: list[int] = []
     errors: Counter[str] = Counter()
     in_flight: set[asyncio.Task[None]] = set()
-    max_lag = 0.0
     stalls = 0
     ok = 0
 
@@ -247,14 +246,12 @@ async def create_phase(
             last_ok, last_received = ok, book.received
 
     progress = asyncio.create_task(report())
-    start = loop.time() + 0.05
+    schedule = Schedule(cfg.rate, time.monotonic() + 0.05, total)
     meters: Meters | None = None
     profiler: subprocess.Popen[bytes] | None = None
     window_start, ok_at_start, received_at_start = time.monotonic(), 0, 0
     try:
-        for seq in range(total):
-            due = start + seq / cfg.rate
-            await sleep_until(loop, due)
+        async for seq in released(schedule):
             if seq == measure_from:
                 meters = Meters(server_pid, redis_pid, cfg.server_core, cfg.client_core)
                 profiler = start_profile(cfg, server_pid, "creates", cfg.duration - 1)
@@ -263,11 +260,10 @@ async def create_phase(
             if len(in_flight) >= cfg.max_in_flight:  # a safety valve, not a pace
                 stalls += 1
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            max_lag = max(max_lag, loop.time() - due)
             task = asyncio.create_task(create_one(seq))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-        await sleep_until(loop, start + total / cfg.rate)
+        await sleep_until(schedule.end)
         window = time.monotonic() - window_start
         created_in_window = ok - ok_at_start
         received_in_window = book.received - received_at_start
@@ -302,7 +298,7 @@ async def create_phase(
         "create_p50_ms": percentile(ordered_create, 0.50),
         "create_p99_ms": percentile(ordered_create, 0.99),
         "create_stalls": stalls,
-        "max_schedule_lag_ms": round(max_lag * 1000, 1),
+        "max_schedule_lag_ms": round(schedule.max_lag * 1000, 1),
         **load,
     }
     log(

@@ -312,12 +312,6 @@ def percentile(ordered: list[int], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 2)
 
 
-async def sleep_until(loop: asyncio.AbstractEventLoop, moment: float) -> None:
-    delay = moment - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 async def cores_busy_before(server_core: int, client_core: int, seconds: float = 1.0) -> float:
     """How busy the two benchmark cores are before anything starts: other work on the machine
     (a test suite, another benchmark) competes with the server and the generator."""

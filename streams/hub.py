@@ -1,11 +1,19 @@
 """The local fan-out hub: one per process, fed by the engine's single reader.
 
 Each connection is a `Subscriber` with a bounded buffer. Delivering an event to it is an append.
-Writing is batched: the hub runs one *wake-up round* for every subscriber that has something new,
-at once when it was idle and at most once per coalescing window while busy. In the round a
-subscriber's `notify` writes its whole buffer (stream sessions), or its waiting task is woken
-(`next_batch`). Measured (docs/benchmarks.md): the per-wake-up and per-write costs, not the
-per-event ones, decide fan-out throughput.
+Writing is batched: the hub runs one *wake-up round* for every subscriber that has something new.
+In the round a subscriber's `notify` writes its whole buffer (stream sessions), or its waiting
+task is woken (`next_batch`). Measured (docs/benchmarks.md): the per-wake-up and per-write costs,
+not the per-event ones, decide fan-out throughput.
+
+Rounds are paced by their own cost (`Pacer`): a round starts at once after an idle spell, and
+while busy the next one waits `PAUSE_RATIO` times the wall time the last one took to write,
+never more than the coalescing cap (`SINAL_COALESCE_MS`). A round that reaches a few
+connections is cheap, so the next follows almost at once and adds no latency; one that writes
+to thousands takes long, so the next waits long enough for every connection to have collected
+several events, and the write per connection, not per event, keeps throughput. A big round is
+written in slices of `ROUND_SLICE` subscribers with a pass of the event loop between them, so
+the engine's reader and the requests are not held up, and the first slices' bytes leave early.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -38,9 +47,10 @@ class Heartbeat:
 
 
 HEARTBEAT = Heartbeat()
-# A wake-up round that writes to this many connections or more is followed by the whole
-# coalescing window; a smaller one by a proportional share of it.
-FULL_ROUND = 256
+# The pause before the next wake-up round, as a share of the wall time the last one took.
+PAUSE_RATIO = 0.5
+# A round writes to this many subscribers, then lets the event loop run before the next slice.
+ROUND_SLICE = 256
 # Heartbeats are written this many streams at a time, spread over the heartbeat interval.
 HEARTBEAT_SLICE = 200
 
@@ -146,6 +156,33 @@ class HubStats:
     resets: int = 0
 
 
+class Pacer:
+    """When the next wake-up round may start: `PAUSE_RATIO` times the wall time the last round took
+    (from its first write to its last, slices and the loop's passes between them included),
+    at most `cap_s` after it ended. Times are `clock()` seconds."""
+
+    __slots__ = ("cap_s", "clock", "next_at", "started")
+
+    def __init__(self, cap_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cap_s = cap_s
+        self.clock = clock
+        self.started = 0.0
+        self.next_at = 0.0  # when the next round may start
+
+    def begin(self) -> None:
+        """A round starts writing."""
+        self.started = self.clock()
+
+    def end(self) -> None:
+        """The round wrote its last subscriber."""
+        now = self.clock()
+        self.next_at = now + min(self.cap_s, PAUSE_RATIO * (now - self.started))
+
+    def delay(self) -> float:
+        """How long from now until the next round may start (0: at once)."""
+        return self.next_at - self.clock()
+
+
 class Hub:
     def __init__(
         self,
@@ -174,9 +211,9 @@ class Hub:
         self._drained = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
         self._ready: list[Subscriber] = []
+        # The next round's callback, or the running round's next slice.
         self._wake: asyncio.Handle | None = None
-        self._last_wake = 0.0
-        self._window = 0.0
+        self.pacer = Pacer(coalesce_s)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -266,9 +303,9 @@ class Hub:
         """Put a subscriber with news in the next wake-up round."""
         subscriber.scheduled = True
         self._ready.append(subscriber)
-        if self._wake is None:
+        if self._wake is None:  # no round under way or waiting to start
             loop = self.loop
-            delay = self._last_wake + self._window - loop.time()
+            delay = self.pacer.delay()
             self._wake = (
                 loop.call_later(delay, self._wake_ready)
                 if delay > 0
@@ -276,15 +313,20 @@ class Hub:
             )
 
     def _wake_ready(self) -> None:
-        self._wake = None
-        self._last_wake = self.loop.time()
+        """Start a round for every subscriber with news so far."""
         ready, self._ready = self._ready, []
-        # The pause before the next round grows with this round's size: waking thousands of
-        # connections for one event each is what coalescing saves (fan-out), while a round
-        # that wakes a few (per-user channels) is cheap, and delaying the next one would only
-        # add latency, as it would batch nothing.
-        self._window = self.coalesce_s * min(1.0, len(ready) / FULL_ROUND)
-        for subscriber in ready:
+        self.pacer.begin()
+        self._write(ready, 0)
+
+    def _write(self, ready: list[Subscriber], start: int) -> None:
+        """Write one slice of the round; schedule the next, or end the round.
+
+        A subscriber waiting for a later slice keeps collecting events meanwhile (it is still
+        `scheduled`) and gets them all in its write; one already written that gets news goes
+        into the next round, in order either way.
+        """
+        end = start + ROUND_SLICE
+        for subscriber in ready[start:end]:
             subscriber.scheduled = False
             if subscriber.notify is not None:
                 try:
@@ -296,6 +338,14 @@ class Hub:
             waiter = subscriber.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+        if end < len(ready):
+            self._wake = self.loop.call_soon(self._write, ready, end)
+            return
+        self.pacer.end()
+        self._wake = None
+        if self._ready:  # news that came during the round: the next one, paced
+            delay = self.pacer.delay()
+            self._wake = self.loop.call_later(delay, self._wake_ready)
 
     # -- the engine's sink -------------------------------------------------------------------
 
