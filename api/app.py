@@ -7,8 +7,9 @@ through `api.requests.Requests`: request ids, the access log, the HTTP metrics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -71,9 +72,11 @@ class SinalApp:
                 return
         await self._api(scope, receive, send)
 
-    async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP:  # (as routed above)
-            await sse.stream(scope, receive, send, self.runtime)
+    def _sse(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        # The stream's coroutine itself, not one awaiting it: every idle stream would hold
+        # that frame for its whole life.
+        assert scope["type"] == ScopeType.HTTP  # (as routed above)
+        return sse.stream(scope, receive, send, self.runtime)
 
     async def _lean_publish(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:  # (as routed above)
