@@ -69,6 +69,10 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
         metrics.handshake("sse", None)
         await send_problem(send, *render(error, f"GET {PATH}"))
         return
+    # The request's headers were read (`StreamRequest`), and the app's state is not used: the
+    # scope, which the server keeps for the stream's whole life, need not hold them (~0.8 KB).
+    scope["headers"].clear()  # type: ignore[attr-defined]
+    scope.pop("state", None)  # type: ignore[misc]
     start = _Start(send, admission, metrics, began)
     try:
         await session.run(start, send, receive)
