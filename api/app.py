@@ -7,8 +7,9 @@ through `api.requests.Requests`: request ids, the access log, the HTTP metrics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -59,21 +60,24 @@ class SinalApp:
     def state(self) -> State:
         return self.litestar.state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Returns the route's coroutine rather than awaiting it in one of its own: an idle
+        # stream would hold that frame for its whole life. (So the server is told the ASGI
+        # version: `interface="asgi3"` in api/server.py.)
         if scope["type"] == ScopeType.HTTP:
             path = scope["path"]
             if path == sse.PATH:
-                await self._stream(scope, receive, send)
-                return
+                return self._stream(scope, receive, send)
             # Other methods (a 405, OPTIONS) are Litestar's answers, as before.
             if path == publish.PATH and scope["method"] == "POST":
-                await self._publish(scope, receive, send)
-                return
-        await self._api(scope, receive, send)
+                return self._publish(scope, receive, send)
+        return self._api(scope, receive, send)
 
-    async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP:  # (as routed above)
-            await sse.stream(scope, receive, send, self.runtime)
+    def _sse(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        # The stream's coroutine itself, not one awaiting it: every idle stream would hold
+        # that frame for its whole life.
+        assert scope["type"] == ScopeType.HTTP  # (as routed above)
+        return sse.stream(scope, receive, send, self.runtime)
 
     async def _lean_publish(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:  # (as routed above)

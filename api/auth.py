@@ -281,4 +281,19 @@ def _strings(claims: Mapping[str, Any], name: str) -> frozenset[str]:
     value = claims.get(name, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise Unauthorized(f"token claim '{name}' must be a list of strings")
-    return frozenset(value)
+    return _interned(frozenset(value))
+
+
+# Each connection keeps its principal for its whole life: its roles and teams are shared with
+# every other principal holding the same set (an empty frozenset alone is 216 bytes).
+_SETS: dict[frozenset[str], frozenset[str]] = {}
+MAX_INTERNED_SETS = 10_000
+
+
+def _interned(value: frozenset[str]) -> frozenset[str]:
+    found = _SETS.get(value)
+    if found is not None:
+        return found
+    if len(_SETS) < MAX_INTERNED_SETS:
+        _SETS[value] = value
+    return value

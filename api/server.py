@@ -102,6 +102,9 @@ def serve(
         # Between two requests on one connection; reading a request has its own deadlines.
         timeout_keep_alive=30,
         http=connections.guarded_protocol(limits),
+        # `SinalApp.__call__` returns its route's coroutine instead of being one, which
+        # uvicorn's detection would take for ASGI 2.
+        interface="asgi3",
     )
     # With many open streams, the collector's full passes over all their long-lived objects
     # took 16 % of the server's CPU under the default thresholds (700, 10, 10); collecting

@@ -168,7 +168,10 @@ class SseSubscriber(Subscriber):
             self.buffer = data  # keep everything until the whole `ready` frame is here
             return b""
         self.streaming = True
-        self.ready.set_result(None)
+        # Not after a handshake timeout: `wait_for` cancelled the future, and the stream that
+        # came late is closed by the caller.
+        if not self.ready.done():
+            self.ready.set_result(None)
         return data[frame_end + 2 :]
 
 

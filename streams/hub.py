@@ -19,10 +19,9 @@ the engine's reader and the requests are not held up, and the first slices' byte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,6 +99,13 @@ class Subscriber:
     @property
     def closed(self) -> bool:
         return self.close_reason is not None
+
+    async def __aenter__(self) -> Subscriber:
+        await self.hub._open(self)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.hub._release(self)
 
     def push(self, item: Item) -> bool:
         """Buffer an item; False when the buffer was full and the subscriber is closed."""
@@ -255,9 +261,15 @@ class Hub:
         """Returns once the server starts draining: long waits end then."""
         await self._drained.wait()
 
-    @contextlib.asynccontextmanager
-    async def subscription(self, channels: list[str]) -> AsyncIterator[Subscriber]:
-        """Live events of `channels` buffer into the subscriber from the moment this yields."""
+    def subscription(self, channels: list[str]) -> Subscriber:
+        """`async with hub.subscription(channels) as subscriber`: live events of `channels`
+        buffer into the subscriber from the moment the block starts, until it ends.
+
+        The subscriber is its own context manager, not an async generator's: every idle stream
+        would hold the generator and its frame for its whole life (about 0.4 KB)."""
+        return Subscriber(self, channels, self.buffer_size)
+
+    async def _open(self, subscriber: Subscriber) -> None:
         if self._draining:
             raise Unavailable("the server is shutting down; reconnect to another instance")
         # With the engine's live connection lost, a subscription would wait out the whole
@@ -265,7 +277,7 @@ class Hub:
         # (a reconnect under way gets a moment to finish).
         if not await self.engine.wait_live(self.live_wait_s):
             raise Unavailable("the event engine is unreachable; retry shortly")
-        subscriber = Subscriber(self, channels, self.buffer_size)
+        channels = subscriber.channels
         self._all.add(subscriber)
         self.stats.connections = len(self._all)
         self.stats.connections_total += 1
@@ -278,17 +290,20 @@ class Hub:
                         await self.engine.watch(channel)
             except TimeoutError:
                 raise Unavailable("the event engine did not confirm the subscription") from None
-            yield subscriber
-        finally:
-            self._all.discard(subscriber)
-            self.stats.connections = len(self._all)
-            for channel in channels:
-                targets = self._by_channel.get(channel)
-                if targets is not None:
-                    targets.discard(subscriber)
-                    if not targets:
-                        del self._by_channel[channel]
-                        self.engine.unwatch(channel)
+        except BaseException:
+            self._release(subscriber)
+            raise
+
+    def _release(self, subscriber: Subscriber) -> None:
+        self._all.discard(subscriber)
+        self.stats.connections = len(self._all)
+        for channel in subscriber.channels:
+            targets = self._by_channel.get(channel)
+            if targets is not None:
+                targets.discard(subscriber)
+                if not targets:
+                    del self._by_channel[channel]
+                    self.engine.unwatch(channel)
 
     def subscribers(self) -> list[Subscriber]:
         return list(self._all)
