@@ -468,6 +468,21 @@ class PrivateSentinels:
     def wait_failover(self, old_port: int, timeout: float = 20.0) -> None:
         self._wait(lambda: self.primary() != old_port, timeout, "no failover")
 
+    def rejoin(self, old_port: int, timeout: float = 20.0) -> None:
+        """Start the killed primary again as the new primary's replica (empty: nothing is
+        persisted) and wait until it finished its first sync, so that `WAIT 1` succeeds."""
+        primary = self.primary()
+        self._spawn(old_port, ["redis-server", "--port", str(old_port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                               "--replicaof", "127.0.0.1", str(primary)])  # fmt: skip
+
+        def synced() -> bool:
+            replication = redis.Redis(port=primary).info("replication")
+            replicas = [v for k, v in replication.items() if k[:5] == "slave" and k[5:].isdigit()]
+            return any(r["port"] == old_port and r["state"] == "online" for r in replicas)
+
+        self._wait(synced, timeout, "the old primary did not rejoin as a replica")
+
     @staticmethod
     def _wait(holds: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

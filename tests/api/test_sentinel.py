@@ -59,6 +59,29 @@ def received_pairs(received: Received) -> list[tuple[int, int]]:
     return [(p["n"], p["attempt"]) for p in received.payloads(KIND)]
 
 
+async def publish_all(
+    url: str, channels: dict[str, str], acked: Acked, sentinels: PrivateSentinels
+) -> None:
+    """Every channel's publisher at once; the primary is killed once each has published 10
+    events, and comes back as the new primary's replica after the failover."""
+    killed = anyio.Event()
+    async with anyio.create_task_group() as group:
+        reached = {channel: anyio.Event() for channel in channels.values()}
+        for channel in channels.values():
+            group.start_soon(
+                publish_through_failover, url, channel, acked, reached[channel], killed
+            )
+        with anyio.fail_after(10):
+            for event in reached.values():
+                await event.wait()
+        old = await anyio.to_thread.run_sync(sentinels.kill_primary)
+        killed.set()
+        await anyio.to_thread.run_sync(sentinels.wait_failover, old)
+        # Publishes wait for a replica: none is acknowledged until the old primary is back
+        # as the new one's replica.
+        await anyio.to_thread.run_sync(sentinels.rejoin, old)
+
+
 async def test_failover_loses_nothing_silently_and_publishing_and_resume_go_on(
     private_sentinels: PrivateSentinels, spawn: Callable[..., ServerProcess]
 ) -> None:  # the server stops before the Redis processes (fixtures end in reverse order)
@@ -69,7 +92,6 @@ async def test_failover_loses_nothing_silently_and_publishing_and_resume_go_on(
     server = spawn({"SINAL_REDIS_URL": private_sentinels.url(), "SINAL_REDIS_WAIT_REPLICAS": "1"})
     channels = {user: f"notifications:{user}" for user in USERS}
     acked: Acked = {channel: [] for channel in channels.values()}
-    killed = anyio.Event()
     cursors: dict[str, str | None] = {}
     async with (
         open_stream(server.url, bearer("alice")) as (alice, _),
@@ -77,18 +99,8 @@ async def test_failover_loses_nothing_silently_and_publishing_and_resume_go_on(
         open_stream(server.url, bearer("carol")) as (carol, _),
     ):
         streams = {"alice": alice, "bob": bob, "carol": carol}
-        async with anyio.create_task_group() as group:
-            reached = {channel: anyio.Event() for channel in channels.values()}
-            for channel in channels.values():
-                group.start_soon(
-                    publish_through_failover, server.url, channel, acked, reached[channel], killed
-                )
-            with anyio.fail_after(10):
-                for event in reached.values():
-                    await event.wait()
-            old = await anyio.to_thread.run_sync(private_sentinels.kill_primary)
-            killed.set()
-            await anyio.to_thread.run_sync(private_sentinels.wait_failover, old)
+        with anyio.fail_after(90):  # the publishers end once every event is acknowledged
+            await publish_all(server.url, channels, acked, private_sentinels)
         for user, received in streams.items():
             channel = channels[user]
             last = acked[channel][-1]
