@@ -20,7 +20,9 @@ published to a client's channels and never read by it; a publish that failed is 
 `duplicated`, `resets` (`event: reset` frames: there should be none), `peak_rss_mb` (the serving
 process during the storm and `--settle` s after), `steady_rss_mb` (the serving process before the
 storm, all clients connected), `handshake_p99_ms` (connect to `ready`, across the storm's
-attempts), and the targets.
+attempts), `server_cpu_ms_per_handshake` (the new process's CPU time from when it is ready and
+the old one gone to the last `ready`, over the clients: their handshakes, and the live events it
+delivered meanwhile), and the targets.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from api.auth import mint_token
 from loadtests.lean import FIND_EVENTS, SseSubscriber, Tally, open_many, padding, payload
 from loadtests.procs import (
     Child,
+    cpu_seconds,
     log,
     percentile,
     redis_for_benchmark,
@@ -315,11 +318,13 @@ class Storm:
             await asyncio.to_thread(server.process.wait, 60)
         for client in before:
             client.close()
+        cpu_before = cpu_seconds(new.pid)
         began = time.perf_counter()
         done = asyncio.Event()
         peak = asyncio.ensure_future(self.watch_rss(new.pid, done))
         times = await self.connect_all(new_port, before)
         seconds = time.perf_counter() - began
+        cpu_ms = (cpu_seconds(new.pid) - cpu_before) * 1000
         resumed = sum(1 for client in self.clients if _ready(client))
         await asyncio.sleep(args.settle)
         done.set()
@@ -338,6 +343,7 @@ class Storm:
             "peak_rss_mb": round(peak_kb / 1024, 1),
             "steady_rss_mb": round(steady_kb / 1024, 1),
             "handshake_p99_ms": handshake_p99_ms(times),
+            "server_cpu_ms_per_handshake": round(cpu_ms / args.clients, 3),
             **reads,
         }
         figures["met"] = verdict(figures)

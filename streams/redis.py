@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -178,6 +179,30 @@ class _Shard:
         self.task: asyncio.Task[None] | None = None
 
 
+class _Script:
+    """A Lua script sent in hand-packed pipelines (`RedisEngine._pipeline`): its text, for the
+    first call of a pipeline, and its SHA1, for the calls behind it; `wait`: whether a
+    pipeline of it ends in `WAIT` (writes that must reach replicas)."""
+
+    __slots__ = ("sha", "text", "wait")
+
+    def __init__(self, text: str, wait: bool) -> None:
+        self.text, self.wait = text, wait
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
+class _Coalesced:
+    """Calls of one script made while a pipeline of them is on its way, waiting to share the
+    next one, and the task that sends them (see `RedisEngine._coalesced`)."""
+
+    __slots__ = ("name", "queued", "script", "task")
+
+    def __init__(self, script: _Script, name: str) -> None:
+        self.script, self.name = script, name
+        self.queued: list[tuple[_Call, asyncio.Future[Any]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+
 class _NotSent(Exception):
     """Nothing of a pipeline reached its node."""
 
@@ -255,11 +280,11 @@ class RedisEngine(Engine):
         self.db = self.target.db
         self._control_name = control_name(self.db)
         self._script = PUBLISH_SHARDED if self.sharded else PUBLISH
-        self._publish = self._redis.register_script(self._script)
-        # Publishes waiting for the next pipeline, and the task that sends them (see `publish`).
-        self._queued: list[tuple[_Call, asyncio.Future[Any]]] = []
-        self._sender: asyncio.Task[None] | None = None
-        self._read = self._redis.register_script(READ)
+        self._publish = _Script(self._script, wait=wait_replicas > 0)
+        self._read = _Script(READ, wait=False)
+        # Publishes, and reads, waiting for the next pipeline of their kind (see `publish`).
+        self._publishes = _Coalesced(self._publish, "sinal-redis-publisher")
+        self._reads = _Coalesced(self._read, "sinal-redis-read-sender")
         self._sink: Sink | None = None
         self._watches: dict[str, _Watch] = {}
         self._last: dict[str, Position] = {}
@@ -291,8 +316,9 @@ class RedisEngine(Engine):
         if self._reader is not None:
             await cancel_and_wait(self._reader)
             self._reader = None
-        if self._sender is not None:
-            await cancel_and_wait(self._sender)
+        for coalesced in (self._publishes, self._reads):
+            if coalesced.task is not None:
+                await cancel_and_wait(coalesced.task)
         self._control = None
         for watch in self._watches.values():
             for waiter in watch.waiters:
@@ -338,45 +364,53 @@ class RedisEngine(Engine):
         under load, one round trip and one pass through redis-py carry many events, where a
         command each cost about as much as the rest of a lean `POST /v1/publish` (py-spy,
         docs/benchmarks.md). A publish alone goes at once, in a pipeline of one."""
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append(((keys(channel), self._publish_args(channel, type, data_json)), reply))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_queued(), name="sinal-redis-publisher")
-        epoch, sid = await reply
+        call = (keys(channel), self._publish_args(channel, type, data_json))
+        epoch, sid = await self._coalesced(self._publishes, call, "publish")
         self.events_published += 1
         return Placed(channel, type, data_json, epoch.decode(), parse_stream_id(sid.decode()))
 
-    async def _send_queued(self) -> None:
-        """Send what `publish` queued, one pipeline at a time, until nothing is queued. Calls
+    async def _coalesced(self, coalesced: _Coalesced, call: _Call, what: str) -> Any:
+        """`call`'s reply, sent in the next pipeline of `coalesced` (`_send_queued`); raises
+        Unavailable when Redis cannot be reached or refuses the call."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        coalesced.queued.append((call, reply))
+        if coalesced.task is None:
+            coalesced.task = asyncio.create_task(
+                self._send_queued(coalesced, what), name=coalesced.name
+            )
+        return await reply
+
+    async def _send_queued(self, coalesced: _Coalesced, what: str) -> None:
+        """Send what `coalesced` queued, one pipeline at a time, until nothing is queued. Calls
         go in the order they were made, so one channel's publishes keep their order."""
         batch: list[tuple[_Call, asyncio.Future[Any]]] = []
         try:
-            while self._queued:
-                batch, self._queued = self._queued, []
+            while coalesced.queued:
+                batch, coalesced.queued = coalesced.queued, []
                 try:
-                    replies = await self._run_publishes([call for call, _ in batch])
+                    replies = await self._run_script(coalesced.script, [c for c, _ in batch])
                 except Unavailable as error:
                     replies = [error] * len(batch)
-                except Exception as error:  # a bug: every waiting publish hears of it
-                    log.exception("publishing a pipeline of %d failed", len(batch))
-                    replies = [Unavailable(f"redis publish failed: {error}")] * len(batch)
+                except Exception as error:  # a bug: every waiting caller hears of it
+                    log.exception("sending a pipeline of %d %ss failed", len(batch), what)
+                    replies = [Unavailable(f"redis {what} failed: {error}")] * len(batch)
                 for (_, reply), result in zip(batch, replies, strict=True):
                     if reply.done():  # its caller was cancelled
                         continue
                     if isinstance(result, Unavailable):
                         reply.set_exception(result)
                     elif isinstance(result, Exception):  # as `publish_many`
-                        reply.set_exception(Unavailable(f"redis refused the publish: {result}"))
+                        reply.set_exception(Unavailable(f"redis refused the {what}: {result}"))
                     else:
                         reply.set_result(result)
                 batch = []
         finally:
-            self._sender = None
+            coalesced.task = None
             # Cancelled (the engine closes): nobody may be left waiting.
-            for _, reply in [*batch, *self._queued]:
+            for _, reply in [*batch, *coalesced.queued]:
                 if not reply.done():
                     reply.set_exception(Unavailable("the engine is closing"))
-            self._queued = []
+            coalesced.queued = []
 
     async def publish_many(self, items: Sequence[Publication]) -> list[Event]:
         """One round trip for the whole batch: a pipeline of publish scripts."""
@@ -429,8 +463,11 @@ class RedisEngine(Engine):
         ]
 
     async def _run_publishes(self, calls: list[_Call]) -> list[Any]:
-        """The publish script once per call, in order, in one pipeline: its replies, an error
-        in the place of a call that failed.
+        return await self._run_script(self._publish, calls)
+
+    async def _run_script(self, script: _Script, calls: list[_Call]) -> list[Any]:
+        """The script (publish or read) once per call, in order, in one pipeline: its replies,
+        an error in the place of a call that failed.
 
         Redis Cluster safe: each call's keys are one channel's, under one hash tag, so every
         script call touches one slot; calls of different channels are separate commands,
@@ -445,15 +482,15 @@ class RedisEngine(Engine):
         same instant). Raises Unavailable when Redis cannot be reached.
         """
         pipeline = self._cluster_pipeline if self.sharded else self._pipeline
-        replies = await pipeline(calls)
+        replies = await pipeline(script, calls)
         again = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if again:
-            for index, reply in zip(again, await pipeline([calls[i] for i in again]),
+            for index, reply in zip(again, await pipeline(script, [calls[i] for i in again]),
                                     strict=True):  # fmt: skip
                 replies[index] = reply
         return replies
 
-    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
+    async def _pipeline(self, script: _Script, calls: list[_Call]) -> list[Any]:
         """`calls` sent at once on one of the pool's connections, packed by hiredis; the
         replies read in order, an error reply in its place.
 
@@ -463,16 +500,16 @@ class RedisEngine(Engine):
         (a stale one is replaced before anything is sent); a failure after sending raises
         Unavailable and closes the connection, which may still hold replies.
         """
-        sha = self._publish.sha
+        sha = script.sha
         # The epoch of a channel the pipeline creates: random, and one draw for all of them
         # (a channel's epoch only has to differ from what that channel had before).
         epoch = secrets.token_hex(4)
         packed = b"".join(
             _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
-                  ("EVAL", self._script, 2, *call_keys, epoch, *args))
+                  ("EVAL", script.text, 2, *call_keys, epoch, *args))
             for index, (call_keys, args) in enumerate(calls)
         )  # fmt: skip
-        if self.wait_replicas:
+        if script.wait:
             packed += self._wait
         assert isinstance(self._redis, aioredis.Redis)
         pool = self._redis.connection_pool
@@ -488,7 +525,7 @@ class RedisEngine(Engine):
                     replies.append(await connection.read_response())
                 except ResponseError as error:  # that call's: the connection goes on
                     replies.append(error)
-            if self.wait_replicas:
+            if script.wait:
                 replies = self._replicated(replies, await connection.read_response())
         except BaseException as error:
             await connection.disconnect()
@@ -550,13 +587,11 @@ class RedisEngine(Engine):
     async def _run_read(
         self, channel: str, after: str, count: int
     ) -> tuple[str, StreamId, list[Any]]:
-        log_key, meta_key = keys(channel)
-        try:
-            epoch, last, entries = await self._read(
-                keys=[log_key, meta_key], args=[secrets.token_hex(4), after, count]
-            )
-        except (RedisError, RedisClusterException) as error:
-            raise Unavailable(f"redis is unreachable: {error}") from error
+        """The read script's reply for `channel`. Reads made while a pipeline of them is on its
+        way share the next one, as publishes do: a reconnect storm's handshakes each read a
+        head or a replay, and one round trip through the pool then carries many."""
+        call: _Call = (keys(channel), [after, count])
+        epoch, last, entries = await self._coalesced(self._reads, call, "read")
         return epoch.decode(), parse_stream_id(last.decode()), entries
 
     def _note(self, channel: str, head: Position) -> None:
@@ -1087,7 +1122,7 @@ class RedisEngine(Engine):
                 self._route.pop(channel, None)
                 shard.channels.discard(channel)
 
-    async def _cluster_pipeline(self, calls: list[_Call]) -> list[Any]:
+    async def _cluster_pipeline(self, script: _Script, calls: list[_Call]) -> list[Any]:
         """`_pipeline` on a cluster: the calls grouped by the primary owning each call's slot,
         one packed pipeline per primary, sent concurrently; one channel's calls share a slot,
         so they go in order on one connection.
@@ -1120,7 +1155,7 @@ class RedisEngine(Engine):
                     continue
                 groups.setdefault(node.name, (node, []))[1].append(index)
             results = await asyncio.gather(
-                *(self._node_pipeline(node, [calls[i] for i in indexes],
+                *(self._node_pipeline(node, script, [calls[i] for i in indexes],
                                       [i in asking for i in indexes])
                   for node, indexes in groups.values()),
                 return_exceptions=True,
@@ -1150,7 +1185,7 @@ class RedisEngine(Engine):
                     await self._cluster.nodes_manager.initialize()
         for index, reply in enumerate(replies):
             if isinstance(reply, _REDIRECTS):
-                replies[index] = Unavailable(f"redis cluster refused the publish: {reply}")
+                replies[index] = Unavailable(f"redis cluster refused the call: {reply}")
         return replies
 
     def _call_node(self, call: _Call, asked: str | None) -> ClusterNode:
@@ -1165,19 +1200,19 @@ class RedisEngine(Engine):
         return node
 
     async def _node_pipeline(
-        self, node: ClusterNode, calls: list[_Call], asking: list[bool]
+        self, node: ClusterNode, script: _Script, calls: list[_Call], asking: list[bool]
     ) -> list[Any]:
         """`_pipeline` on one cluster node's connection; `asking`: the calls to send after
         an `ASKING` (the slot is being imported there). Raises _NotSent when the node could
         not be reached (nothing was sent), Unavailable when the connection was lost after."""
         epoch = secrets.token_hex(4)
-        sha = self._publish.sha
+        sha = script.sha
         packed = b"".join(
             (_pack(("ASKING",)) if ask else b"")
             + _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
-                    ("EVAL", self._script, 2, *call_keys, epoch, *args))
+                    ("EVAL", script.text, 2, *call_keys, epoch, *args))
             for index, ((call_keys, args), ask) in enumerate(zip(calls, asking, strict=True))
-        ) + (self._wait if self.wait_replicas else b"")  # fmt: skip
+        ) + (self._wait if script.wait else b"")  # fmt: skip
         try:
             connection = node.acquire_connection()
         except RedisError as error:
@@ -1203,7 +1238,7 @@ class RedisEngine(Engine):
                         replies.append(await connection.read_response())
                     except ResponseError as error:  # that call's: the connection goes on
                         replies.append(error)
-                if self.wait_replicas:
+                if script.wait:
                     replies = self._replicated(replies, await connection.read_response())
             except BaseException as error:
                 await connection.disconnect()

@@ -206,19 +206,35 @@ class StreamSession:
         engine = self.hub.engine
         resets: dict[ResetReason, list[tuple[str, Position]]] = {}
         replay: dict[str, list[Event]] = {}
-        for channel in self.channels:
-            position = None if self.resume is None else self.resume.get(channel)
-            if position is None:
-                self._move(channel, await engine.head(channel))
+        positions = [None if self.resume is None else self.resume.get(c) for c in self.channels]
+        # Every channel's read at once: reads made together share one round trip to the log.
+        reads = [
+            engine.head(channel)
+            if position is None
+            else self.hub.reads.read_after(channel, position, REPLAY_PAGE)
+            for channel, position in zip(self.channels, positions, strict=True)
+        ]
+        if len(reads) == 1:
+            try:
+                results: list[Any] = [await reads[0]]
+            except PositionLost as lost:
+                results = [lost]
+        else:
+            results = await asyncio.gather(*reads, return_exceptions=True)
+        for channel, position, result in zip(self.channels, positions, results, strict=True):
+            if isinstance(result, PositionLost):
+                assert position is not None
+                self._move(channel, position)
+                resets.setdefault(result.reason, []).append((channel, result.head))
+            elif isinstance(result, BaseException):
+                raise result
+            elif position is None:
+                self._move(channel, result)
                 if self.resume is not None or self.resume_invalid:
                     resets.setdefault("invalid", []).append((channel, self._position(channel)))
-                continue
-            try:
-                replay[channel] = await self.hub.reads.read_after(channel, position, REPLAY_PAGE)
+            else:
+                replay[channel] = result
                 self._move(channel, position)
-            except PositionLost as lost:
-                self._move(channel, position)
-                resets.setdefault(lost.reason, []).append((channel, lost.head))
 
         metrics = self.hub.metrics
         metrics.resumes["reset" if resets else "resumed" if replay else "fresh"] += 1

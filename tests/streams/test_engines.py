@@ -198,6 +198,48 @@ async def test_redis_publishes_made_together_share_a_pipeline(redis_url: str) ->
     assert 1 <= seen.count("EVAL") < 50, seen
 
 
+async def test_redis_reads_made_together_share_a_pipeline(redis_url: str) -> None:
+    engine = RedisEngine(redis_url)
+    watcher = aioredis.Redis.from_url(redis_url)
+    tag = uuid.uuid4().hex[:8]
+    channels = [f"execution:{tag}-{n}" for n in range(25)]
+    published = await engine.publish_many(
+        [Publication(channel, "test.event", b"1") for channel in channels]
+    )
+    seen: list[str] = []
+    try:
+        async with watcher.monitor() as monitor:
+            heads, replays = await asyncio.gather(
+                asyncio.gather(*(engine.head(channel) for channel in channels)),
+                asyncio.gather(
+                    *(
+                        engine.read_after(channel, Position(event.epoch, ORIGIN.offset), 10)
+                        for channel, event in zip(channels, published, strict=True)
+                    )
+                ),
+            )
+            await engine._redis.echo(f"done-{tag}")
+            with anyio.fail_after(10):
+                async for command in monitor.listen():
+                    if f"done-{tag}" in command["command"]:
+                        break
+                    if command["client_type"] == "tcp" and tag in command["command"]:
+                        seen.append(command["command"].split(" ", 1)[0].upper())
+    finally:
+        await engine.close()
+        await watcher.aclose()
+    # Each read answers for its own channel, though they went out together.
+    assert [(head.epoch, head.offset) for head in heads] == [
+        (event.epoch, event.offset) for event in published
+    ]
+    assert [[(e.channel, e.offset) for e in replay] for replay in replays] == [
+        [(event.channel, event.offset)] for event in published
+    ]
+    assert len(seen) == 50
+    # Each pipeline opens with an EVAL: fewer of them than reads means shared pipelines.
+    assert 1 <= seen.count("EVAL") < 50, seen
+
+
 async def test_redis_publishes_fail_with_unavailable_when_redis_is_not_there() -> None:
     engine = RedisEngine("redis://127.0.0.1:1/0")  # nothing listens on port 1
     try:
