@@ -38,6 +38,9 @@ TOKEN_ISSUED = "token_iat"
 # The last second of year 9999: later `exp`, `nbf` or `iat` claims are refused.
 MAX_NUMERIC_DATE = 253_402_300_799
 # Tokens verified recently, kept so that a client's next requests skip the signature check.
+# Each is kept as its SHA-256 digest (65 bytes, not the token's 200 or more) with the principal,
+# whose `expires_at` is the entry's expiry: an entry is held for every idle stream of a
+# server under this size, so its bytes count per connection (docs/benchmarks.md).
 VERIFIED_CACHE_SIZE = 10_000
 
 
@@ -57,7 +60,7 @@ class Authenticator:
         ticket_secret = settings.ticket_secret or settings.jwt_secret or ""
         # A key of its own for tickets: derived, so one configured secret is enough.
         self._ticket_key = hashlib.sha256(b"sinal-ticket\x00" + ticket_secret.encode()).hexdigest()
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._verified: dict[bytes, Principal] = {}
         # User -> tokens issued before this second are refused; and how many were since the
         # control plane last wrote them to the audit log.
         self.revoked: dict[str, float] = {}
@@ -112,21 +115,21 @@ class Authenticator:
 
         A client sends the same token with every request until it expires; verifying it once
         (signature, claims) instead of on every request saves a large share of a cheap
-        request's time. The cache is keyed by the whole token, so only that exact, already
-        verified string is found in it.
+        request's time. The cache is keyed by the whole token's SHA-256 digest, so only that
+        exact, already verified string is found in it.
         """
-        cached = self._verified.get(token)
+        key = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(key)
         if cached is not None:
-            principal, expires = cached
-            if time.time() < expires:
-                return principal
-            del self._verified[token]
+            if cached.expires_at is not None and time.time() < cached.expires_at:
+                return cached
+            del self._verified[key]
         principal, claims = self._decode_token(token)
         if "nbf" not in claims and principal.expires_at is not None:
             # (one that becomes valid later is checked each time)
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
                 del self._verified[next(iter(self._verified))]  # the oldest entry
-            self._verified[token] = (principal, principal.expires_at)
+            self._verified[key] = principal
         return principal
 
     def _decode_token(self, token: str) -> tuple[Principal, dict[str, Any]]:
