@@ -181,6 +181,11 @@ class StatsView(msgspec.Struct):
     events_in: int
     deliveries: int
     resets: int
+    replay_reads: int
+    replay_reads_saved: int
+    engine_reconnects: int
+    gaps_caught_up: int
+    gaps_while_connected: int
     tasks: int
     outbox_pending: int
     outbox_relayed: int
