@@ -285,6 +285,7 @@ class RedisEngine(Engine):
         # Publishes, and reads, waiting for the next pipeline of their kind (see `publish`).
         self._publishes = _Coalesced(self._publish, "sinal-redis-publisher")
         self._reads = _Coalesced(self._read, "sinal-redis-read-sender")
+        self._closing = False  # set by `close`: no pipeline task may start after it
         self._sink: Sink | None = None
         self._watches: dict[str, _Watch] = {}
         self._last: dict[str, Position] = {}
@@ -313,6 +314,7 @@ class RedisEngine(Engine):
         await self._connected.wait()
 
     async def close(self) -> None:
+        self._closing = True
         if self._reader is not None:
             await cancel_and_wait(self._reader)
             self._reader = None
@@ -372,6 +374,9 @@ class RedisEngine(Engine):
     async def _coalesced(self, coalesced: _Coalesced, call: _Call, what: str) -> Any:
         """`call`'s reply, sent in the next pipeline of `coalesced` (`_send_queued`); raises
         Unavailable when Redis cannot be reached or refuses the call."""
+        if self._closing:
+            # A task started now would outlive `close`, holding a connection of a closed pool.
+            raise Unavailable("the engine is closing")
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         coalesced.queued.append((call, reply))
         if coalesced.task is None:
@@ -702,18 +707,19 @@ class RedisEngine(Engine):
                 if sender.done():
                     sender.result()
         finally:
-            if sender is not None:
-                await cancel_and_wait(sender)
-            # Gaps being filled: the catch-up after the reconnect reads the same from the
-            # stream, from the last position delivered.
-            for watch in self._watches.values():
-                self._stop_filling(watch)
-            for filler in list(self._fillers):
-                await cancel_and_wait(filler)
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+            try:
+                if sender is not None:
+                    await cancel_and_wait(sender)
+                # Gaps being filled: the catch-up after the reconnect reads the same from the
+                # stream, from the last position delivered.
+                for watch in self._watches.values():
+                    self._stop_filling(watch)
+                for filler in list(self._fillers):
+                    await cancel_and_wait(filler)
+            finally:
+                # Whatever interrupts the above (`close` cancels again while it waits), the
+                # connection is closed: left open, it outlives the event loop.
+                await _close_quietly(pubsub, client)
 
     async def _send_commands(self, pubsub: Any, outbox: asyncio.Queue[tuple[Op, str]]) -> None:
         while True:
@@ -1064,13 +1070,12 @@ class RedisEngine(Engine):
             log.exception("redis shard %s reader failed; subscribing its channels again",
                           shard.name)  # fmt: skip
         finally:
-            if sender is not None:
-                await cancel_and_wait(sender)
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
-            self._shard_lost(shard)
+            try:
+                if sender is not None:
+                    await cancel_and_wait(sender)
+            finally:
+                await _close_quietly(pubsub, client)  # as `_session`
+                self._shard_lost(shard)
 
     def _shard_lost(self, shard: _Shard) -> None:
         if self._shards.get(shard.name) is shard:
@@ -1248,6 +1253,16 @@ class RedisEngine(Engine):
         finally:
             node.release(connection)
         return replies
+
+
+async def _close_quietly(pubsub: Any, client: Any) -> None:
+    """Close a pub/sub and its client; a second cancellation may not leave the client open."""
+    try:
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()
 
 
 def parse_live(channel: str, payload: bytes) -> tuple[Event, StreamId | None]:
