@@ -524,14 +524,7 @@ class RedisEngine(Engine):
             raise Unavailable(f"redis is unreachable: {error}") from error
         try:
             await connection.send_packed_command(packed)
-            replies: list[Any] = []
-            for _ in calls:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:  # that call's: the connection goes on
-                    replies.append(error)
-            if script.wait:
-                replies = self._replicated(replies, await connection.read_response())
+            replies = await self._read_replies(connection, script, [False] * len(calls))
         except BaseException as error:
             await connection.disconnect()
             if isinstance(error, RedisError | OSError):
@@ -539,6 +532,24 @@ class RedisEngine(Engine):
             raise
         finally:
             await pool.release(connection)
+        return replies
+
+    async def _read_replies(
+        self, connection: Any, script: _Script, asking: list[bool]
+    ) -> list[Any]:
+        """The replies of a pipeline sent on `connection`, one per call, an error reply in its
+        place; `asking`: the calls sent after an `ASKING` (its +OK is skipped). A pipeline that
+        ends in `WAIT` is judged by `_replicated`."""
+        replies: list[Any] = []
+        for ask in asking:
+            try:
+                if ask:
+                    await connection.read_response()  # ASKING's +OK
+                replies.append(await connection.read_response())
+            except ResponseError as error:  # that call's: the connection goes on
+                replies.append(error)
+        if script.wait:
+            replies = self._replicated(replies, await connection.read_response())
         return replies
 
     def _replicated(self, replies: list[Any], acknowledged: int) -> list[Any]:
@@ -1235,16 +1246,7 @@ class RedisEngine(Engine):
                     raise _NotSent(f"{node.name} is unreachable: {error}") from error
             try:
                 await connection.send_packed_command(packed, check_health=False)
-                replies: list[Any] = []
-                for ask in asking:
-                    try:
-                        if ask:
-                            await connection.read_response()  # ASKING's +OK
-                        replies.append(await connection.read_response())
-                    except ResponseError as error:  # that call's: the connection goes on
-                        replies.append(error)
-                if script.wait:
-                    replies = self._replicated(replies, await connection.read_response())
+                replies = await self._read_replies(connection, script, asking)
             except BaseException as error:
                 await connection.disconnect()
                 if isinstance(error, RedisError | OSError):
