@@ -238,7 +238,7 @@ class Settings:
     heartbeat_s: float = _env("SINAL_HEARTBEAT_INTERVAL", _positive_float, 15.0)
     retry_ms: int = _env("SINAL_RETRY_MS", _positive_int, 2000)
     buffer_size: int = _env("SINAL_BUFFER_SIZE", _positive_int, 1024)
-    coalesce_ms: float = _env("SINAL_COALESCE_MS", _non_negative_float, 30.0)
+    coalesce_ms: float = _env("SINAL_COALESCE_MS", _non_negative_float, 5.0)
     max_channels: int = _env("SINAL_MAX_CHANNELS", _positive_int, 16)
     max_payload_bytes: int = _env("SINAL_MAX_PAYLOAD_BYTES", _positive_int, 65536)
     stream_max_len: int = _env("SINAL_STREAM_MAX_LEN", _positive_int, 10_000)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from litestar.types import HTTPScope, Receive, Send
 
+from api.connections import chunk_writer
 from api.problems import problem, render, send_problem
 from api.remote import remote_address
 from api.requests import response_start
@@ -75,7 +76,7 @@ async def stream(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtim
     scope.pop("state", None)  # type: ignore[misc]
     start = _Start(send, admission, metrics, began)
     try:
-        await session.run(start, send, receive)
+        await session.run(start, send, receive, chunk_writer(send))
     except Exception as error:
         if not start.started:
             metrics.handshake("sse", None)

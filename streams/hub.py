@@ -49,7 +49,10 @@ HEARTBEAT = Heartbeat()
 # The pause before the next wake-up round, as a share of the wall time the last one took.
 PAUSE_RATIO = 0.5
 # A round writes to this many subscribers, then lets the event loop run before the next slice.
-ROUND_SLICE = 256
+# Measured on the broadcast ladder (docs/benchmarks.md): with 256, a publish waited behind whole
+# slices at each of its hops through the loop (request, Redis reply, live message), and its
+# p99 was 40-60 ms; with 32, 5-10 ms, and the deliveries' p99 fell with it.
+ROUND_SLICE = 32
 # Heartbeats are written this many streams at a time, spread over the heartbeat interval.
 HEARTBEAT_SLICE = 200
 

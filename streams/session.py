@@ -47,6 +47,9 @@ from streams.metrics import StreamMetrics
 log = logging.getLogger("sinal.stream")
 
 Start = Callable[[], Awaitable[None]]
+# Writes a body chunk at once and says True, or says False and writes nothing (the socket is
+# full, say): then the ASGI `send` writes it. Given by a server that can (api/connections.py).
+Direct = Callable[[bytes], bool]
 Send = Callable[[Any], Awaitable[None]]  # ASGI send
 Receive = Callable[[], Awaitable[Any]]  # ASGI receive
 
@@ -59,6 +62,7 @@ DRAIN_WAIT_S = 2.0
 class StreamSession:
     __slots__ = (
         "_close_early",
+        "_direct",
         "_epochs",
         "_in_flight",
         "_index",
@@ -106,6 +110,7 @@ class StreamSession:
         self._close_early: CloseReason | None = None
         self._task: asyncio.Task[Any] | None = None
         self._send: Send | None = None
+        self._direct: Direct | None = None
         self._in_flight: Generator[Any, None, None] | None = None  # a suspended live write
         self._write_done: asyncio.Future[None] | None = None
         self.abandoned = False
@@ -137,15 +142,20 @@ class StreamSession:
         buffered = 0 if subscriber is None else len(subscriber.pending)
         return self.delivered, self.cursor if self._epochs else None, buffered
 
-    async def run(self, start: Start, send: Send, receive: Receive) -> None:
+    async def run(
+        self, start: Start, send: Send, receive: Receive, direct: Direct | None = None
+    ) -> None:
         """Stream until the client leaves or the hub closes the subscriber.
 
         `start` is awaited once positions are settled and before the first write: until then a
         failure (engine unreachable) raises and can still become an error response. Sets
         `abandoned` when the response cannot be completed (a write to a full socket is pending).
+        `direct`, where the server offers one, writes what the socket takes at once, without
+        `send`'s per-call costs.
         """
         self._task = asyncio.current_task()
         self._send = send
+        self._direct = direct
         async with self.hub.subscription(self.channels) as subscriber:
             self._subscriber = subscriber
             if self._close_early is not None:
@@ -197,6 +207,8 @@ class StreamSession:
         await self._write(frame)
 
     async def _write(self, body: bytes) -> None:
+        if self._direct is not None and self._direct(body):
+            return
         assert self._send is not None
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
@@ -283,6 +295,8 @@ class StreamSession:
             metrics.countdown -= len(batch)
             if metrics.countdown <= 0:
                 _sample_lag(metrics, batch)
+            if self._direct is not None and self._direct(body):
+                return
             assert self._send is not None
             message = {"type": "http.response.body", "body": body, "more_body": True}
             self._in_flight = self._send(message).__await__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import anyio
@@ -136,6 +137,53 @@ async def test_idle_stream_gets_heartbeat_comments(spawn: Callable[..., ServerPr
                 if text.count(": ping\n\n") >= 2:
                     break
     assert text.index("event: ready") < text.index(": ping")
+
+
+async def test_reader_that_pauses_gets_every_event_once_in_order(server: ServerProcess) -> None:
+    """Live writes go straight to the transport while the socket takes them, and through the
+    ASGI `send` (which waits for it to drain) once its buffer is full: the chunks of both ways
+    interleave in one correctly framed body, in order, none lost or repeated."""
+    paused = await anyio.connect_tcp("127.0.0.1", server.port)
+    request = (
+        f"GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: {ALICE['Authorization']}\r\n\r\n"
+    )
+    await paused.send(request.encode())
+    raw = await paused.receive()  # the response has started; now it reads nothing for a while
+    blob = "x" * 50_000
+    events = 200  # 10 MB: more than the socket buffers of both ends hold
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        for n in range(events):
+            data = {"n": n, "b": blob}
+            await publish(client, "notifications:alice", "notification.created", data)
+    frames: list[str] = []
+    with anyio.fail_after(30):
+        while sum("event: notification.created" in frame for frame in frames) < events:
+            raw += await paused.receive()
+            head, _, body = raw.partition(b"\r\n\r\n")
+            frames = _unchunk(body).decode().split("\n\n")
+    await paused.aclose()
+    delivered = [f for f in frames if "event: notification.created" in f]
+    numbers = [json.loads(f.split("data: ", 1)[1])["data"]["n"] for f in delivered]
+    assert numbers == list(range(events))
+    ids = [f.split("\n", 1)[0] for f in delivered]
+    assert all(i.startswith("id: 1.") for i in ids)
+    assert len(set(ids)) == events
+    assert b"transfer-encoding: chunked" in head.lower()
+
+
+def _unchunk(body: bytes) -> bytes:
+    """The complete chunks of a chunked body so far, joined (a partial last one left out)."""
+    out: list[bytes] = []
+    while True:
+        size_line, crlf, rest = body.partition(b"\r\n")
+        if not crlf:
+            return b"".join(out)
+        size = int(size_line, 16)
+        if len(rest) < size + 2:
+            return b"".join(out)
+        assert rest[size : size + 2] == b"\r\n", "a chunk's data must end with CRLF"
+        out.append(rest[:size])
+        body = rest[size + 2 :]
 
 
 async def test_client_that_stops_reading_is_cut_off_and_counted(
