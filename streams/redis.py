@@ -76,6 +76,7 @@ from streams.engine import (
 )
 from streams.errors import Unavailable
 from streams.event import Event, Placed, StreamId, parse_stream_id
+from streams.redislink import Link
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger("sinal.redis")
@@ -164,6 +165,10 @@ Op = Literal["sub", "unsub"]
 _Call = tuple[tuple[str, str], list[Any]]
 # A command as Redis reads it (its stub types a tuple of one item).
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
+# Commands' timeout: a dead Redis answers 503 instead of hanging callers.
+COMMAND_TIMEOUT_S = 5
+# Pipelines on their way at once (each on a link of its own).
+MAX_LINKS = 64
 
 
 class _Shard:
@@ -201,6 +206,29 @@ class _Coalesced:
         self.script, self.name = script, name
         self.queued: list[tuple[_Call, asyncio.Future[Any]]] = []
         self.task: asyncio.Task[None] | None = None
+
+
+class _Subscriptions:
+    """`subscribe` and `unsubscribe` as `RedisEngine._command` calls them, on the reader's link;
+    Redis confirms each name on the same connection, read with the messages."""
+
+    __slots__ = ("link",)
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    async def subscribe(self, *names: str) -> None:
+        await self.link.send(_pack(("SUBSCRIBE", *names)))
+
+    async def unsubscribe(self, *names: str) -> None:
+        await self.link.send(_pack(("UNSUBSCRIBE", *names)))
+
+
+def _error(reply: Any) -> Any:
+    """A reply as redis-py's parser gives it: `NOSCRIPT` as `NoScriptError`."""
+    if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+        return NoScriptError(str(reply))
+    return reply
 
 
 class _NotSent(Exception):
@@ -275,7 +303,10 @@ class RedisEngine(Engine):
         self.retention = retention or Retention()
         # Commands: a short timeout, so a dead Redis answers 503 instead of hanging callers.
         self._redis = redisclient.client(
-            self.target, socket_timeout=5, socket_connect_timeout=5, max_connections=200
+            self.target,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+            max_connections=200,
         )
         self.db = self.target.db
         self._control_name = control_name(self.db)
@@ -286,6 +317,12 @@ class RedisEngine(Engine):
         self._publishes = _Coalesced(self._publish, "sinal-redis-publisher")
         self._reads = _Coalesced(self._read, "sinal-redis-read-sender")
         self._closing = False  # set by `close`: no pipeline task may start after it
+        # One Redis server: the pipelines' links (`_pipeline`), idle ones kept for the next,
+        # at most `MAX_LINKS` in use at once; replies awaited at most the commands' timeout
+        # (and the time a `WAIT` may take).
+        self._links: list[Link] = []
+        self._link_slots = asyncio.Semaphore(MAX_LINKS)
+        self._reply_timeout_s = COMMAND_TIMEOUT_S + (wait_timeout_s if wait_replicas else 0)
         self._sink: Sink | None = None
         self._watches: dict[str, _Watch] = {}
         self._last: dict[str, Position] = {}
@@ -326,6 +363,10 @@ class RedisEngine(Engine):
             for waiter in watch.waiters:
                 waiter.cancel()
         self._watches.clear()
+        links, self._links = self._links, []
+        for link in links:
+            with contextlib.suppress(RedisError, OSError):
+                await link.close()
         await self._redis.aclose()
 
     async def ping(self) -> None:
@@ -501,9 +542,11 @@ class RedisEngine(Engine):
 
         Not redis-py's `Pipeline`: it packs commands in Python, 8 µs a call against hiredis's
         1, a third of what a batched event cost (py-spy, docs/benchmarks.md); and its retry
-        would send again publishes that may have run. The pool hands out a checked connection
-        (a stale one is replaced before anything is sent); a failure after sending raises
-        Unavailable and closes the connection, which may still hold replies.
+        would send again publishes that may have run. Sent and read on a link of the engine's
+        own (`streams/redislink.py`, `_take_link`): a stale one is replaced before anything is
+        sent; a failure after sending raises Unavailable and closes the link, which may still
+        hold replies, and so does an error reply (a `READONLY` from a primary demoted by a
+        failover, say: the next link is opened on the primary named then).
         """
         sha = script.sha
         # The epoch of a channel the pipeline creates: random, and one draw for all of them
@@ -516,23 +559,38 @@ class RedisEngine(Engine):
         )  # fmt: skip
         if script.wait:
             packed += self._wait
+        async with self._link_slots:
+            link = await self._take_link()
+            try:
+                await link.send(packed)
+                async with asyncio.timeout(self._reply_timeout_s):
+                    replies = await link.replies(len(calls) + script.wait)
+            except BaseException as error:
+                await link.close()
+                if isinstance(error, RedisError | OSError | TimeoutError):
+                    raise Unavailable(f"redis is unreachable: {error!r}") from error
+                raise
+            if any(isinstance(reply, ResponseError) for reply in replies):
+                await link.close()
+                replies = [_error(reply) for reply in replies]
+            else:
+                self._links.append(link)
+        if script.wait:
+            replies = self._replicated(replies[:-1], replies[-1])
+        return replies
+
+    async def _take_link(self) -> Link:
+        """An idle link that is still usable, or a new one."""
+        while self._links:
+            link = self._links.pop()
+            if link.usable:
+                return link
+            await link.close()
         assert isinstance(self._redis, aioredis.Redis)
-        pool = self._redis.connection_pool
         try:
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            return await Link.open(self._redis.connection_pool)
         except (RedisError, OSError) as error:
             raise Unavailable(f"redis is unreachable: {error}") from error
-        try:
-            await connection.send_packed_command(packed)
-            replies = await self._read_replies(connection, script, [False] * len(calls))
-        except BaseException as error:
-            await connection.disconnect()
-            if isinstance(error, RedisError | OSError):
-                raise Unavailable(f"redis is unreachable: {error}") from error
-            raise
-        finally:
-            await pool.release(connection)
-        return replies
 
     async def _read_replies(
         self, connection: Any, script: _Script, asking: list[bool]
@@ -687,16 +745,20 @@ class RedisEngine(Engine):
             delay = min(delay * 2, 5.0)
 
     async def _session(self) -> None:
-        """One pub/sub connection: subscribe what is wanted, then pass messages on."""
+        """One pub/sub connection: subscribe what is wanted, then pass messages on, all that one
+        read of the socket brought at a time (a link: `streams/redislink.py`)."""
         client = redisclient.client(
             self.target,
             socket_connect_timeout=5,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
         )
-        pubsub = client.pubsub()
+        link: Link | None = None
         sender = None
         try:
+            assert isinstance(client, aioredis.Redis)  # (a cluster has `_cluster_reader`)
+            link = await Link.open(client.connection_pool)
+            pubsub = _Subscriptions(link)
             await pubsub.subscribe(self._control_name)
             # Everything this process watches is subscribed anew; positions seen before the
             # connection was lost are caught up once each channel's subscription is confirmed.
@@ -711,10 +773,16 @@ class RedisEngine(Engine):
             sender = asyncio.create_task(
                 self._send_commands(pubsub, self._outbox), name="sinal-redis-sender"
             )
+            control = self._control_name.encode()
             while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is not None:
-                    await self._handle(message)
+                for reply in await link.available():
+                    if isinstance(reply, ResponseError):
+                        raise reply
+                    kind, name, data = reply
+                    if kind == b"message" and name != control:
+                        self._live_message(channel_of(name.decode()), data)
+                    else:
+                        await self._handle(kind, name, data)
                 if sender.done():
                     sender.result()
         finally:
@@ -730,7 +798,13 @@ class RedisEngine(Engine):
             finally:
                 # Whatever interrupts the above (`close` cancels again while it waits), the
                 # connection is closed: left open, it outlives the event loop.
-                await _close_quietly(pubsub, client)
+                try:
+                    if link is not None:
+                        with contextlib.suppress(RedisError, OSError):
+                            await link.close()
+                finally:
+                    with contextlib.suppress(RedisError, OSError):
+                        await client.aclose()
 
     async def _send_commands(self, pubsub: Any, outbox: asyncio.Queue[tuple[Op, str]]) -> None:
         while True:
@@ -759,20 +833,20 @@ class RedisEngine(Engine):
         for group in by_slot.values():
             await (pubsub.ssubscribe if op == "sub" else pubsub.sunsubscribe)(*group)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        name = message["channel"].decode()
+    async def _handle(self, kind: bytes, name_bytes: bytes, data: Any) -> None:
+        """A reply on the reader's connection: `[kind, name, data]`."""
+        name = name_bytes.decode()
         if name == self._control_name:
-            if kind == "subscribe":
+            if kind == b"subscribe":
                 self._now_live()
-            elif kind == "message":
-                self._control_message(message["data"])
+            elif kind == b"message":
+                self._control_message(data)
             return
         channel = channel_of(name)
-        if kind == "message":
-            self._live_message(channel, message["data"])
-        elif kind in ("subscribe", "unsubscribe"):
-            await self._confirmed(channel, "sub" if kind == "subscribe" else "unsub")
+        if kind == b"message":
+            self._live_message(channel, data)
+        elif kind in (b"subscribe", b"unsubscribe"):
+            await self._confirmed(channel, "sub" if kind == b"subscribe" else "unsub")
 
     def _now_live(self) -> None:
         """The control bus's subscription is confirmed: the reader is live."""
