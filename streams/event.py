@@ -164,9 +164,17 @@ def envelope_json(channel: str, type: str, data_json: bytes, ts: str) -> bytes:
 
 
 def encode_event_frame(event: Event) -> bytes:
-    """`event:` and `data:` lines of an SSE frame, blank line included; no `id:` line."""
+    """`event:` and `data:` lines of an SSE frame, blank line included; no `id:` line.
+
+    Once per event delivered, so joined by hand where that is exactly what the encoder would
+    write: an event type is one line (`EVENT_TYPE`), and the envelope is one line unless the
+    payload carries a raw line break (a published payload loses its whitespace between tokens,
+    and JSON strings escape theirs). Anything else goes through the encoder, which splits lines.
+    """
     data = envelope_json(event.channel, event.type, event.data_json, event.ts)
-    return ServerSentEvent(data=data.decode(), event=event.type, sep=SEP).encode()
+    if b"\n" in data or b"\r" in data:
+        return ServerSentEvent(data=data.decode(), event=event.type, sep=SEP).encode()
+    return b"".join((b"event: ", event.type.encode(), b"\ndata: ", data, b"\n\n"))
 
 
 def encode_control(event: str, data: msgspec.Struct, cursor: str | None = None) -> bytes:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from sse_starlette.event import ServerSentEvent
 
 from streams.event import (
     Event,
@@ -64,6 +65,27 @@ def test_payload_with_line_breaks_stays_one_data_line(data: object) -> None:
     assert event_line == "event: notification.created"
     assert data_line.startswith("data: ")
     assert json.loads(data_line.removeprefix("data: "))["data"] == data
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"n":1}',
+        b'"caf\xc3\xa9 \xe2\x80\xa8 separator"',  # U+2028 raw: not a line break in SSE
+        b"[1,\n2]",  # stored before whitespace was stripped: split as the encoder splits it
+        b'{"a":\r\n1,\r"b":2}',
+    ],
+)
+def test_event_frame_is_what_the_sse_encoder_writes(raw: bytes) -> None:
+    """The frame is joined by hand (it is built once per event delivered): it must be the
+    encoder's output, byte for byte."""
+    item = event(raw)
+    envelope = json.dumps(
+        {"channel": item.channel, "type": item.type, "data": "DATA", "ts": item.ts},
+        separators=(",", ":"),
+    ).replace('"DATA"', raw.decode())
+    expected = ServerSentEvent(data=envelope, event=item.type, sep="\n").encode()
+    assert item.frame == expected
 
 
 def test_payload_bytes_are_spliced_not_reencoded() -> None:
