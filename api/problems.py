@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import Send
 
 from api.requests import response_start
+from api.transport import send_response
 from db.engine import UNAVAILABLE_DATABASE, note_database_error
 from streams.errors import SinalError
 
@@ -101,8 +102,7 @@ async def send_problem(
         (b"content-length", str(len(body)).encode()),
         *((name.lower().encode(), value.encode()) for name, value in (extra_headers or {}).items()),
     ]
-    await send(response_start(details["status"], headers))
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_response(send, response_start(details["status"], headers), body)
 
 
 def handle_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

@@ -36,6 +36,7 @@ from api.problems import render, send_problem
 from api.requests import response_start
 from api.runtime import Runtime
 from api.settings import Settings
+from api.transport import send_response
 from streams.access import Principal
 from streams.channels import CHANNEL, require_channel
 from streams.cursor import encode_cursor
@@ -227,8 +228,7 @@ async def serve(scope: HTTPScope, receive: Receive, send: Send, runtime: Runtime
         await send_problem(send, *render(error, f"POST {PATH}"))
         return
     length = (b"content-length", str(len(answer)).encode())
-    await send(response_start(201, [_JSON_HEADERS, length]))
-    await send({"type": "http.response.body", "body": answer, "more_body": False})
+    await send_response(send, response_start(201, [_JSON_HEADERS, length]), answer)
 
 
 async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:

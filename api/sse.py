@@ -20,11 +20,11 @@ from urllib.parse import parse_qsl
 
 from litestar.types import HTTPScope, Receive, Send
 
-from api.connections import chunk_writer
 from api.problems import problem, render, send_problem
 from api.remote import remote_address
 from api.requests import response_start
 from api.runtime import Runtime
+from api.transport import chunk_writer
 from streams.access import Principal, authorized_channels
 from streams.admission import STREAMS_RETRY_AFTER_S, Admission
 from streams.cursor import InvalidCursor, Position, decode_cursor

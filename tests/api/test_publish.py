@@ -571,6 +571,53 @@ async def test_the_lean_route_and_litestar_answer_alike(memory_server: ServerPro
             assert answers[0] == answers[1], (body, answers)
 
 
+async def test_answers_keep_a_connection_usable_pipelined_and_closed_on_request(
+    memory_server: ServerProcess,
+) -> None:
+    """Answers are written whole (status, headers and body at once, api/transport.py): on one
+    connection, pipelined requests get their answers in order, a refusal among them too, each
+    with its length and the server's headers; `Connection: close` gets the last and the close."""
+    auth = SERVICE["Authorization"]
+
+    def request(body: bytes, *extra: str) -> bytes:
+        head = [
+            "POST /v1/publish HTTP/1.1",
+            "Host: x",
+            f"Authorization: {auth}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *extra,
+        ]
+        return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+    good = json.dumps(event()).encode()
+    sock = await anyio.connect_tcp("127.0.0.1", memory_server.port)
+    await sock.send(request(good) + request(b"{") + request(good, "X-Request-ID: third"))
+    await sock.send(request(good, "Connection: close"))
+    raw = b""
+    with anyio.fail_after(10):
+        while True:
+            try:
+                raw += await sock.receive()
+            except anyio.EndOfStream:
+                break
+    await sock.aclose()
+    answers: list[tuple[int, dict[str, str], Any]] = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines)
+        length = int(headers["content-length"])
+        answers.append((int(status_line.split()[1]), headers, json.loads(rest[:length])))
+        raw = rest[length:]
+    assert [status for status, _, _ in answers] == [201, 400, 201, 201]
+    assert all("date" in headers and "x-request-id" in headers for _, headers, _ in answers)
+    assert answers[1][1]["content-type"] == "application/problem+json"
+    assert answers[2][1]["x-request-id"] == "third"
+    assert set(answers[3][2]) == {"cursor", "ts"}
+    assert answers[3][1]["connection"] == "close"
+
+
 # -- the channel list of a stream ------------------------------------------------------------------
 
 
