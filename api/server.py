@@ -10,6 +10,7 @@ otherwise cut them with 1012.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import socket
@@ -18,6 +19,7 @@ import uvicorn
 
 from api import actions, connections
 from api.app import SinalApp
+from api.collector import THRESHOLDS, Collector
 from api.runtime import Runtime
 
 log = logging.getLogger("sinal")
@@ -27,9 +29,12 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.collector = Collector()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        # What start-up made (the app, its routes, the engine's connections) is frozen with it.
+        self.collector.start(asyncio.get_running_loop())
         if self.started:  # listening: say where, uvicorn only names the socket
             base = f"http://{browsable_host(self.config.host)}:{self.config.port}"
             log.info(
@@ -42,6 +47,7 @@ class DrainingServer(uvicorn.Server):
         self.runtime.hub.drain()
         await actions.close_all(self.runtime)
         await super().shutdown(sockets)
+        self.collector.stop()
 
 
 def browsable_host(host: str) -> str:
@@ -106,9 +112,6 @@ def serve(
         # uvicorn's detection would take for ASGI 2.
         interface="asgi3",
     )
-    # With many open streams, the collector's full passes over all their long-lived objects
-    # took 16 % of the server's CPU under the default thresholds (700, 10, 10); collecting
-    # young objects less often, and never rescanning what start-up created, removes most of it.
-    gc.set_threshold(50_000, 20, 20)
-    gc.freeze()
+    # Collected less often from the start (api/collector.py): start-up makes many objects.
+    gc.set_threshold(*THRESHOLDS)
     DrainingServer(config, app.runtime).run(sockets=None if sock is None else [sock])
