@@ -99,6 +99,7 @@ from loadtests.procs import (
     redis_for_benchmark,
     run_benchmark,
     self_cpu_seconds,
+    settle_memory,
 )
 from loadtests.schedule import Schedule, sleep_until
 
@@ -300,6 +301,7 @@ async def _subscribe(
         channel = index_of[id(subscriber)] % cfg.channels
         by_channel.setdefault(channel, []).append(subscriber)
     log(f"{name}: {len(subscribers)} subscribers ready ({failures} failed)")
+    settle_memory()
     return subscribers, by_channel, failures
 
 
