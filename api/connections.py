@@ -32,7 +32,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.problems import PROBLEM_JSON, encode_problem, problem
 
@@ -303,46 +303,6 @@ class LeanEvent:
             return True
         finally:
             self._waiters.remove(waiter)
-
-
-class ChunkWriter:
-    """A stream's body chunks written straight to its connection's transport, framed as
-    uvicorn's `send` frames them (chunked transfer coding), when the transport takes them now.
-
-    A broadcast writes one chunk to every stream of the channel, and the wall time of that round
-    is what a stream's delivery waits behind (docs/benchmarks.md, the broadcast ladder); through
-    `send`, each write also cost a message dict, a coroutine, its run and its `StopIteration`.
-    Anything but the plain case (the socket's buffer above its high-water mark, the client gone,
-    a response not yet started or already complete) returns False, and the caller goes through
-    `send`, which waits for the socket to drain or drops the write as uvicorn decides.
-    """
-
-    __slots__ = ("_cycle",)
-
-    def __init__(self, cycle: RequestResponseCycle) -> None:
-        self._cycle = cycle
-
-    def __call__(self, body: bytes) -> bool:
-        cycle = self._cycle
-        if (
-            cycle.flow.write_paused
-            or cycle.disconnected
-            or not cycle.chunked_encoding
-            or cycle.response_complete
-            or not cycle.response_started
-        ):
-            return False
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
-        return True
-
-
-def chunk_writer(send: Any) -> ChunkWriter | None:
-    """The direct writer of a response whose ASGI `send` is uvicorn's httptools cycle (the
-    protocol `GuardedHttpProtocol` serves); None for any other server."""
-    cycle = getattr(send, "__self__", None)
-    if type(cycle) is not RequestResponseCycle:
-        return None
-    return ChunkWriter(cycle)
 
 
 class _Pipeline(list[Any]):
