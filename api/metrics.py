@@ -245,8 +245,12 @@ def _boot_time() -> float | None:
 
 
 def count_open_fds() -> int | None:
+    """The process's open descriptors. Linux 6.2 and later give their number as the size of
+    /proc/self/fd: a few microseconds, where listing 10,000 names took 8 ms (in a thread, but
+    holding the interpreter for most of it, a stall of the event loop each probe)."""
     try:
-        return len(os.listdir("/proc/self/fd"))
+        count = os.stat("/proc/self/fd").st_size
+        return count if count > 0 else len(os.listdir("/proc/self/fd"))
     except OSError:
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from api.metrics import count_open_fds
 from tests.conftest import require_service
 from tests.deploy.promql import dashboard_queries, metric_names
 from tests.support import ROOT, ServerProcess, bearer, open_stream, publish, stream_until
@@ -259,3 +261,15 @@ async def test_rest_requests_are_counted_by_route_template_method_and_status(
     routes = {dict(labels)["route"] for name, labels in samples if name.startswith("sinal_http_")}
     assert routes >= {"/v1/publish", one, "unmatched"}
     assert not [route for route in routes if re.search(r"[0-9a-f]{8}-|/no/such", route)], routes
+
+
+def test_open_descriptors_are_counted() -> None:
+    before = count_open_fds()
+    assert before is not None
+    sockets = [socket.socket() for _ in range(50)]
+    try:
+        assert count_open_fds() == before + 50
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert count_open_fds() == before
