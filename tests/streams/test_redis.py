@@ -76,9 +76,30 @@ def test_live_message_carries_its_predecessor() -> None:
         b"{}",
         None,
     )
-    for malformed in (b"ab12 1700-3", b"ab12 x-3 test.event {}", b"ab12 1700-3 1700-2 t.e"):
+    malformed_ids = (
+        b"x-3",
+        b"1700-",
+        b"1_700-3",
+        b"+1700-3",
+        b"1700-3-4",
+        "\u0661\u0667-3".encode(),
+    )
+    malformed = [
+        b"ab12 1700-3",
+        b"ab12 1700-3 1700-2 t.e",
+        *(b"ab12 %s test.event {}" % sid for sid in malformed_ids),
+        *(b"ab12 1700-3 1%s test.event {}" % sid for sid in malformed_ids),
+    ]
+    for message in malformed:
         with pytest.raises(ValueError, match=r"values to unpack|not a stream id"):
-            parse_live("execution:a", malformed)
+            parse_live("execution:a", message)
+    with pytest.raises(ValueError, match="out of range"):
+        parse_live("execution:a", b"ab12 18446744073709551616-0 test.event {}")
+    # A sequence part may use all 64 bits.
+    assert parse_live("execution:a", b"ab12 1700-18446744073709551615 t.e {}")[0].offset == (
+        1700,
+        2**64 - 1,
+    )
 
 
 async def test_live_message_lost_while_connected_is_caught_up_in_order_once(
