@@ -26,6 +26,7 @@ _NAMED = re.compile(r"^(?:Object (?:missing required|contains unknown) field|Fie
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_QUOTE_OR_BRACKET = bytes(b for b in range(256) if b not in b'"[]{}')
 _ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _SCANNED = 1024 * 1024
 
@@ -138,8 +139,14 @@ def _deeper_than(unescaped: bytes, limit: int) -> bool:
     brackets = unescaped.translate(_ONE_KIND, _NOT_BRACKET)
     if brackets.count(b"[") <= limit:  # brackets inside strings counted too: an upper bound
         return False
-    outside_strings = b"".join(unescaped.replace(b'\\"', b"").split(b'"')[::2])
-    brackets = outside_strings.translate(_ONE_KIND, _NOT_BRACKET)
+    # The quotes and brackets alone, in order (escaped quotes are no string's ends), `{}` as
+    # `[]`: a list of events shrinks tenfold. A string with no bracket in it is then `""`, so
+    # when removing those leaves no quote, what is left is the brackets outside strings; a
+    # bracket inside a string leaves a quote, and the strings are taken out one by one.
+    skeleton = unescaped.replace(b'\\"', b"").translate(_ONE_KIND, _NOT_QUOTE_OR_BRACKET)
+    brackets = skeleton.replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = b"".join(skeleton.split(b'"')[::2])
     for _ in range(limit):  # each pass removes the innermost level
         brackets = brackets.replace(b"[]", b"")
         if not brackets:
