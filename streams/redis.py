@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import secrets
+import random
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -549,8 +549,9 @@ class RedisEngine(Engine):
         """
         sha = script.sha
         # The epoch of a channel the pipeline creates: random, and one draw for all of them
-        # (a channel's epoch only has to differ from what that channel had before).
-        epoch = secrets.token_hex(4)
+        # (a channel's epoch only has to differ from what that channel had before; unguessable
+        # it need not be, so the process's generator, with no system call per pipeline).
+        epoch = f"{random.getrandbits(32):08x}"
         packed = b"".join(
             _pack(("EVALSHA", sha, 2, *call_keys, epoch, *args) if index else
                   ("EVAL", script.text, 2, *call_keys, epoch, *args))
@@ -1294,7 +1295,7 @@ class RedisEngine(Engine):
         """`_pipeline` on one cluster node's connection; `asking`: the calls to send after
         an `ASKING` (the slot is being imported there). Raises _NotSent when the node could
         not be reached (nothing was sent), Unavailable when the connection was lost after."""
-        epoch = secrets.token_hex(4)
+        epoch = f"{random.getrandbits(32):08x}"  # as `_pipeline`
         sha = script.sha
         packed = b"".join(
             (_pack(("ASKING",)) if ask else b"")
