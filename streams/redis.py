@@ -75,7 +75,7 @@ from streams.engine import (
     check_position,
 )
 from streams.errors import Unavailable
-from streams.event import MAX_ID_PART, Event, Placed, StreamId, parse_stream_id
+from streams.event import Event, Placed, StreamId, parse_stream_id_bytes
 from streams.redislink import Link
 from streams.tasks import cancel_and_wait
 
@@ -410,7 +410,7 @@ class RedisEngine(Engine):
         call = (keys(channel), self._publish_args(channel, type, data_json))
         epoch, sid = await self._coalesced(self._publishes, call, "publish")
         self.events_published += 1
-        return Placed(channel, type, data_json, epoch.decode(), _live_id(sid))
+        return Placed(channel, type, data_json, epoch.decode(), parse_stream_id_bytes(sid))
 
     async def _coalesced(self, coalesced: _Coalesced, call: _Call, what: str) -> Any:
         """`call`'s reply, sent in the next pipeline of `coalesced` (`_send_queued`); raises
@@ -472,7 +472,9 @@ class RedisEngine(Engine):
                 raise Unavailable(f"redis refused the publish: {reply}") from reply
         self.events_published += len(items)
         return [
-            Placed(item.channel, item.type, item.data_json, epoch.decode(), _live_id(sid))
+            Placed(
+                item.channel, item.type, item.data_json, epoch.decode(), parse_stream_id_bytes(sid)
+            )
             for item, (epoch, sid) in zip(items, replies, strict=True)
         ]
 
@@ -502,7 +504,7 @@ class RedisEngine(Engine):
                 item.type,
                 item.data_json,
                 reply[0].decode(),
-                parse_stream_id(reply[1].decode()),
+                parse_stream_id_bytes(reply[1]),
             )
             for item, reply in zip(items, replies, strict=True)
         ]
@@ -666,7 +668,7 @@ class RedisEngine(Engine):
         head or a replay, and one round trip through the pool then carries many."""
         call: _Call = (keys(channel), [after, count])
         epoch, last, entries = await self._coalesced(self._reads, call, "read")
-        return epoch.decode(), parse_stream_id(last.decode()), entries
+        return epoch.decode(), parse_stream_id_bytes(last), entries
 
     def _note(self, channel: str, head: Position) -> None:
         """A read found a watched channel's head at `head`.
@@ -1352,26 +1354,12 @@ def parse_live(channel: str, payload: bytes) -> tuple[Event, StreamId | None]:
     epoch, sid, third, rest = payload.split(b" ", 3)
     previous: StreamId | None = None
     if third[:1].isdigit():
-        previous = _live_id(third)
+        previous = parse_stream_id_bytes(third)
         type_, data = rest.split(b" ", 1)
     else:
         type_, data = third, rest
-    event = Event(channel, type_.decode(), data, epoch.decode(), _live_id(sid))
+    event = Event(channel, type_.decode(), data, epoch.decode(), parse_stream_id_bytes(sid))
     return event, previous
-
-
-def _live_id(text: bytes) -> StreamId:
-    """`parse_stream_id` on the bytes of a live message or a publish's reply, as strict,
-    without decoding them first (three times per event published and delivered)."""
-    ms, _, seq = text.partition(b"-")
-    # bytes.isdigit is ASCII digits only; 20 digits hold any 64-bit part, and the range is
-    # checked after.
-    if not (ms.isdigit() and seq.isdigit()) or len(ms) > 20 or len(seq) > 20:
-        raise ValueError(f"not a stream id: {text!r}")
-    offset = int(ms), int(seq)
-    if offset[0] > MAX_ID_PART or offset[1] > MAX_ID_PART:
-        raise ValueError(f"stream id out of range: {text!r}")
-    return offset
 
 
 def _fields(entry: Any) -> dict[bytes, bytes]:
@@ -1381,9 +1369,9 @@ def _fields(entry: Any) -> dict[bytes, bytes]:
 
 def _entry_event(channel: str, epoch: str, entry: Any) -> Event:
     fields = _fields(entry)
-    offset = parse_stream_id(entry[0].decode())
+    offset = parse_stream_id_bytes(entry[0])
     return Event(channel, fields[b"t"].decode(), fields[b"d"], epoch, offset)
 
 
 def _previous(entry: Any) -> StreamId:
-    return parse_stream_id(_fields(entry)[b"p"].decode())
+    return parse_stream_id_bytes(_fields(entry)[b"p"])

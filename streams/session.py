@@ -48,7 +48,7 @@ log = logging.getLogger("sinal.stream")
 
 Start = Callable[[], Awaitable[None]]
 # Writes a body chunk at once and says True, or says False and writes nothing (the socket is
-# full, say): then the ASGI `send` writes it. Given by a server that can (api/connections.py).
+# full, say): then the ASGI `send` writes it. Given by a server that can (api/transport.py).
 Direct = Callable[[bytes], bool]
 Send = Callable[[Any], Awaitable[None]]  # ASGI send
 Receive = Callable[[], Awaitable[Any]]  # ASGI receive
