@@ -504,6 +504,9 @@ def test_broadcast_events_a_banner_cannot_show_are_ignored(
     breaks nothing; a plain `text` (the form docs/api.md shows) is still a message."""
     page, errors = open_page(signed_in(admin_server.url, user_name("ezra")), "/app/")
     logged = console_errors(page)
+    # Counted once the page has shown the announcements already active (earlier tests made
+    # some): it marks the region live when that load is done, which may be after the stream is.
+    expect(page.locator("#announcements")).to_have_attribute("aria-live", "polite")
     before = page.locator("#announcements .banner").count()
     for data in MALFORMED_BROADCASTS:
         publish(admin_server.url, "broadcast", "broadcast", data)
